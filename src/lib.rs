@@ -1,0 +1,4 @@
+//! vlmflow: `make` for vision-language-model training.
+
+pub mod engine;
+pub mod store;

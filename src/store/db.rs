@@ -1,0 +1,1 @@
+//! The provenance database (SQLite): schema, migrations, queries.
