@@ -1,4 +1,6 @@
 //! vlmflow: `make` for vision-language-model training.
 
+pub mod cli;
 pub mod engine;
+pub mod stages;
 pub mod store;

@@ -45,7 +45,12 @@ impl Cas {
     /// Take `paths` under `root` into the store: every file becomes an object (moved in by rename
     /// when possible, else copied; fsynced), the manifest is stored too. The source paths are gone
     /// afterwards. Returns the manifest, whose paths are spelled as in `paths`.
-    pub fn ingest(&self, _conn: &rusqlite::Connection, _root: &Path, _paths: &[String]) -> Result<Manifest> {
+    pub fn ingest(
+        &self,
+        _conn: &rusqlite::Connection,
+        _root: &Path,
+        _paths: &[String],
+    ) -> Result<Manifest> {
         unimplemented!()
     }
     /// Make the workspace hold exactly `manifest` at the top-level `outs` under `root`: remove what is

@@ -6,9 +6,15 @@ use super::{Digest, Result};
 
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Node {
-    File { digest: Digest, size: u64, executable: bool },
+    File {
+        digest: Digest,
+        size: u64,
+        executable: bool,
+    },
     Dir,
-    Symlink { target: String },
+    Symlink {
+        target: String,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

@@ -23,7 +23,9 @@ pub enum StoreError {
     },
     #[error("{0} does not exist")]
     Missing(String),
-    #[error("cache object {0} is missing or corrupt: run `vlmflow build --force` on the stage that produced it")]
+    #[error(
+        "cache object {0} is missing or corrupt: run `vlmflow build --force` on the stage that produced it"
+    )]
     CorruptObject(Digest),
     #[error("database: {0}")]
     Db(#[from] rusqlite::Error),
@@ -34,7 +36,9 @@ pub enum StoreError {
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
 /// Attach a path to an io::Error.
-pub(crate) fn io_err(path: impl Into<std::path::PathBuf>) -> impl FnOnce(std::io::Error) -> StoreError {
+pub(crate) fn io_err(
+    path: impl Into<std::path::PathBuf>,
+) -> impl FnOnce(std::io::Error) -> StoreError {
     let path = path.into();
     move |source| StoreError::Io { path, source }
 }

@@ -1,0 +1,57 @@
+//! `vlmflow build`.
+
+use crate::engine::build::{BuildOptions, EngineError, build};
+use crate::engine::execute::Status;
+use crate::engine::report::Reporter;
+use crate::engine::workspace::Workspace;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Stages to build (with everything they need); all stages when none is given.
+    targets: Vec<String>,
+    /// Run up to N independent stages at once.
+    #[arg(short, long, default_value_t = 1, value_name = "N")]
+    jobs: usize,
+    /// Override a param for this build: STAGE.PARAM=VALUE (VALUE is TOML: 2e-3, true, "text").
+    #[arg(long = "set", value_name = "STAGE.PARAM=VALUE")]
+    set: Vec<String>,
+    /// Run STAGE even if it is fresh or could be restored.
+    #[arg(long, value_name = "STAGE")]
+    force: Vec<String>,
+    /// Print what would run, be restored or stay fresh, and why; change nothing.
+    #[arg(short = 'n', long)]
+    dry_run: bool,
+    /// After a failure, go on with the stages that do not depend on it.
+    #[arg(short, long)]
+    keep_going: bool,
+}
+
+pub fn run(ws: &Workspace, args: Args) -> Result<i32, EngineError> {
+    let opts = BuildOptions {
+        targets: args.targets,
+        jobs: args.jobs,
+        set: args.set,
+        force: args.force,
+        dry_run: args.dry_run,
+        keep_going: args.keep_going,
+    };
+    let report = build(ws, &opts, |pipeline| {
+        Reporter::new(
+            pipeline
+                .stages
+                .iter()
+                .map(|s| s.name.len())
+                .max()
+                .unwrap_or(0),
+        )
+    })?;
+    Ok(
+        if crate::engine::interrupt::requested() || report.count(Status::Interrupted) > 0 {
+            130
+        } else if report.failed() {
+            1
+        } else {
+            0
+        },
+    )
+}

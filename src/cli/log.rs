@@ -1,0 +1,155 @@
+//! `vlmflow log [STAGE]`: run history, newest first.
+
+use serde_json::Value;
+
+use crate::engine::build::EngineError;
+use crate::engine::workspace::Workspace;
+use crate::engine::{format_duration, format_time, params};
+use crate::store::db::{Db, RunRow};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Only this stage's runs.
+    stage: Option<String>,
+    /// How many runs to show.
+    #[arg(short = 'n', long, default_value_t = 20)]
+    limit: usize,
+    /// Also print each run's captured log (stdout and stderr of commands).
+    #[arg(long)]
+    verbose: bool,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(serde::Serialize)]
+struct Entry {
+    run: i64,
+    stage: String,
+    status: String,
+    started_at: f64,
+    seconds: Option<f64>,
+    host: String,
+    device: String,
+    key: String,
+    artifact: Option<String>,
+    restored_from: Option<i64>,
+    /// Params that differ from the stage's previous run: name → [old, new].
+    changed_params: Vec<params::ParamChange>,
+    overrides: Value,
+    metrics: Vec<(String, f64)>,
+    error: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    log: Option<String>,
+}
+
+pub fn run(ws: &Workspace, args: Args) -> Result<i32, EngineError> {
+    let db = Db::open_read_only(&ws.db_path())?;
+    let cas = ws.open_cas()?;
+    let runs = db.runs(args.stage.as_deref(), args.limit)?;
+    if runs.is_empty() {
+        eprintln!(
+            "no runs recorded{}",
+            args.stage
+                .map(|s| format!(" for stage `{s}`"))
+                .unwrap_or_default()
+        );
+        return Ok(0);
+    }
+    let mut entries = Vec::new();
+    for run in &runs {
+        entries.push(entry(&db, &cas, run, args.verbose)?);
+    }
+    if args.json {
+        super::print_json(&entries);
+        return Ok(0);
+    }
+    for e in &entries {
+        let time = e.seconds.map(format_duration).unwrap_or_else(|| "-".into());
+        let from = e
+            .restored_from
+            .map(|r| format!(" from run {r}"))
+            .unwrap_or_default();
+        println!(
+            "run {}  {}  {}{from}  {}  {time}  {} · {}",
+            e.run,
+            e.stage,
+            e.status,
+            format_time(e.started_at),
+            e.host,
+            e.device
+        );
+        for change in &e.changed_params {
+            println!("    params.{change}");
+        }
+        if !e.metrics.is_empty() {
+            let shown: Vec<String> = e
+                .metrics
+                .iter()
+                .map(|(n, v)| format!("{n}={}", short_number(*v)))
+                .collect();
+            println!("    metrics {}", shown.join(" "));
+        }
+        if let Some(err) = &e.error {
+            println!("    error: {err}");
+        }
+        if let Some(log) = &e.log {
+            for line in log.lines() {
+                println!("    | {line}");
+            }
+        }
+    }
+    Ok(0)
+}
+
+fn entry(
+    db: &Db,
+    cas: &crate::store::Cas,
+    run: &RunRow,
+    verbose: bool,
+) -> Result<Entry, EngineError> {
+    let changed_params = match db.previous_run(run)? {
+        Some(prev) => params::diff(&parse(&prev.params), &parse(&run.params)),
+        None => vec![],
+    };
+    let metrics_run = run.source_run.unwrap_or(run.id);
+    let log = if verbose {
+        Some(match run.log.as_deref().and_then(|d| d.parse().ok()) {
+            Some(digest) => match cas.read_bytes(&digest) {
+                Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+                Err(_) => "(log deleted by `vlmflow gc`)".into(),
+            },
+            None => "(no log: nothing ran)".into(),
+        })
+    } else {
+        None
+    };
+    Ok(Entry {
+        run: run.id,
+        stage: run.stage.clone(),
+        status: run.status.clone(),
+        started_at: run.started_at,
+        seconds: run.finished_at.map(|f| f - run.started_at),
+        host: run.host.clone(),
+        device: run.device.clone(),
+        key: run.key.clone(),
+        artifact: run.artifact.clone(),
+        restored_from: run.source_run,
+        changed_params,
+        overrides: parse(&run.overrides),
+        metrics: db.final_metrics(metrics_run)?,
+        error: run.error.clone(),
+        log,
+    })
+}
+
+pub fn parse(json: &str) -> Value {
+    serde_json::from_str(json).unwrap_or(Value::Null)
+}
+
+pub fn short_number(v: f64) -> String {
+    if v.fract() == 0.0 && v.abs() < 1e12 {
+        format!("{v:.0}")
+    } else {
+        format!("{v:.4}")
+    }
+}

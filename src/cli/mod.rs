@@ -1,0 +1,125 @@
+//! The command line: thin wrappers that parse arguments, call the engine and print. Every command
+//! that prints a table also has `--json`.
+
+mod build;
+mod dag;
+mod gc;
+mod log;
+mod metrics;
+mod params;
+mod provenance;
+mod query;
+mod runs;
+mod status;
+mod table;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use crate::engine::build::EngineError;
+use crate::engine::workspace::Workspace;
+
+#[derive(Parser)]
+#[command(
+    name = "vlmflow",
+    version,
+    about = "make for vision-language-model training"
+)]
+struct Cli {
+    /// Run as if started in DIR (the workspace is DIR or its nearest parent with a Stagefile).
+    #[arg(short = 'C', long = "dir", global = true, value_name = "DIR")]
+    dir: Option<PathBuf>,
+    /// Show the engine's own log on stderr (-v: info, -vv: debug). VLMFLOW_LOG=filter also works.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Build the targets and everything they need (all stages when none is named).
+    Build(build::Args),
+    /// Say for every stage whether it is fresh, stale or never built, and why.
+    Status(status::Args),
+    /// Print the stage graph.
+    Dag(dag::Args),
+    /// Run history: ran / restored / failed / interrupted, when, how long, where, what changed.
+    Log(log::Args),
+    /// The full upstream lineage of an artifact (a path, a digest, a stage or a run id).
+    Provenance(provenance::Args),
+    /// Metrics of the current runs, or the difference between two runs.
+    Metrics(metrics::Args),
+    /// Compare params.
+    Params(params::Args),
+    /// Delete what no kept run needs.
+    Gc(gc::Args),
+    /// Read-only SQL over the provenance database (schema in the README).
+    Query(query::Args),
+}
+
+/// Parse the command line, run it, and return the process exit code.
+pub fn main() -> i32 {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() { 2 } else { 0 };
+        }
+    };
+    init_tracing(cli.verbose);
+    let start = cli.dir.clone().unwrap_or_else(|| PathBuf::from("."));
+    let Some(ws) = Workspace::find(&start) else {
+        eprintln!(
+            "error: no Stagefile in {} or any parent folder: run vlmflow inside a workspace, or pass -C DIR",
+            std::path::absolute(&start).unwrap_or(start).display()
+        );
+        return 2;
+    };
+    let result = match cli.command {
+        Command::Build(args) => build::run(&ws, args),
+        Command::Status(args) => status::run(&ws, args),
+        Command::Dag(args) => dag::run(&ws, args),
+        Command::Log(args) => log::run(&ws, args),
+        Command::Provenance(args) => provenance::run(&ws, args),
+        Command::Metrics(args) => metrics::run(&ws, args),
+        Command::Params(args) => params::run(&ws, args),
+        Command::Gc(args) => gc::run(&ws, args),
+        Command::Query(args) => query::run(&ws, args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            match &e {
+                EngineError::Stagefile(d) => eprintln!("{d}"),
+                other => eprintln!("error: {other}"),
+            }
+            e.exit_code()
+        }
+    }
+}
+
+fn init_tracing(verbose: u8) {
+    use tracing_subscriber::EnvFilter;
+    let filter = match std::env::var("VLMFLOW_LOG") {
+        Ok(f) => EnvFilter::new(f),
+        Err(_) => EnvFilter::new(match verbose {
+            0 => "warn",
+            1 => "vlmflow=info",
+            _ => "vlmflow=debug",
+        }),
+    };
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// Print a value as pretty JSON on stdout.
+fn print_json(value: &impl serde::Serialize) {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(value).expect("serializable")
+    );
+}

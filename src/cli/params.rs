@@ -1,0 +1,55 @@
+//! `vlmflow params diff A B`: which params differ between two runs.
+
+use super::log::parse;
+use super::runs;
+use crate::engine::build::EngineError;
+use crate::engine::params;
+use crate::engine::workspace::Workspace;
+use crate::store::db::Db;
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(subcommand)]
+    command: ParamsCommand,
+}
+
+#[derive(clap::Subcommand)]
+enum ParamsCommand {
+    /// Params that differ between runs A and B (run ids, stage names or STAGE~N).
+    Diff {
+        a: String,
+        b: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub fn run(ws: &Workspace, args: Args) -> Result<i32, EngineError> {
+    let ParamsCommand::Diff { a, b, json } = args.command;
+    let db = Db::open_read_only(&ws.db_path())?;
+    let (ra, rb) = (runs::resolve(&db, &a)?, runs::resolve(&db, &b)?);
+    let changes = params::diff(&parse(&ra.params), &parse(&rb.params));
+    if json {
+        super::print_json(&serde_json::json!({"a": ra.id, "b": rb.id, "changes": changes}));
+    } else if changes.is_empty() {
+        println!(
+            "runs {} ({}) and {} ({}) have the same params",
+            ra.id, ra.stage, rb.id, rb.stage
+        );
+    } else {
+        let show = |v: &Option<serde_json::Value>| {
+            v.as_ref()
+                .map_or_else(|| "(unset)".into(), |v| v.to_string())
+        };
+        let rows: Vec<Vec<String>> = changes
+            .iter()
+            .map(|c| vec![c.name.clone(), show(&c.old), show(&c.new)])
+            .collect();
+        let (ha, hb) = (
+            format!("run {} ({})", ra.id, ra.stage),
+            format!("run {} ({})", rb.id, rb.stage),
+        );
+        super::table::print(&["param", &ha, &hb], &rows);
+    }
+    Ok(0)
+}

@@ -1,0 +1,128 @@
+//! Stage kinds: the only room where the engine and the ML code meet. A kind reads its params, asks
+//! its context for inputs and upstream artifacts, does its work, and hands back outputs (files in
+//! its out folder, or the declared outs of a command) and metrics through `StageContext`.
+
+mod cmd;
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use serde_json::Value;
+
+use crate::engine::stagefile::KindSpec;
+
+/// One kind of stage. Implementations must be deterministic functions of what the key covers
+/// (params, inputs, upstream artifacts, implementation version).
+pub trait Kind: Send + Sync {
+    fn name(&self) -> &'static str;
+    /// Bump whenever a change to the implementation changes what it produces: every stage of this
+    /// kind then reruns, and `status` says "implementation of <kind> changed".
+    fn version(&self) -> &'static str;
+    /// A command kind writes its declared outs into the workspace itself; other kinds write into
+    /// `StageContext::out_dir`.
+    fn runs_command(&self) -> bool {
+        false
+    }
+    fn run(&self, ctx: &StageContext<'_>) -> anyhow::Result<()>;
+}
+
+static KINDS: &[&dyn Kind] = &[&cmd::Cmd];
+
+pub fn all() -> &'static [&'static dyn Kind] {
+    KINDS
+}
+
+pub fn find(name: &str) -> Option<&'static dyn Kind> {
+    KINDS.iter().copied().find(|k| k.name() == name)
+}
+
+/// What the Stagefile loader needs to know of the kinds.
+pub fn kind_specs() -> Vec<KindSpec> {
+    KINDS
+        .iter()
+        .map(|k| KindSpec {
+            name: k.name(),
+            runs_command: k.runs_command(),
+        })
+        .collect()
+}
+
+/// Live progress of a running stage, shown as a bar on a terminal and as periodic lines elsewhere.
+pub trait Progress: Send + Sync {
+    fn update(&self, position: u64, length: Option<u64>, message: &str);
+}
+
+/// The narrow window a kind sees of the engine.
+pub struct StageContext<'a> {
+    pub stage: &'a str,
+    pub workspace: &'a Path,
+    pub params: &'a Value,
+    /// The params as a JSON file (what `$VLMFLOW_PARAMS` names for commands).
+    pub params_file: &'a Path,
+    pub cmd: Option<&'a str>,
+    pub device: &'a str,
+    /// Where a built-in kind writes its artifact; it becomes `outs[0]` once the run succeeds.
+    pub out_dir: &'a Path,
+    /// Survives an interrupted run with the same key, so a long run can resume from it.
+    pub checkpoint_dir: &'a Path,
+    /// Needed stage → the workspace path where its artifact is materialized.
+    pub upstream: BTreeMap<String, PathBuf>,
+    pub inputs: &'a [String],
+    pub metrics_file: Option<&'a Path>,
+    pub(crate) log: Mutex<std::fs::File>,
+    pub(crate) log_path: &'a Path,
+    pub(crate) metrics: Mutex<Vec<(String, Option<i64>, f64)>>,
+    pub(crate) progress: &'a dyn Progress,
+}
+
+impl StageContext<'_> {
+    /// Append a line to the run's log.
+    pub fn log(&self, line: &str) {
+        if let Ok(mut f) = self.log.lock() {
+            let _ = writeln!(f, "{line}");
+        }
+    }
+
+    /// Record a metric: `step` None for a final value, Some(step) for a series (loss per step).
+    pub fn metric(&self, name: &str, step: Option<i64>, value: f64) {
+        if let Ok(mut m) = self.metrics.lock() {
+            m.push((name.to_string(), step, value));
+        }
+    }
+
+    pub fn progress(&self, position: u64, length: Option<u64>, message: &str) {
+        self.progress.update(position, length, message);
+    }
+
+    /// True once the user asked the build to stop (Ctrl-C, SIGTERM): save a checkpoint and return.
+    pub fn interrupted(&self) -> bool {
+        crate::engine::interrupt::requested()
+    }
+
+    /// The upstream artifact of a needed stage.
+    pub fn upstream(&self, stage: &str) -> anyhow::Result<&Path> {
+        self.upstream
+            .get(stage)
+            .map(PathBuf::as_path)
+            .ok_or_else(|| {
+                anyhow::anyhow!(
+                    "stage `{}` does not need `{stage}`: add it to `needs` in the Stagefile",
+                    self.stage
+                )
+            })
+    }
+
+    /// The log file itself, for kinds that hand it to a child process.
+    pub fn log_file(&self) -> std::io::Result<std::fs::File> {
+        self.log
+            .lock()
+            .map_err(|_| std::io::Error::other("log poisoned"))?
+            .try_clone()
+    }
+
+    pub fn log_path(&self) -> &Path {
+        self.log_path
+    }
+}
