@@ -15,7 +15,8 @@ use super::report::Reporter;
 use super::scheduler::Schedule;
 use super::stagefile::{self, Pipeline};
 use super::workspace::Workspace;
-use super::{format_duration, interrupt, suggest};
+use super::diagnostic::did_you_mean;
+use super::{format_duration, interrupt};
 use crate::stages;
 use crate::store::StoreError;
 
@@ -81,7 +82,7 @@ pub fn load_pipeline(
 pub fn stage_index(pipeline: &Pipeline, name: &str, flag: &str) -> Result<usize, EngineError> {
     pipeline.stage_index(name).ok_or_else(|| {
         let names = pipeline.stages.iter().map(|s| s.name.as_str());
-        let hint = match suggest::closest(name, names) {
+        let hint = match did_you_mean(name, names) {
             Some(best) => format!("did you mean `{best}`?"),
             None => format!(
                 "the stages are: {}",

@@ -7,7 +7,6 @@ pub mod key;
 pub mod lock;
 pub mod params;
 pub mod stagefile;
-pub mod suggest;
 pub mod workspace;
 
 /// This machine's name, as recorded with every run.

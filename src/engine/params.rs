@@ -76,32 +76,9 @@ impl Override {
 }
 
 fn parse_value(text: &str) -> Value {
-    let doc = format!("v = {text}");
-    match doc.parse::<toml::Table>() {
-        Ok(mut table) => match table.remove("v") {
-            Some(v) => toml_to_json(v).unwrap_or_else(|| Value::String(text.to_string())),
-            None => Value::String(text.to_string()),
-        },
-        Err(_) => Value::String(text.to_string()),
-    }
-}
-
-fn toml_to_json(v: toml::Value) -> Option<Value> {
-    Some(match v {
-        toml::Value::String(s) => Value::String(s),
-        toml::Value::Integer(i) => Value::from(i),
-        toml::Value::Float(f) => Value::from(serde_json::Number::from_f64(f)?),
-        toml::Value::Boolean(b) => Value::Bool(b),
-        toml::Value::Datetime(d) => Value::String(d.to_string()),
-        toml::Value::Array(a) => {
-            Value::Array(a.into_iter().map(toml_to_json).collect::<Option<_>>()?)
-        }
-        toml::Value::Table(t) => Value::Object(
-            t.into_iter()
-                .map(|(k, v)| Some((k, toml_to_json(v)?)))
-                .collect::<Option<_>>()?,
-        ),
-    })
+    super::stagefile::params_from_toml(&format!("v = {text}"))
+        .and_then(|mut table| table.get_mut("v").map(Value::take))
+        .unwrap_or_else(|| Value::String(text.to_string()))
 }
 
 /// Apply an override to a stage's params. The param must exist already, so that a typo does not
@@ -120,7 +97,7 @@ pub fn apply_override(params: &mut Value, o: &Override) -> Result<(), String> {
         if !map.contains_key(part) {
             let mut names: Vec<&String> = map.keys().collect();
             names.sort();
-            let hint = match crate::engine::suggest::closest(part, names.iter().map(|s| s.as_str()))
+            let hint = match crate::engine::diagnostic::did_you_mean(part, names.iter().map(|s| s.as_str()))
             {
                 Some(best) => format!(" (did you mean `{best}`?)"),
                 None if names.is_empty() => String::from(" (it has no params here)"),
@@ -211,7 +188,7 @@ mod tests {
     use serde_json::json;
 
     fn from_toml(text: &str) -> Value {
-        toml_to_json(toml::Value::Table(text.parse::<toml::Table>().unwrap())).unwrap()
+        crate::engine::stagefile::params_from_toml(text).unwrap()
     }
 
     #[test]
