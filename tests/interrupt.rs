@@ -121,3 +121,32 @@ fn after_sigkill_the_next_build_marks_the_stale_run_interrupted_and_completes() 
         "the dead build's temp files are cleaned up"
     );
 }
+
+#[test]
+fn sigint_with_jobs_2_interrupts_every_running_stage() {
+    let mut stagefile = String::new();
+    for stage in ["left", "right"] {
+        stagefile.push_str(&format!(
+            r#"
+[stages.{stage}]
+kind = "cmd"
+cmd = "mkdir -p out && printf partial > out/{stage}.txt && touch {stage}.started && sleep 30 && printf done > out/{stage}.txt"
+outs = ["out/{stage}.txt"]
+"#
+        ));
+    }
+    let ws = Ws::new(&stagefile);
+    let args = ["build", "-j", "2"];
+    let mut child = ws.spawn(&args);
+    ws.wait_for_file("left.started", &mut child);
+    ws.wait_for_file("right.started", &mut child);
+    common::signal(child.id() as i32, libc::SIGINT);
+    let build = Run::wait(child, &args, Duration::from_secs(20));
+    build.assert_code(130);
+    build.assert_statuses(&[("left", "interrupted"), ("right", "interrupted")]);
+    assert!(!ws.exists("out/left.txt") && !ws.exists("out/right.txt"));
+    assert_eq!(
+        ws.query_i64("SELECT count(*) FROM runs WHERE status = 'interrupted'"),
+        2
+    );
+}

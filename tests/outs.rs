@@ -132,3 +132,64 @@ fn a_hand_made_file_in_the_way_of_a_first_run_is_kept_in_the_trash() {
         "{kept:?}\n{build}"
     );
 }
+
+#[test]
+fn an_out_made_writable_and_edited_in_place_does_not_corrupt_the_cache() {
+    use std::os::unix::fs::PermissionsExt;
+    let ws = built_chain();
+    let model = ws.read("out/model.txt");
+    let path = ws.path("out/model.txt");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    // Writes through the file (same inode), as an editor saving in place would.
+    std::fs::write(&path, "tampered\n").unwrap();
+
+    let build = ws.build_ok(&[]);
+    assert_ne!(
+        build.status_of("train"),
+        "fresh",
+        "the edit is noticed\n{build}"
+    );
+    assert_eq!(
+        ws.read("out/model.txt"),
+        model,
+        "the artifact comes back with its original content\n{build}"
+    );
+    // The cache still holds the original bytes: restore once more from it.
+    ws.remove("out/model.txt");
+    let again = ws.build_ok(&[]);
+    assert_eq!(ws.read("out/model.txt"), model, "{again}");
+}
+
+#[test]
+fn an_out_edited_in_place_with_the_same_size_is_never_restored_corrupt() {
+    use std::os::unix::fs::PermissionsExt;
+    let ws = built_chain();
+    let model = ws.read("out/model.txt");
+    let path = ws.path("out/model.txt");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let same_size = "x".repeat(model.len());
+    std::fs::write(&path, &same_size).unwrap();
+
+    let build = ws.build(&[]);
+    assert_ne!(
+        build.status_of("train"),
+        "fresh",
+        "the edit is noticed\n{build}"
+    );
+    if build.code == 0 {
+        assert_eq!(
+            ws.read("out/model.txt"),
+            model,
+            "a build that succeeds puts back the original content\n{build}"
+        );
+    }
+    ws.remove("out/model.txt");
+    let again = ws.build(&[]);
+    if again.code == 0 {
+        assert_eq!(
+            ws.read("out/model.txt"),
+            model,
+            "a restore never places content that differs from the artifact\n{again}"
+        );
+    }
+}

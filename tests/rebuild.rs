@@ -466,3 +466,88 @@ fn dry_run_prints_run_restore_fresh_and_changes_nothing() {
     assert_eq!(ws.times_ran("train"), 2);
     assert_eq!(ws.status()["train"].state, "stale");
 }
+
+#[test]
+fn status_before_any_build_says_never_built() {
+    let ws = chain();
+    let status = ws.status();
+    assert_eq!(status["prepare"].state, "never built", "{status:?}");
+    assert_eq!(status["prepare"].action, "run", "{status:?}");
+    assert!(
+        status["train"]
+            .why()
+            .contains("upstream prepare will run first"),
+        "{status:?}"
+    );
+    assert!(!ws.exists("ran.log"), "status runs nothing");
+    let dry = ws.build_ok(&["--dry-run"]);
+    dry.assert_statuses(&[("prepare", "run"), ("train", "run"), ("eval", "run")]);
+    assert!(!ws.exists("ran.log"), "a dry run runs nothing");
+    assert!(!ws.exists("out"), "a dry run writes no out");
+}
+
+#[test]
+fn an_in_place_edit_of_the_same_size_and_mtime_is_detected() {
+    use std::io::Write;
+    let ws = built_chain();
+    let path = ws.path("data/raw.txt");
+    let mtime = std::fs::metadata(&path).unwrap().modified().unwrap();
+    {
+        let mut f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        f.write_all(b"HELLO SHAPES\n").unwrap();
+        f.set_modified(mtime).unwrap();
+    }
+    assert_eq!(std::fs::metadata(&path).unwrap().modified().unwrap(), mtime);
+    let build = ws.build_ok(&[]);
+    build.assert_statuses(&[("prepare", "ran"), ("train", "ran"), ("eval", "ran")]);
+    assert!(ws.read("out/model.txt").contains("HELLO SHAPES"));
+}
+
+#[test]
+fn a_changed_command_reruns_and_says_so() {
+    let ws = built_chain();
+    ws.stagefile(&common::CHAIN.replace("wc -c < out/model.txt", "wc -l < out/model.txt"));
+    let status = ws.status();
+    assert_eq!(status["eval"].state, "stale", "{status:?}");
+    assert!(status["eval"].why().contains("cmd"), "{status:?}");
+    ws.build_ok(&[])
+        .assert_statuses(&[("prepare", "fresh"), ("train", "fresh"), ("eval", "ran")]);
+}
+
+#[test]
+fn set_reaches_nested_params_and_keeps_the_type() {
+    let ws = Ws::new(
+        r#"
+[stages.train]
+kind = "cmd"
+cmd = "echo $VLMFLOW_STAGE >> ran.log && mkdir -p out && cat $VLMFLOW_PARAMS > out/params.json"
+outs = ["out/params.json"]
+"#,
+    );
+    ws.params(
+        "train",
+        "name = \"tiny\"\n[optim]\nlr = 1e-3\nbetas = [0.9, 0.95]\n",
+    );
+    ws.build_ok(&[]).assert_statuses(&[("train", "ran")]);
+    let params: serde_json::Value = serde_json::from_str(&ws.read("out/params.json")).unwrap();
+    assert_eq!(
+        params,
+        serde_json::json!({"name": "tiny", "optim": {"lr": 0.001, "betas": [0.9, 0.95]}})
+    );
+
+    ws.build_ok(&["--set", "train.optim.lr=2e-3", "--set", "train.name=small"])
+        .assert_statuses(&[("train", "ran")]);
+    let params: serde_json::Value = serde_json::from_str(&ws.read("out/params.json")).unwrap();
+    assert_eq!(params["optim"]["lr"], 0.002);
+    assert_eq!(params["name"], "small");
+    let log = ws.log(Some("train"));
+    assert_eq!(
+        log[0]["overrides"],
+        serde_json::json!({"optim.lr": 0.002, "name": "small"}),
+        "{log:#?}"
+    );
+
+    let bad = ws.build(&["--set", "train.optim.lrr=1"]);
+    bad.assert_code(2);
+    assert!(bad.stderr.contains("did you mean `lr`"), "{bad}");
+}

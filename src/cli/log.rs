@@ -113,12 +113,22 @@ fn entry(
     };
     let metrics_run = run.source_run.unwrap_or(run.id);
     let log = if verbose {
-        Some(match run.log.as_deref().and_then(|d| d.parse().ok()) {
+        // A restore ran nothing: show the log of the run that produced the artifact.
+        let logged = match run.source_run {
+            Some(id) => db.run(id)?.unwrap_or_else(|| run.clone()),
+            None => run.clone(),
+        };
+        let text = match logged.log.as_deref().and_then(|d| d.parse().ok()) {
             Some(digest) => match cas.read_bytes(&digest) {
                 Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
                 Err(_) => "(log deleted by `vlmflow gc`)".into(),
             },
-            None => "(no log: nothing ran)".into(),
+            None => "(no log)".into(),
+        };
+        Some(if logged.id == run.id {
+            text
+        } else {
+            format!("(log of run {}, which produced it)\n{text}", logged.id)
         })
     } else {
         None

@@ -30,9 +30,9 @@ struct Cli {
     /// Run as if started in DIR (the workspace is DIR or its nearest parent with a Stagefile).
     #[arg(short = 'C', long = "dir", global = true, value_name = "DIR")]
     dir: Option<PathBuf>,
-    /// Show the engine's own log on stderr (-v: info, -vv: debug). VLMFLOW_LOG=filter also works.
-    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
-    verbose: u8,
+    /// Show the engine's own tracing on stderr (-v: info, -vv: debug). VLMFLOW_LOG=filter also works.
+    #[arg(short = 'v', long = "trace", action = clap::ArgAction::Count, global = true)]
+    trace: u8,
     #[command(subcommand)]
     command: Command,
 }
@@ -68,7 +68,7 @@ pub fn main() -> i32 {
             return if e.use_stderr() { 2 } else { 0 };
         }
     };
-    init_tracing(cli.verbose);
+    init_tracing(cli.trace);
     let start = cli.dir.clone().unwrap_or_else(|| PathBuf::from("."));
     let Some(ws) = Workspace::find(&start) else {
         eprintln!(
@@ -100,11 +100,11 @@ pub fn main() -> i32 {
     }
 }
 
-fn init_tracing(verbose: u8) {
+fn init_tracing(level: u8) {
     use tracing_subscriber::EnvFilter;
     let filter = match std::env::var("VLMFLOW_LOG") {
         Ok(f) => EnvFilter::new(f),
-        Err(_) => EnvFilter::new(match verbose {
+        Err(_) => EnvFilter::new(match level {
             0 => "warn",
             1 => "vlmflow=info",
             _ => "vlmflow=debug",

@@ -8,6 +8,7 @@ use std::time::Instant;
 use serde_json::Value;
 
 use super::diagnostic::Diagnostics;
+use super::diagnostic::did_you_mean;
 use super::execute::{Executor, Outcome, Status};
 use super::lock::WorkspaceLock;
 use super::params::{Override, apply_override};
@@ -15,7 +16,6 @@ use super::report::Reporter;
 use super::scheduler::Schedule;
 use super::stagefile::{self, Pipeline};
 use super::workspace::Workspace;
-use super::diagnostic::did_you_mean;
 use super::{format_duration, interrupt};
 use crate::stages;
 use crate::store::StoreError;

@@ -97,8 +97,10 @@ pub fn apply_override(params: &mut Value, o: &Override) -> Result<(), String> {
         if !map.contains_key(part) {
             let mut names: Vec<&String> = map.keys().collect();
             names.sort();
-            let hint = match crate::engine::diagnostic::did_you_mean(part, names.iter().map(|s| s.as_str()))
-            {
+            let hint = match crate::engine::diagnostic::did_you_mean(
+                part,
+                names.iter().map(|s| s.as_str()),
+            ) {
                 Some(best) => format!(" (did you mean `{best}`?)"),
                 None if names.is_empty() => String::from(" (it has no params here)"),
                 None => format!(

@@ -150,7 +150,9 @@ fn read_text(full: &Path) -> std::io::Result<Option<String>> {
 
 /// A TOML document's text as params JSON, or None when it is not valid TOML params.
 pub(super) fn toml_text_to_json(text: &str) -> Option<Value> {
-    text_to_json(Ok(Some(text.to_string())), Path::new("(text)")).ok().flatten()
+    text_to_json(Ok(Some(text.to_string())), Path::new("(text)"))
+        .ok()
+        .flatten()
 }
 
 /// Convert a params file's text (see `read_text`); failures are diagnostics located in the file.
