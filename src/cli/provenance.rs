@@ -73,10 +73,12 @@ fn resolve(ws: &Workspace, db: &Db, what: &str) -> Result<RunRow, EngineError> {
                 |r| r.get(0),
             )
             .ok();
-        if let Some(artifact) = by_artifact {
-            if let Some(run) = db.producer_of(&artifact)? {
-                return Ok(run);
-            }
+        if let Some(run) = by_artifact
+            .map(|a| db.producer_of(&a))
+            .transpose()?
+            .flatten()
+        {
+            return Ok(run);
         }
         let by_key: Option<i64> = db
             .conn

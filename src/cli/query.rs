@@ -23,7 +23,7 @@ pub fn run(ws: &Workspace, args: Args) -> Result<i32, EngineError> {
             "query: only read-only statements (SELECT, WITH, …) are allowed".into(),
         ));
     }
-    let names: Vec<String> = stmt.column_names().into_iter().map(String::from).collect();
+    let names: Vec<String> = stmt.column_names().map(String::from).collect();
     let mut rows = stmt.query([]).map_err(usage)?;
     let mut table: Vec<Vec<serde_json::Value>> = Vec::new();
     while let Some(row) = rows.next().map_err(usage)? {

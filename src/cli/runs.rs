@@ -18,10 +18,10 @@ pub fn resolve(db: &Db, text: &str) -> Result<RunRow, EngineError> {
         ),
         None => (text, 0),
     };
-    if back == 0 {
-        if let Some(run) = db.current_run(stage)? {
-            return Ok(run);
-        }
+    if back == 0
+        && let Some(run) = db.current_run(stage)?
+    {
+        return Ok(run);
     }
     let successful: Vec<RunRow> = db
         .runs(Some(stage), usize::MAX >> 1)?

@@ -1,6 +1,7 @@
 //! `vlmflow status`: fresh / stale / never built, and why.
 
 use crate::engine::build::{BuildOptions, EngineError, build};
+use crate::engine::dirty::Reason;
 use crate::engine::execute::Status;
 use crate::engine::report::Reporter;
 use crate::engine::workspace::Workspace;
@@ -38,7 +39,7 @@ pub fn run(ws: &Workspace, args: Args) -> Result<i32, EngineError> {
         .outcomes
         .into_iter()
         .map(|(stage, o)| {
-            let never = o.reasons.iter().any(|r| r == "never built");
+            let never = o.reasons.contains(&Reason::NeverBuilt.to_string());
             let (state, action) = match o.status {
                 Status::Fresh => ("fresh", "none"),
                 Status::WouldRestore => (if never { "never built" } else { "stale" }, "restore"),

@@ -133,15 +133,11 @@ impl Executor<'_> {
             .map(ToString::to_string)
             .collect();
         match (&eval.decision, self.dry_run) {
-            (Decision::Fresh { run }, _) => Outcome {
+            (Decision::Fresh { artifact, producer }, _) => Outcome {
                 status: Status::Fresh,
                 upstream: UpstreamState::Ready {
-                    artifact: run
-                        .artifact
-                        .as_deref()
-                        .and_then(|a| a.parse().ok())
-                        .unwrap_or(eval.key),
-                    producer: Some(run.source_run.unwrap_or(run.id)),
+                    artifact: *artifact,
+                    producer: Some(*producer),
                 },
                 seconds: None,
                 reasons: reasons.clone(),
@@ -380,7 +376,6 @@ impl Executor<'_> {
             std::fs::create_dir_all(&out_dir).map_err(io(&out_dir))?;
         }
         let checkpoint_dir = self.ws.checkpoint_dir(&eval.key.to_hex());
-        std::fs::create_dir_all(&checkpoint_dir).map_err(io(&checkpoint_dir))?;
         if kind.runs_command() {
             self.clear_outs(db, stage, run_id)?;
         }

@@ -4,7 +4,7 @@
 //! (provenance outlives artifacts); an artifact whose objects are deleted is marked swept, so the
 //! run-cache no longer offers it.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
 use rusqlite::params;
@@ -113,34 +113,27 @@ fn kept(db: &Db, keep_last: usize) -> Result<(HashSet<Digest>, HashSet<i64>), St
     }
     // Per stage, newest first: the artifacts of its last `keep_last` successful runs, and the logs
     // of its last `keep_last` runs of any status.
-    let mut stmt = db.conn.prepare(
-        "SELECT id, stage, status, artifact, source_run FROM runs ORDER BY stage, id DESC",
-    )?;
-    let rows: Vec<(i64, String, String, Option<String>, Option<i64>)> = stmt
-        .query_map([], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
-        })?
-        .collect::<rusqlite::Result<_>>()?;
-    let mut stage = String::new();
-    let (mut seen_runs, mut seen_artifacts) = (0, HashSet::new());
-    for (id, s, status, artifact, source) in rows {
-        if s != stage {
-            stage = s;
-            seen_runs = 0;
-            seen_artifacts.clear();
+    let mut per_stage: HashMap<String, (usize, HashSet<Digest>)> = HashMap::new();
+    for run in db.runs(None, i64::MAX as usize)? {
+        let (seen_runs, seen_artifacts) = per_stage.entry(run.stage.clone()).or_default();
+        if *seen_runs < keep_last {
+            runs.insert(run.id);
+            *seen_runs += 1;
         }
-        if seen_runs < keep_last {
-            runs.insert(id);
-            seen_runs += 1;
-        }
-        let artifact = artifact.and_then(|a| a.parse::<Digest>().ok());
-        if let (Some(a), true) = (artifact, status == "ran" || status == "restored") {
-            if seen_artifacts.len() < keep_last || seen_artifacts.contains(&a) {
-                seen_artifacts.insert(a);
-                artifacts.insert(a);
-                runs.insert(id);
-                runs.extend(source);
-            }
+        let succeeded = run.status == "ran" || run.status == "restored";
+        let Some(artifact) = run
+            .artifact
+            .as_deref()
+            .and_then(|a| a.parse::<Digest>().ok())
+        else {
+            continue;
+        };
+        let recent = seen_artifacts.len() < keep_last || seen_artifacts.contains(&artifact);
+        if succeeded && recent {
+            seen_artifacts.insert(artifact);
+            artifacts.insert(artifact);
+            runs.insert(run.id);
+            runs.extend(run.source_run);
         }
     }
     Ok((artifacts, runs))

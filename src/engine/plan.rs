@@ -30,7 +30,8 @@ pub enum UpstreamState {
 pub enum Decision {
     /// The workspace holds the artifact of a run with this key.
     Fresh {
-        run: RunRow,
+        artifact: Digest,
+        producer: i64,
     },
     /// A kept run with this key exists: put its artifact back instead of running.
     Restore {
@@ -156,12 +157,10 @@ fn decide(
     if let Some(current) = current.as_ref().filter(|c| c.key == key_hex) {
         let artifact: Digest = parse_digest(current.artifact.as_deref())?;
         let problems = out_problems(db, cas, root, &stage.outs, &artifact)?;
-        if problems.is_empty() {
-            return Ok(Decision::Fresh {
-                run: current.clone(),
-            });
-        }
         let producer = current.source_run.unwrap_or(current.id);
+        if problems.is_empty() {
+            return Ok(Decision::Fresh { artifact, producer });
+        }
         return Ok(Decision::Restore {
             artifact,
             producer,

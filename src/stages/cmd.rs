@@ -29,7 +29,8 @@ impl Kind for Cmd {
     fn run(&self, ctx: &StageContext<'_>) -> anyhow::Result<()> {
         let cmd = ctx.cmd.context("a cmd stage needs `cmd`")?;
         let log = ctx.log_file()?;
-        let mut child = Command::new("sh")
+        let mut command = Command::new("sh");
+        command
             .arg("-c")
             .arg(cmd)
             .current_dir(ctx.workspace)
@@ -41,7 +42,17 @@ impl Kind for Cmd {
             .stdout(log.try_clone()?)
             .stderr(log)
             // Its own process group, so an interrupt reaches every process the command started.
-            .process_group(0)
+            .process_group(0);
+        // If vlmflow itself is killed (SIGKILL, OOM), take the command down with it rather than
+        // leave it writing into the workspace. (Processes the shell forks are not covered.)
+        // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
+        unsafe {
+            command.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        let mut child = command
             .spawn()
             .with_context(|| format!("could not start `sh -c {cmd}`"))?;
         let pgid = child.id() as i32;

@@ -65,7 +65,8 @@ pub struct StageContext<'a> {
     pub device: &'a str,
     /// Where a built-in kind writes its artifact; it becomes `outs[0]` once the run succeeds.
     pub out_dir: &'a Path,
-    /// Survives an interrupted run with the same key, so a long run can resume from it.
+    /// Survives an interrupted run with the same key, so a long run can resume from it. Not created
+    /// by the engine: a kind that checkpoints creates it; it is removed when the run succeeds.
     pub checkpoint_dir: &'a Path,
     /// Needed stage → the workspace path where its artifact is materialized.
     pub upstream: BTreeMap<String, PathBuf>,
