@@ -20,7 +20,7 @@ use super::stagefile::{Pipeline, Stage};
 use super::workspace::Workspace;
 use crate::stages::{self, Kind, StageContext};
 use crate::store::db::{Completion, Db, NewRun};
-use crate::store::{Cas, Digest, Manifest, StoreError, hash};
+use crate::store::{Cas, Digest, Manifest, Node, StoreError, hash};
 
 /// How a stage's turn in a build ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -181,35 +181,65 @@ impl Executor<'_> {
                     reasons,
                     error: None,
                 },
+                Err(StoreError::CorruptObject(object)) => {
+                    // The cache copy is damaged: forget it and produce the artifact again.
+                    if let Err(e) = db.mark_swept(artifact) {
+                        return self.failed(started, e.to_string());
+                    }
+                    self.reporter.note(&format!(
+                        "note: the cached artifact of {} is damaged (object {} is missing or altered); running it instead",
+                        stage.name,
+                        object.short()
+                    ));
+                    let mut reasons = reasons;
+                    reasons.push("cached artifact damaged".into());
+                    self.run_outcome(db, stage, kind, &eval, upstream, started, reasons)
+                }
                 Err(e) => self.failed(started, format!("restoring from the cache failed: {e}")),
             },
-            (Decision::Run { .. }, false) => match self.run(db, stage, kind, &eval, upstream) {
-                Ok((artifact, run_id)) => Outcome {
-                    status: Status::Ran,
-                    upstream: UpstreamState::Ready {
-                        artifact,
-                        producer: Some(run_id),
-                    },
-                    seconds: Some(started.elapsed().as_secs_f64()),
-                    reasons,
-                    error: None,
-                },
-                Err(failure) => Outcome {
-                    status: if failure.interrupted {
-                        Status::Interrupted
-                    } else {
-                        Status::Failed
-                    },
-                    upstream: UpstreamState::Pending,
-                    seconds: Some(started.elapsed().as_secs_f64()),
-                    reasons,
-                    error: Some(failure.message),
-                },
-            },
+            (Decision::Run { .. }, false) => {
+                self.run_outcome(db, stage, kind, &eval, upstream, started, reasons)
+            }
             (Decision::AfterUpstream { .. }, false) => self.failed(
                 started,
                 "internal error: an upstream stage has no artifact".into(),
             ),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn run_outcome(
+        &self,
+        db: &Db,
+        stage: &Stage,
+        kind: &dyn Kind,
+        eval: &Evaluation,
+        upstream: &BTreeMap<String, UpstreamState>,
+        started: Instant,
+        reasons: Vec<String>,
+    ) -> Outcome {
+        match self.run(db, stage, kind, eval, upstream) {
+            Ok((artifact, run_id)) => Outcome {
+                status: Status::Ran,
+                upstream: UpstreamState::Ready {
+                    artifact,
+                    producer: Some(run_id),
+                },
+                seconds: Some(started.elapsed().as_secs_f64()),
+                reasons,
+                error: None,
+            },
+            Err(failure) => Outcome {
+                status: if failure.interrupted {
+                    Status::Interrupted
+                } else {
+                    Status::Failed
+                },
+                upstream: UpstreamState::Pending,
+                seconds: Some(started.elapsed().as_secs_f64()),
+                reasons,
+                error: Some(failure.message),
+            },
         }
     }
 
@@ -325,6 +355,14 @@ impl Executor<'_> {
             if known {
                 remove_path(&path)?;
             } else {
+                // A hard-linked out edited in place edited its object too: drop the object so the
+                // run-cache cannot hand the edited bytes back as the artifact.
+                for entry in current.iter().flat_map(|m| m.under(out).into_entries()) {
+                    if let Node::File { digest, .. } = entry.node {
+                        self.cas
+                            .evict_if_linked(&self.ws.root.join(&entry.path), &digest)?;
+                    }
+                }
                 let dest = self.ws.trash_dir().join(run_id.to_string()).join(out);
                 if let Some(parent) = dest.parent() {
                     std::fs::create_dir_all(parent).map_err(crate::store::io_err(parent))?;

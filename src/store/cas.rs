@@ -237,6 +237,22 @@ impl Cas {
         Ok(bytes)
     }
 
+    /// If `path` is a hard link to the object `digest` (same device and inode), delete the object:
+    /// whatever edited `path` in place edited the object too. The content stays reachable through
+    /// `path`. Returns whether it evicted the object.
+    pub fn evict_if_linked(&self, path: &Path, digest: &Digest) -> Result<bool> {
+        let object = self.object_path(digest);
+        let (Ok(file), Ok(obj)) = (fs::symlink_metadata(path), fs::symlink_metadata(&object))
+        else {
+            return Ok(false);
+        };
+        if (file.dev(), file.ino()) != (obj.dev(), obj.ino()) {
+            return Ok(false);
+        }
+        fs::remove_file(&object).map_err(io_err(&object))?;
+        Ok(true)
+    }
+
     /// Re-hashes an object: `CorruptObject` if it is missing or its content does not match.
     pub fn verify(&self, digest: &Digest) -> Result<()> {
         match hash::hash_file(&self.object_path(digest)) {

@@ -294,6 +294,15 @@ impl Db {
         Ok(())
     }
 
+    /// Take an artifact out of the run-cache (its objects are gone or damaged).
+    pub fn mark_swept(&self, artifact: &Digest) -> Result<()> {
+        self.conn.execute(
+            "UPDATE artifacts SET swept_at = ?1 WHERE digest = ?2",
+            params![now(), artifact.to_hex()],
+        )?;
+        Ok(())
+    }
+
     pub fn insert_metrics(
         &self,
         run_id: i64,
