@@ -113,6 +113,7 @@ impl Executor<'_> {
     ) -> Outcome {
         let stage = &self.pipeline.stages[index];
         let kind = stages::find(&stage.kind).expect("the Stagefile loader checked the kind");
+        let _span = tracing::info_span!("stage", name = %stage.name, kind = %stage.kind).entered();
         let started = Instant::now();
         let eval = match plan::evaluate(
             db,
@@ -126,6 +127,12 @@ impl Executor<'_> {
             Ok(eval) => eval,
             Err(e) => return self.failed(started, format!("{e}")),
         };
+        tracing::debug!(
+            key = %eval.key.short(),
+            decision = ?eval.decision,
+            seconds = started.elapsed().as_secs_f64(),
+            "evaluated"
+        );
         let reasons: Vec<String> = eval
             .decision
             .reasons()
@@ -436,7 +443,7 @@ impl Executor<'_> {
             metrics: Mutex::new(Vec::new()),
             progress: &progress,
         };
-        let _span = tracing::info_span!("run", stage = %stage.name, run = run_id).entered();
+        let _span = tracing::info_span!("run", id = run_id).entered();
         let result = match std::panic::catch_unwind(AssertUnwindSafe(|| kind.run(&ctx))) {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(format!("{e:#}")),
