@@ -169,22 +169,12 @@ pub fn explain(
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
 
     use super::*;
     use crate::store::Digest;
     use serde_json::json;
 
-    fn material() -> KeyMaterial {
-        KeyMaterial {
-            kind: "cmd".into(),
-            implementation: "1".into(),
-            spec: BTreeMap::from([("cmd".into(), json!("python3 prep.py"))]),
-            params: json!({"lr": 0.001}),
-            upstream: BTreeMap::from([("clip-train".into(), Digest::of_bytes(b"a"))]),
-            inputs: BTreeMap::from([("data/raw".into(), Digest::of_bytes(b"b"))]),
-        }
-    }
+    use crate::engine::key::sample_material as material;
 
     #[test]
     fn reasons_read_as_the_user_would_say_them() {

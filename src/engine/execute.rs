@@ -79,6 +79,26 @@ impl Outcome {
         }
     }
 
+    /// A stage whose artifact dependents can use.
+    fn ready(
+        status: Status,
+        artifact: Digest,
+        producer: i64,
+        seconds: Option<f64>,
+        reasons: Vec<String>,
+    ) -> Outcome {
+        Outcome {
+            status,
+            upstream: UpstreamState::Ready {
+                artifact,
+                producer: Some(producer),
+            },
+            seconds,
+            reasons,
+            error: None,
+        }
+    }
+
     /// The words after the stage name on its line.
     pub fn detail(&self) -> String {
         match &self.error {
@@ -140,36 +160,20 @@ impl Executor<'_> {
             .map(ToString::to_string)
             .collect();
         match (&eval.decision, self.dry_run) {
-            (Decision::Fresh { artifact, producer }, _) => Outcome {
-                status: Status::Fresh,
-                upstream: UpstreamState::Ready {
-                    artifact: *artifact,
-                    producer: Some(*producer),
-                },
-                seconds: None,
-                reasons: reasons.clone(),
-                error: None,
-            },
+            (Decision::Fresh { artifact, producer }, _) => {
+                Outcome::ready(Status::Fresh, *artifact, *producer, None, reasons)
+            }
             (
                 Decision::Restore {
                     artifact, producer, ..
                 },
                 true,
-            ) => Outcome {
-                status: Status::WouldRestore,
-                upstream: UpstreamState::Ready {
-                    artifact: *artifact,
-                    producer: Some(*producer),
-                },
-                seconds: None,
-                reasons: reasons.clone(),
-                error: None,
-            },
+            ) => Outcome::ready(Status::WouldRestore, *artifact, *producer, None, reasons),
             (Decision::Run { .. } | Decision::AfterUpstream { .. }, true) => Outcome {
                 status: Status::WouldRun,
                 upstream: UpstreamState::Pending,
                 seconds: None,
-                reasons: reasons.clone(),
+                reasons,
                 error: None,
             },
             (
@@ -178,16 +182,13 @@ impl Executor<'_> {
                 },
                 false,
             ) => match self.restore(db, stage, &eval, *artifact, *producer, upstream) {
-                Ok(()) => Outcome {
-                    status: Status::Restored,
-                    upstream: UpstreamState::Ready {
-                        artifact: *artifact,
-                        producer: Some(*producer),
-                    },
-                    seconds: Some(started.elapsed().as_secs_f64()),
+                Ok(()) => Outcome::ready(
+                    Status::Restored,
+                    *artifact,
+                    *producer,
+                    Some(started.elapsed().as_secs_f64()),
                     reasons,
-                    error: None,
-                },
+                ),
                 Err(StoreError::CorruptObject(object)) => {
                     // The cache copy is damaged: forget it and produce the artifact again.
                     if let Err(e) = db.mark_swept(artifact) {
@@ -226,16 +227,13 @@ impl Executor<'_> {
         reasons: Vec<String>,
     ) -> Outcome {
         match self.run(db, stage, kind, eval, upstream) {
-            Ok((artifact, run_id)) => Outcome {
-                status: Status::Ran,
-                upstream: UpstreamState::Ready {
-                    artifact,
-                    producer: Some(run_id),
-                },
-                seconds: Some(started.elapsed().as_secs_f64()),
+            Ok((artifact, run_id)) => Outcome::ready(
+                Status::Ran,
+                artifact,
+                run_id,
+                Some(started.elapsed().as_secs_f64()),
                 reasons,
-                error: None,
-            },
+            ),
             Err(failure) => Outcome {
                 status: if failure.interrupted {
                     Status::Interrupted

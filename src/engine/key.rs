@@ -46,21 +46,26 @@ pub fn key_of_canonical(canonical: &str) -> Digest {
     h.finalize().into()
 }
 
+/// A small key material for tests of this module and of `dirty`.
+#[cfg(test)]
+pub(crate) fn sample_material() -> KeyMaterial {
+    use serde_json::json;
+    KeyMaterial {
+        kind: "cmd".into(),
+        implementation: "1".into(),
+        spec: BTreeMap::from([("cmd".into(), json!("python3 prep.py"))]),
+        params: json!({"lr": 0.001, "batch": 64}),
+        upstream: BTreeMap::from([("clip-train".into(), Digest::of_bytes(b"a"))]),
+        inputs: BTreeMap::from([("data/raw".into(), Digest::of_bytes(b"b"))]),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
 
-    fn material() -> KeyMaterial {
-        KeyMaterial {
-            kind: "cmd".into(),
-            implementation: "1".into(),
-            spec: BTreeMap::from([("cmd".into(), json!("python3 prep.py"))]),
-            params: json!({"lr": 0.001, "batch": 64}),
-            upstream: BTreeMap::from([("prepare".into(), Digest::of_bytes(b"a"))]),
-            inputs: BTreeMap::from([("prep.py".into(), Digest::of_bytes(b"b"))]),
-        }
-    }
+    use super::sample_material as material;
 
     #[test]
     fn key_is_stable_and_round_trips() {
@@ -90,10 +95,11 @@ mod tests {
         m.params["lr"] = json!(0.002);
         assert_ne!(m.key(), base);
         let mut m = material();
-        m.upstream.insert("prepare".into(), Digest::of_bytes(b"c"));
+        m.upstream
+            .insert("clip-train".into(), Digest::of_bytes(b"c"));
         assert_ne!(m.key(), base);
         let mut m = material();
-        m.inputs.insert("prep.py".into(), Digest::of_bytes(b"c"));
+        m.inputs.insert("data/raw".into(), Digest::of_bytes(b"c"));
         assert_ne!(m.key(), base);
     }
 }
