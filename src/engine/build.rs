@@ -189,16 +189,9 @@ pub fn build(
         jobs: opts.jobs.max(1),
         keep_going: opts.keep_going,
     };
-    let first_db = std::sync::Mutex::new(Some(db));
     let outcomes = schedule.run(
-        // The first worker reuses the connection opened above; others open their own.
-        || {
-            first_db
-                .lock()
-                .ok()
-                .and_then(|mut d| d.take())
-                .map_or_else(|| ws.open_db(), Ok)
-        },
+        // Each worker has its own connection: a SQLite connection is not shared across threads.
+        || ws.open_db(),
         |db, index, upstream| match db {
             Ok(db) => executor.execute(db, index, upstream),
             Err(e) => Outcome {
@@ -233,7 +226,7 @@ pub fn build(
         } else {
             "ok"
         };
-        ws.open_db()?.finish_build(build_id, status)?;
+        db.finish_build(build_id, status)?;
         reporter.note(&summary(&report, started.elapsed().as_secs_f64()));
     }
     Ok(report)
