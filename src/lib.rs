@@ -2,5 +2,6 @@
 
 pub mod cli;
 pub mod engine;
+pub mod ml;
 pub mod stages;
 pub mod store;

@@ -1,0 +1,138 @@
+//! Data pipelines: plain functions over paths and values, no engine, no cache.
+//!
+//! - [`rng`]: a tiny deterministic PRNG, so every sample is a function of `(seed, index)`.
+//! - [`shapes`]: the procedural "shapes" dataset (images, captions, question–answer pairs).
+//! - [`image`]: decode, resize and centre-crop images to CHW bytes; CLIP normalisation.
+//! - [`tokenizer`]: train a byte-level BPE, load any `tokenizer.json`, encode with EOS.
+//! - [`shards`]: fixed-size records in `shard-NNNNN.bin` files, streamed, shuffled, batched.
+//! - [`batch`]: records grouped into batches of plain vectors.
+//! - [`split`]: a deterministic train/validation split by hash of the sample key.
+//! - [`captions`]: read CSV/TSV/JSONL caption files, write JSONL.
+
+pub mod batch;
+pub mod captions;
+pub mod image;
+pub mod rng;
+pub mod shapes;
+pub mod shards;
+pub mod split;
+pub mod tokenizer;
+
+use std::path::{Path, PathBuf};
+
+/// Errors of the data pipelines. Each names the file it concerns (and the line, where there is one).
+#[derive(Debug, thiserror::Error)]
+pub enum DataError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: cannot decode image: {source}")]
+    Image {
+        path: PathBuf,
+        #[source]
+        source: ::image::ImageError,
+    },
+    /// A file whose content is not what its format says: `path:line: message` when `line` is known.
+    #[error("{}: {message}", at(path, *line))]
+    Format {
+        path: PathBuf,
+        line: Option<usize>,
+        message: String,
+    },
+    #[error("tokenizer {path}: {message}")]
+    Tokenizer { path: PathBuf, message: String },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+pub type Result<T, E = DataError> = std::result::Result<T, E>;
+
+fn at(path: &Path, line: Option<usize>) -> String {
+    match line {
+        Some(line) => format!("{}:{line}", path.display()),
+        None => path.display().to_string(),
+    }
+}
+
+/// Attach a path to an io::Error.
+pub(crate) fn io_err(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> DataError {
+    let path = path.into();
+    move |source| DataError::Io { path, source }
+}
+
+/// A format error in `path` (at `line`, 1-based, when known).
+pub(crate) fn format_err(
+    path: impl Into<PathBuf>,
+    line: Option<usize>,
+    message: impl Into<String>,
+) -> DataError {
+    DataError::Format {
+        path: path.into(),
+        line,
+        message: message.into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The pieces together, as the preprocess and training stages will use them.
+    use super::shapes::ShapesConfig;
+    use super::shards::{Record, ShardSet, ShardSpec, ShardWriter};
+    use super::split::{Split, split_of};
+    use super::tokenizer::{BpeConfig, train_bpe};
+    use super::{batch, image};
+
+    #[test]
+    fn shapes_to_tokenizer_to_shards_to_batches() {
+        let cfg = ShapesConfig::default();
+        let samples: Vec<_> = (0..64).map(|i| cfg.sample(i)).collect();
+        let tok = train_bpe(
+            samples.iter().flat_map(|s| s.texts()),
+            &BpeConfig::default(),
+        )
+        .unwrap();
+        let spec = ShardSpec::new(32, 16, tok.vocab_size(), tok.pad_id());
+        let dir = tempfile::tempdir().unwrap();
+        let mut writer = ShardWriter::create(dir.path(), spec, 20).unwrap();
+        let mut train = 0;
+        for (i, s) in samples.iter().enumerate() {
+            if split_of(format!("shapes/{i}").as_bytes(), 100) == Split::Validation {
+                continue;
+            }
+            let png = super::shapes::render_png_bytes(&s.image);
+            let chw = image::decode_chw(&png, "sample.png".as_ref(), 32).unwrap();
+            let tokens = tok.encode_max(&s.caption, 16).unwrap().unwrap();
+            let label = s.class_index() as i32;
+            writer
+                .write(&Record {
+                    image: chw,
+                    tokens,
+                    prompt_len: 0,
+                    label,
+                })
+                .unwrap();
+            train += 1;
+        }
+        assert_eq!(writer.finish().unwrap().records, train);
+
+        let set = ShardSet::open(dir.path()).unwrap();
+        let all: Vec<_> = batch::batches(set.shuffled(0, 0, 16), set.spec(), 8, false)
+            .collect::<super::Result<_>>()
+            .unwrap();
+        assert_eq!(all.iter().map(|b| b.size as u64).sum::<u64>(), train);
+        let b = &all[0];
+        let mut pixels = vec![0f32; b.images.len()];
+        image::normalize_into(&b.images[..3 * 32 * 32], &mut pixels[..3 * 32 * 32]);
+        assert!(
+            pixels[0] > 0.5,
+            "a light background normalises above the mean"
+        );
+        let first = &b.tokens[..b.lengths[0] as usize];
+        assert_eq!(*first.last().unwrap(), tok.eos_id());
+        let caption = tok.decode(first).unwrap();
+        assert!(samples.iter().any(|s| s.caption == caption), "{caption}");
+    }
+}
