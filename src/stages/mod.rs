@@ -3,6 +3,9 @@
 //! its out folder, or the declared outs of a command) and metrics through `StageContext`.
 
 mod cmd;
+mod download;
+mod params;
+mod preprocess;
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -28,7 +31,7 @@ pub trait Kind: Send + Sync {
     fn run(&self, ctx: &StageContext<'_>) -> anyhow::Result<()>;
 }
 
-static KINDS: &[&dyn Kind] = &[&cmd::Cmd];
+static KINDS: &[&dyn Kind] = &[&cmd::Cmd, &download::Download, &preprocess::Preprocess];
 
 pub fn all() -> &'static [&'static dyn Kind] {
     KINDS
