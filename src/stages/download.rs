@@ -97,7 +97,7 @@ fn synthetic(ctx: &StageContext<'_>, p: SyntheticParams) -> anyhow::Result<()> {
             std::fs::write(ctx.out_dir.join(&name), render_png_bytes(&sample.image))
                 .with_context(|| format!("writing {name}"))?;
             let n = done.fetch_add(1, Ordering::Relaxed) + 1;
-            if n % 1000 == 0 {
+            if n.is_multiple_of(1000) {
                 ctx.progress(n, Some(p.count), "drawing shapes");
             }
             Ok(sample.to_record(name))
