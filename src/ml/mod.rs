@@ -1,1 +1,2 @@
 pub mod data;
+pub mod plot;
