@@ -38,6 +38,8 @@ fn main() {
     let reps = |n: usize| if quick { n.min(3) } else { n };
     let started = Instant::now();
     let mut table = Table::default();
+    let load_before = loadavg();
+    let cpu = CpuMeter::start();
     let tmp = Scratch::new();
     eprintln!(
         "vlmflow benches: binary {BIN}, scratch {}",
@@ -58,6 +60,20 @@ fn main() {
         table.goals(),
         started.elapsed().as_secs_f64()
     );
+    println!(
+        "load average (1, 5, 15 min) before: {load_before}; after: {}; {} cores; other processes \
+         used {:.0}% of the CPUs meanwhile (rows where they used ≥ 5% say so: rerun when idle)",
+        loadavg(),
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        cpu.others_share() * 100.0
+    );
+}
+
+/// The first three fields of /proc/loadavg (measure when nothing else runs).
+fn loadavg() -> String {
+    fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "?".into())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -111,7 +127,7 @@ fn folder(table: &mut Table, ws: &Path, first_reps: usize, noop_reps: usize) {
         assert_eq!(n, FOLDER_FILES);
         e
     });
-    let bare_ms = ms(median(&bare));
+    let bare_ms = ms(median(&bare.times));
     table.timed(
         "bare walk + stat of the 20,000 files (1 thread, reference)",
         &bare,
@@ -430,8 +446,82 @@ fn unique() -> u64 {
 // ---------------------------------------------------------------------------------------------
 // Statistics and the table
 
-fn repeat(n: usize, mut f: impl FnMut() -> Duration) -> Vec<Duration> {
-    (0..n.max(1)).map(|_| f()).collect()
+/// The repetitions of one measurement, and how busy the machine was meanwhile.
+struct Sample {
+    times: Vec<Duration>,
+    /// Share of all cores used by other processes while it ran (0.0–1.0).
+    others: f64,
+}
+
+fn repeat(n: usize, mut f: impl FnMut() -> Duration) -> Sample {
+    let cpu = CpuMeter::start();
+    let times = (0..n.max(1)).map(|_| f()).collect();
+    Sample {
+        times,
+        others: cpu.others_share(),
+    }
+}
+
+/// CPU time used by processes other than this bench and its children, from `/proc/stat` and
+/// `getrusage`: a benchmark on a shared 2-core machine is only as good as its quiet.
+struct CpuMeter {
+    wall: Instant,
+    busy: f64,
+    ours: f64,
+}
+
+impl CpuMeter {
+    fn start() -> CpuMeter {
+        CpuMeter {
+            wall: Instant::now(),
+            busy: system_busy_seconds(),
+            ours: own_cpu_seconds(),
+        }
+    }
+
+    fn others_share(&self) -> f64 {
+        let wall = self.wall.elapsed().as_secs_f64();
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+        let others = (system_busy_seconds() - self.busy) - (own_cpu_seconds() - self.ours).max(0.0);
+        (others / (wall * cores)).clamp(0.0, 1.0)
+    }
+}
+
+/// Seconds all CPUs spent not idle since boot (the first line of /proc/stat).
+fn system_busy_seconds() -> f64 {
+    let Ok(stat) = fs::read_to_string("/proc/stat") else {
+        return 0.0;
+    };
+    let ticks: Vec<u64> = stat
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal …
+    let busy: u64 = ticks
+        .iter()
+        .enumerate()
+        .filter(|&(i, _)| i != 3 && i != 4 && i < 8)
+        .map(|(_, v)| v)
+        .sum();
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    busy as f64 / hz
+}
+
+/// User + system seconds of this process and its waited-for children.
+fn own_cpu_seconds() -> f64 {
+    let secs = |who| {
+        // SAFETY: getrusage fills the zeroed struct it is given.
+        let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+        unsafe { libc::getrusage(who, &mut ru) };
+        let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+        tv(ru.ru_utime) + tv(ru.ru_stime)
+    };
+    secs(libc::RUSAGE_SELF) + secs(libc::RUSAGE_CHILDREN)
 }
 
 fn median(times: &[Duration]) -> Duration {
@@ -461,6 +551,15 @@ fn fmt_ms(d: Duration) -> String {
         format!("{v:.1} ms")
     } else {
         format!("{:.2} s", v / 1e3)
+    }
+}
+
+/// Flags a measurement taken while other processes used a noticeable share of the CPUs.
+fn busy_note(sample: &Sample) -> String {
+    if sample.others >= 0.05 {
+        format!(" [others used {:.0}% CPU]", sample.others * 100.0)
+    } else {
+        String::new()
     }
 }
 
@@ -511,9 +610,16 @@ impl Table {
     }
 
     /// A time: pass when the median meets the goal.
-    fn timed(&mut self, name: &str, times: &[Duration], goal: Goal) {
+    fn timed(&mut self, name: &str, sample: &Sample, goal: Goal) {
+        let times = &sample.times;
         let (med, lo) = (median(times), min(times));
-        let value = format!("{} (min {}, n={})", fmt_ms(med), fmt_ms(lo), times.len());
+        let value = format!(
+            "{} (min {}, n={}){}",
+            fmt_ms(med),
+            fmt_ms(lo),
+            times.len(),
+            busy_note(sample)
+        );
         let m = ms(med);
         let pass = match goal {
             Goal::AtMostMs(v) => Some(m <= v),
@@ -524,15 +630,17 @@ impl Table {
     }
 
     /// A throughput of `bytes` per repetition: pass when the median rate meets the goal.
-    fn rate(&mut self, name: &str, times: &[Duration], bytes: u64, goal: Goal) {
+    fn rate(&mut self, name: &str, sample: &Sample, bytes: u64, goal: Goal) {
+        let times = &sample.times;
         let gbs = |d: Duration| bytes as f64 / d.as_secs_f64() / 1e9;
         let (med, lo) = (median(times), min(times));
         let value = format!(
-            "{:.2} GB/s (best {:.2}; {}, n={})",
+            "{:.2} GB/s (best {:.2}; {}, n={}){}",
             gbs(med),
             gbs(lo),
             fmt_ms(med),
-            times.len()
+            times.len(),
+            busy_note(sample)
         );
         let pass = match goal {
             Goal::AtLeastGbs(v) => Some(gbs(med) >= v),

@@ -1,2 +1,22 @@
+//! Plain candle code for data, models and training: functions over paths and tensors.
+//!
+//! Never imports the engine, stages, SQLite or the cache (DESIGN.md, "the one rule").
+
+pub mod clip_train;
 pub mod data;
+pub mod fused;
+pub mod fused_attention;
+pub mod fused_linear;
+pub mod layers;
+pub mod models;
+pub mod ops;
+pub mod optim;
+pub mod params;
 pub mod plot;
+pub mod rng;
+pub mod schedule;
+pub mod train;
+pub mod zero_shot;
+
+#[cfg(test)]
+mod reference_tests;

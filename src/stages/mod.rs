@@ -2,10 +2,12 @@
 //! its context for inputs and upstream artifacts, does its work, and hands back outputs (files in
 //! its out folder, or the declared outs of a command) and metrics through `StageContext`.
 
+mod clip_train;
 mod cmd;
 mod download;
 mod params;
 mod preprocess;
+mod zero_shot;
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -31,7 +33,13 @@ pub trait Kind: Send + Sync {
     fn run(&self, ctx: &StageContext<'_>) -> anyhow::Result<()>;
 }
 
-static KINDS: &[&dyn Kind] = &[&cmd::Cmd, &download::Download, &preprocess::Preprocess];
+static KINDS: &[&dyn Kind] = &[
+    &cmd::Cmd,
+    &download::Download,
+    &preprocess::Preprocess,
+    &clip_train::ClipTrain,
+    &zero_shot::ZeroShotEval,
+];
 
 pub fn all() -> &'static [&'static dyn Kind] {
     KINDS
@@ -50,6 +58,32 @@ pub fn kind_specs() -> Vec<KindSpec> {
             runs_command: k.runs_command(),
         })
         .collect()
+}
+
+/// The candle device a stage asked for with `device = "…"` in the Stagefile (default: CPU).
+pub(crate) fn device(ctx: &StageContext<'_>) -> anyhow::Result<candle_core::Device> {
+    match ctx.device {
+        "cpu" => Ok(candle_core::Device::Cpu),
+        "cuda" => cuda_device(ctx),
+        other => anyhow::bail!(
+            "stage `{}`: unknown device `{other}`: expected \"cpu\" or \"cuda\"",
+            ctx.stage
+        ),
+    }
+}
+
+#[cfg(feature = "cuda")]
+fn cuda_device(_ctx: &StageContext<'_>) -> anyhow::Result<candle_core::Device> {
+    Ok(candle_core::Device::new_cuda(0)?)
+}
+
+#[cfg(not(feature = "cuda"))]
+fn cuda_device(ctx: &StageContext<'_>) -> anyhow::Result<candle_core::Device> {
+    anyhow::bail!(
+        "stage `{}` asks for device = \"cuda\", but this vlmflow was built without the `cuda` feature: \
+         rebuild with `cargo build --release --features cuda` on a machine with nvcc",
+        ctx.stage
+    )
 }
 
 /// Live progress of a running stage, shown as a bar on a terminal and as periodic lines elsewhere.

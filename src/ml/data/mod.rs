@@ -16,6 +16,7 @@ pub mod rng;
 pub mod shapes;
 pub mod shards;
 pub mod split;
+pub mod stream;
 pub mod tokenizer;
 
 use std::path::{Path, PathBuf};

@@ -1,0 +1,207 @@
+//! CLIP training-step throughput on CPU: the `small` config, batch 64, forward + backward +
+//! clip + AdamW, in samples per second. Compare with `benches/clip_step_torch.py`.
+//!
+//!     RAYON_NUM_THREADS=2 cargo bench --bench clip_step
+//!     VLMFLOW_ALLOC=system RAYON_NUM_THREADS=2 cargo bench --bench clip_step   # glibc malloc
+//!     RAYON_NUM_THREADS=2 cargo bench --bench clip_step -- --composite        # no fused ops
+//!
+//! Unless set, `CANDLE_NUM_THREADS=1` and (with mimalloc) `MIMALLOC_PURGE_DELAY=-1` are used:
+//! see `main`. `CANDLE_NUM_THREADS=2` shows candle's default.
+//!
+//! Measured on the 2-core dev machine (AMD EPYC, shared; best of 3 runs, 2 threads, 16 tokens):
+//!
+//! | setup                                                | ms/step | samples/s |
+//! | ---------------------------------------------------- | ------- | --------- |
+//! | PyTorch 2.15 eager, `clip_step_torch.py`             | 76–82   | 780–840   |
+//! | fused ops + mimalloc (this bench's default)          | 90–92   | 700–715   |
+//! | fused ops + glibc malloc                             | 130–134 | 480–490   |
+//! | fused ops + mimalloc, candle's own pool (2 threads)  | 127–140 | 455–505   |
+//! | composite ops only + mimalloc                        | 347–353 | 180–185   |
+//! | composite ops + glibc + candle's pool ("as is")      | 411     | 156       |
+//! | 1 thread: PyTorch / fused + mimalloc                 | 139 / 141–153 | 460 / 420–455 |
+//!
+//! Environment: `CLIP_STEP_STEPS` (timed steps, default 10), `CLIP_STEP_BATCH` (default 64),
+//! `CLIP_STEP_TOKENS` (padded caption length, default 16).
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::time::{Duration, Instant};
+
+use candle_core::{Device, Result, Tensor};
+use mimalloc::MiMalloc;
+use vlmflow::ml::models::clip::{Clip, ClipConfig};
+use vlmflow::ml::ops;
+use vlmflow::ml::optim::{AdamW, AdamWConfig, clip_grad_norm};
+use vlmflow::ml::params::Params;
+use vlmflow::ml::rng::Rng;
+
+/// mimalloc unless `VLMFLOW_ALLOC=system`, decided once at the first allocation (read with
+/// libc's `getenv`, which does not allocate) and never changed, so every block is freed by the
+/// allocator that made it. glibc's malloc hands freed pages back to the OS each step and pays
+/// for it in page faults (CANDLE-NOTES.md); mimalloc keeps them.
+struct Switch;
+
+static CHOICE: AtomicU8 = AtomicU8::new(0); // 0 undecided, 1 mimalloc, 2 system
+
+fn use_system() -> bool {
+    let mut c = CHOICE.load(Ordering::Relaxed);
+    if c == 0 {
+        // SAFETY: a NUL-terminated literal; the result is only read, before any thread starts.
+        let v = unsafe { libc::getenv(c"VLMFLOW_ALLOC".as_ptr()) };
+        let system = !v.is_null() && unsafe { std::ffi::CStr::from_ptr(v) }.to_bytes() == b"system";
+        c = if system { 2 } else { 1 };
+        CHOICE.store(c, Ordering::Relaxed);
+    }
+    c == 2
+}
+
+unsafe impl GlobalAlloc for Switch {
+    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+        unsafe {
+            if use_system() {
+                System.alloc(l)
+            } else {
+                MiMalloc.alloc(l)
+            }
+        }
+    }
+    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+        unsafe {
+            if use_system() {
+                System.dealloc(p, l)
+            } else {
+                MiMalloc.dealloc(p, l)
+            }
+        }
+    }
+    unsafe fn alloc_zeroed(&self, l: Layout) -> *mut u8 {
+        unsafe {
+            if use_system() {
+                System.alloc_zeroed(l)
+            } else {
+                MiMalloc.alloc_zeroed(l)
+            }
+        }
+    }
+    unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
+        unsafe {
+            if use_system() {
+                System.realloc(p, l, n)
+            } else {
+                MiMalloc.realloc(p, l, n)
+            }
+        }
+    }
+}
+
+#[global_allocator]
+static ALLOC: Switch = Switch;
+
+fn env(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+#[derive(Default)]
+struct Phases {
+    forward: Duration,
+    backward: Duration,
+    optimizer: Duration,
+}
+
+fn main() -> Result<()> {
+    // Both settings are read once at start-up, so set them (unless given) by re-running
+    // ourselves. CANDLE_NUM_THREADS=1: candle's elementwise pool spin-waits, and on 2 cores it
+    // fights the matmul threads (~25% of a step); the heavy elementwise work is in our fused
+    // ops, which use rayon. MIMALLOC_PURGE_DELAY=-1: mimalloc otherwise hands pages back to
+    // the OS after 10 ms idle and faults them in again next step (~5%).
+    let unset = |k: &str| std::env::var_os(k).is_none();
+    if unset("CANDLE_NUM_THREADS") || (!use_system() && unset("MIMALLOC_PURGE_DELAY")) {
+        let exe = std::env::current_exe()?;
+        let mut cmd = std::process::Command::new(exe);
+        cmd.args(std::env::args_os().skip(1));
+        if unset("CANDLE_NUM_THREADS") {
+            cmd.env("CANDLE_NUM_THREADS", "1");
+        }
+        if unset("MIMALLOC_PURGE_DELAY") {
+            cmd.env("MIMALLOC_PURGE_DELAY", "-1");
+        }
+        std::process::exit(cmd.status()?.code().unwrap_or(1));
+    }
+    let composite = std::env::args().any(|a| a == "--composite");
+    let (steps, batch, t) = (
+        env("CLIP_STEP_STEPS", 10),
+        env("CLIP_STEP_BATCH", 64),
+        env("CLIP_STEP_TOKENS", 16),
+    );
+    let cfg = ClipConfig::small(64);
+    let dev = Device::Cpu;
+    let params = Params::new(0, &dev);
+    let model = Clip::new(&params, &cfg)?;
+    let mut opt = AdamW::with_default_groups(params.vars(), AdamWConfig::default())?;
+    let vars = params.vars();
+
+    let mut rng = Rng::new(1);
+    let s = cfg.vision.image_size;
+    let px: Vec<f32> = (0..batch * 3 * s * s)
+        .map(|_| rng.normal() as f32)
+        .collect();
+    let images = Tensor::from_vec(px, (batch, 3, s, s), &dev)?;
+    let toks: Vec<u32> = (0..batch * t).map(|_| rng.below(64) as u32).collect();
+    let tokens = Tensor::from_vec(toks, (batch, t), &dev)?;
+    let lens: Vec<u32> = (0..batch)
+        .map(|_| 4 + rng.below(t as u64 - 3) as u32)
+        .collect();
+    let lengths = Tensor::from_vec(lens, batch, &dev)?;
+
+    let mut step = |ph: &mut Phases| -> Result<f32> {
+        let t0 = Instant::now();
+        let loss = model.loss(&images, &tokens, &lengths)?;
+        let t1 = Instant::now();
+        let mut grads = loss.backward()?;
+        let t2 = Instant::now();
+        clip_grad_norm(&mut grads, &vars, 1.0)?;
+        opt.step(&grads)?;
+        let t3 = Instant::now();
+        ph.forward += t1 - t0;
+        ph.backward += t2 - t1;
+        ph.optimizer += t3 - t2;
+        loss.to_scalar::<f32>()
+    };
+    let mut run = |n: usize| -> Result<(Phases, Duration, f32)> {
+        let mut ph = Phases::default();
+        let start = Instant::now();
+        let mut loss = 0.0;
+        for _ in 0..n {
+            loss = if composite {
+                ops::with_composite(|| step(&mut ph))?
+            } else {
+                step(&mut ph)?
+            };
+        }
+        Ok((ph, start.elapsed(), loss))
+    };
+    run(2)?; // warm up: first-touch page faults, rayon pools
+    let (ph, total, loss) = run(steps)?;
+    let per = total.as_secs_f64() / steps as f64;
+    let ms = |d: Duration| d.as_secs_f64() * 1e3 / steps as f64;
+    println!(
+        "clip_step small: batch {batch}, {t} tokens, {} params, alloc {}, ops {}, threads {} (candle {})",
+        params.num_params(),
+        if use_system() { "system" } else { "mimalloc" },
+        if composite { "composite" } else { "fused" },
+        std::env::var("RAYON_NUM_THREADS").unwrap_or_else(|_| "default".into()),
+        std::env::var("CANDLE_NUM_THREADS").unwrap_or_default(),
+    );
+    println!(
+        "  {:.1} ms/step ({:.0} samples/s) = forward {:.1} + backward {:.1} + clip/adamw {:.1} ms; loss {loss:.3}",
+        per * 1e3,
+        batch as f64 / per,
+        ms(ph.forward),
+        ms(ph.backward),
+        ms(ph.optimizer),
+    );
+    Ok(())
+}

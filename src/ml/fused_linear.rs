@@ -1,0 +1,209 @@
+//! `y = x wᵀ + b` as one CPU custom op calling the `gemm` crate (candle's own matmul kernel).
+//!
+//! Why: the composite form is a graph of reshape, transpose view, matmul and bias-add nodes, and
+//! candle's backward gives every node's input a zero-filled gradient buffer plus an add; a
+//! transposed weight's gradient is also formed transposed and copied back. Here backward is two
+//! GEMMs straight into fresh buffers (dx = g w, dw = gᵀ x) and a column sum (db).
+
+use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
+use gemm::Parallelism;
+
+/// Linear with bias. Args: x `(M, K)`, w `(N, K)`, b `(N)`.
+pub struct Linear;
+/// Linear without bias. Args: x `(M, K)`, w `(N, K)`.
+pub struct LinearNoBias;
+
+fn f32s<'a>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [f32]> {
+    match (s, l.contiguous_offsets()) {
+        (CpuStorage::F32(d), Some((a, b))) => Ok(&d[a..b]),
+        _ => candle_core::bail!("fused linear: contiguous f32 inputs only"),
+    }
+}
+
+fn with_data<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> Result<R>) -> Result<R> {
+    let t = t.contiguous()?;
+    let (storage, layout) = t.storage_and_layout();
+    match &*storage {
+        candle_core::Storage::Cpu(s) => f(f32s(s, layout)?),
+        _ => candle_core::bail!("fused linear is CPU only"),
+    }
+}
+
+fn parallelism() -> Parallelism {
+    match rayon::current_num_threads() {
+        1 => Parallelism::None,
+        n => Parallelism::Rayon(n),
+    }
+}
+
+/// A row-major matrix view for `gemm`: pointer, rows, cols, row stride, column stride.
+/// A transpose is the same memory with the strides swapped.
+#[derive(Clone, Copy)]
+struct Mat {
+    ptr: *const f32,
+    rows: usize,
+    cols: usize,
+    rs: isize,
+    cs: isize,
+}
+
+impl Mat {
+    fn new(data: &[f32], rows: usize, cols: usize) -> Self {
+        assert_eq!(data.len(), rows * cols);
+        Self {
+            ptr: data.as_ptr(),
+            rows,
+            cols,
+            rs: cols as isize,
+            cs: 1,
+        }
+    }
+
+    fn t(self) -> Self {
+        Self {
+            rows: self.cols,
+            cols: self.rows,
+            rs: self.cs,
+            cs: self.rs,
+            ..self
+        }
+    }
+}
+
+/// `dst (a.rows × b.cols) = [dst +] a·b`, `dst` contiguous row-major.
+fn matmul_into(dst: &mut [f32], a: Mat, b: Mat, accumulate: bool) {
+    assert_eq!(a.cols, b.rows);
+    assert_eq!(dst.len(), a.rows * b.cols);
+    // SAFETY: every view lies inside its slice (checked by the asserts in Mat::new and above);
+    // dst does not alias the inputs (it is a fresh buffer).
+    unsafe {
+        gemm::gemm(
+            a.rows,
+            b.cols,
+            a.cols,
+            dst.as_mut_ptr(),
+            1,
+            b.cols as isize,
+            accumulate,
+            a.ptr,
+            a.cs,
+            a.rs,
+            b.ptr,
+            b.cs,
+            b.rs,
+            if accumulate { 1.0 } else { 0.0 },
+            1.0,
+            false,
+            false,
+            false,
+            parallelism(),
+        )
+    }
+}
+
+fn dims(x: &Layout, w: &Layout) -> Result<(usize, usize, usize)> {
+    let (m, k) = x.shape().dims2()?;
+    let (n, k2) = w.shape().dims2()?;
+    if k != k2 {
+        candle_core::bail!("fused linear: x is (.., {k}) but w is ({n}, {k2})");
+    }
+    Ok((m, k, n))
+}
+
+fn forward(x: &[f32], w: &[f32], b: Option<&[f32]>, m: usize, k: usize, n: usize) -> Vec<f32> {
+    // Start from the bias rows and let gemm accumulate onto them: bias-add for free.
+    let mut y = match b {
+        Some(b) => b.repeat(m),
+        None => vec![0f32; m * n],
+    };
+    matmul_into(
+        &mut y,
+        Mat::new(x, m, k),
+        Mat::new(w, n, k).t(),
+        b.is_some(),
+    );
+    y
+}
+
+/// dx = g w, dw = gᵀ x.
+fn backward(x: &Tensor, w: &Tensor, g: &Tensor) -> Result<(Tensor, Tensor)> {
+    let ((m, k), n) = (x.dims2()?, w.dim(0)?);
+    let (mut dx, mut dw) = (vec![0f32; m * k], vec![0f32; n * k]);
+    with_data(x, |xs| {
+        with_data(w, |ws| {
+            with_data(g, |gs| {
+                matmul_into(&mut dx, Mat::new(gs, m, n), Mat::new(ws, n, k), false);
+                matmul_into(&mut dw, Mat::new(gs, m, n).t(), Mat::new(xs, m, k), false);
+                Ok(())
+            })
+        })
+    })?;
+    let dev = candle_core::Device::Cpu;
+    Ok((
+        Tensor::from_vec(dx, (m, k), &dev)?,
+        Tensor::from_vec(dw, (n, k), &dev)?,
+    ))
+}
+
+impl CustomOp3 for Linear {
+    fn name(&self) -> &'static str {
+        "fused-linear"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (m, k, n) = dims(l1, l2)?;
+        let y = forward(f32s(s1, l1)?, f32s(s2, l2)?, Some(f32s(s3, l3)?), m, k, n);
+        Ok((CpuStorage::F32(y), Shape::from((m, n))))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        b: &Tensor,
+        _y: &Tensor,
+        g: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let (dx, dw) = backward(x, w, g)?;
+        // db = column sums of g: the same deterministic kernel as the fused bias-add.
+        let db = crate::ml::fused::column_sums(g, b.elem_count())?.reshape(b.shape())?;
+        Ok((Some(dx), Some(dw), Some(db)))
+    }
+}
+
+impl CustomOp2 for LinearNoBias {
+    fn name(&self) -> &'static str {
+        "fused-linear-no-bias"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (m, k, n) = dims(l1, l2)?;
+        let y = forward(f32s(s1, l1)?, f32s(s2, l2)?, None, m, k, n);
+        Ok((CpuStorage::F32(y), Shape::from((m, n))))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _y: &Tensor,
+        g: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let (dx, dw) = backward(x, w, g)?;
+        Ok((Some(dx), Some(dw)))
+    }
+}

@@ -1,0 +1,58 @@
+//! Parameterised layers over `ops`: what a model file is assembled from.
+//!
+//! Names follow PyTorch/Hugging Face (`weight`, `bias`) so weights can be compared or ported.
+//! Init follows GPT-2/CLIP: normal(0, 0.02) weights, zero biases, unit norm gains.
+
+use candle_core::{Result, Tensor};
+
+use super::ops;
+use super::params::Params;
+
+pub const INIT_STD: f64 = 0.02;
+pub const LN_EPS: f64 = 1e-5;
+
+#[derive(Clone, Debug)]
+pub struct Linear {
+    pub weight: Tensor,
+    pub bias: Option<Tensor>,
+}
+
+impl Linear {
+    pub fn new(p: &Params, d_in: usize, d_out: usize, bias: bool) -> Result<Self> {
+        Self::with_std(p, d_in, d_out, bias, INIT_STD)
+    }
+
+    pub fn with_std(p: &Params, d_in: usize, d_out: usize, bias: bool, std: f64) -> Result<Self> {
+        Ok(Self {
+            weight: p.normal("weight", (d_out, d_in), std)?,
+            bias: if bias {
+                Some(p.zeros("bias", d_out)?)
+            } else {
+                None
+            },
+        })
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        ops::linear(x, &self.weight, self.bias.as_ref())
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct LayerNorm {
+    pub weight: Tensor,
+    pub bias: Tensor,
+}
+
+impl LayerNorm {
+    pub fn new(p: &Params, dim: usize) -> Result<Self> {
+        Ok(Self {
+            weight: p.ones("weight", dim)?,
+            bias: p.zeros("bias", dim)?,
+        })
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        ops::layer_norm(x, &self.weight, &self.bias, LN_EPS)
+    }
+}

@@ -1,0 +1,9 @@
+//! Model definitions, one file each, readable top to bottom.
+
+pub mod clip;
+pub mod text;
+pub mod transformer;
+pub mod vit;
+
+#[cfg(test)]
+pub(crate) mod clip_tests;

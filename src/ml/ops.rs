@@ -1,0 +1,203 @@
+//! Differentiable building blocks that are safe for training.
+//!
+//! Each op has a composite form built only from candle primitives whose backward is known to work
+//! (CANDLE-NOTES.md: candle-nn's fused `layer_norm`, `softmax_last_dim`, `rms_norm` and `sdpa`
+//! silently drop gradients), and, where it pays on CPU, a fused form from `fused.rs` with an
+//! analytic backward. The public functions pick the fused form for f32 CPU tensors unless
+//! `with_composite` asks otherwise; tests check both forms agree.
+
+use std::cell::Cell;
+
+use candle_core::{D, DType, Device, Result, Tensor};
+
+use super::fused;
+
+thread_local! {
+    static USE_FUSED: Cell<bool> = const { Cell::new(true) };
+}
+
+/// Runs `f` with the fused kernels switched off on this thread (for tests and benches).
+pub fn with_composite<R>(f: impl FnOnce() -> R) -> R {
+    let before = USE_FUSED.with(|c| c.replace(false));
+    let out = f();
+    USE_FUSED.with(|c| c.set(before));
+    out
+}
+
+fn fused_ok(x: &Tensor) -> bool {
+    USE_FUSED.with(|c| c.get()) && x.device().is_cpu() && x.dtype() == DType::F32
+}
+
+/// A mask value that zeroes a softmax weight without the NaNs `-inf` brings to fully-masked rows.
+pub const MASKED: f32 = -1e9;
+
+// ---------------------------------------------------------------- LayerNorm
+
+pub fn layer_norm(x: &Tensor, w: &Tensor, b: &Tensor, eps: f64) -> Result<Tensor> {
+    if fused_ok(x) {
+        let op = fused::LayerNorm { eps: eps as f32 };
+        x.contiguous()?
+            .apply_op3(&w.contiguous()?, &b.contiguous()?, op)
+    } else {
+        layer_norm_composite(x, w, b, eps)
+    }
+}
+
+pub fn layer_norm_composite(x: &Tensor, w: &Tensor, b: &Tensor, eps: f64) -> Result<Tensor> {
+    let mean = x.mean_keepdim(D::Minus1)?;
+    let centred = x.broadcast_sub(&mean)?;
+    let var = centred.sqr()?.mean_keepdim(D::Minus1)?;
+    let xhat = centred.broadcast_div(&(var + eps)?.sqrt()?)?;
+    xhat.broadcast_mul(w)?.broadcast_add(b)
+}
+
+// ---------------------------------------------------------------- Softmax
+
+/// Softmax over the last dim.
+pub fn softmax(x: &Tensor) -> Result<Tensor> {
+    if fused_ok(x) {
+        x.contiguous()?.apply_op1(fused::Softmax)
+    } else {
+        softmax_composite(x)
+    }
+}
+
+pub fn softmax_composite(x: &Tensor) -> Result<Tensor> {
+    // Subtract the row max (a constant for the gradient) so exp never overflows.
+    let max = x.max_keepdim(D::Minus1)?.detach();
+    let e = x.broadcast_sub(&max)?.exp()?;
+    e.broadcast_div(&e.sum_keepdim(D::Minus1)?)
+}
+
+// ---------------------------------------------------------------- GELU
+
+/// GELU with the tanh approximation (PyTorch `approximate="tanh"`, candle `Tensor::gelu`): its
+/// backward needs no `erf`, which CANDLE-NOTES measured at 11% of a step on CPU.
+pub fn gelu(x: &Tensor) -> Result<Tensor> {
+    if fused_ok(x) {
+        x.contiguous()?.apply_op1(fused::Gelu)
+    } else {
+        x.gelu()
+    }
+}
+
+// ---------------------------------------------------------------- Linear
+
+/// `x + b` with `b` broadcast over the leading dims of `x` (`b`'s shape = `x`'s trailing dims).
+pub fn bias_add(x: &Tensor, b: &Tensor) -> Result<Tensor> {
+    if fused_ok(x) {
+        x.contiguous()?.apply_op2(&b.contiguous()?, fused::BiasAdd)
+    } else {
+        x.broadcast_add(b)
+    }
+}
+
+/// `x @ wᵀ + b` for `x` of shape `(.., in)` and `w` of shape `(out, in)` (PyTorch layout).
+///
+/// The leading dims are folded into one so that a single 2-D matmul runs, and the weight gradient
+/// is one GEMM rather than a batch of them summed afterwards. Fused on CPU (`fused_linear.rs`).
+pub fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
+    let dims = x.dims().to_vec();
+    let Some((inner, lead)) = dims.split_last() else {
+        candle_core::bail!("linear: input is a scalar")
+    };
+    let rows: usize = lead.iter().product();
+    let x = x.reshape((rows, *inner))?;
+    let y = if fused_ok(&x) {
+        let (x, w) = (x.contiguous()?, w.contiguous()?);
+        match b {
+            Some(b) => x.apply_op3(&w, &b.contiguous()?, super::fused_linear::Linear)?,
+            None => x.apply_op2(&w, super::fused_linear::LinearNoBias)?,
+        }
+    } else {
+        let y = x.matmul(&w.t()?)?;
+        match b {
+            Some(b) => y.broadcast_add(b)?,
+            None => y,
+        }
+    };
+    let mut out = lead.to_vec();
+    out.push(w.dim(0)?);
+    y.reshape(out)
+}
+
+// ---------------------------------------------------------------- Attention
+
+/// Scaled dot-product attention, written out: `softmax(q kᵀ / √d + mask) v`.
+///
+/// `q`, `k`, `v`: `(N, H, T, d)`. `mask`: additive (0 keeps, `MASKED` drops), broadcastable to
+/// `(N, H, T, T)`, e.g. `causal_mask` `(T, T)` or `padding_mask` `(N, 1, 1, T)`.
+pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
+    let d = q.dim(D::Minus1)?;
+    // Scaling q (T·d values) is cheaper than scaling the T·T scores.
+    let q = (q * (1.0 / (d as f64).sqrt()))?;
+    let scores = q.contiguous()?.matmul(&k.t()?.contiguous()?)?;
+    let scores = match mask {
+        Some(m) => scores.broadcast_add(m)?,
+        None => scores,
+    };
+    softmax(&scores)?.matmul(&v.contiguous()?)
+}
+
+/// Multi-head attention on `(N, T, C)` projections: heads are the C/`heads`-wide column blocks.
+/// Returns `(N, T, C)`, heads side by side, ready for the output projection.
+///
+/// `mask` as for `attention`. On CPU with a head-independent mask (broadcastable to
+/// `(N, 1, T, T)`) this is one fused op (`fused_attention.rs`).
+pub fn multi_head_attention(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    heads: usize,
+    mask: Option<&Tensor>,
+) -> Result<Tensor> {
+    let (n, t, c) = q.dims3()?;
+    let per_head = mask.is_none_or(|m| m.rank() < 4 || m.dim(1).is_ok_and(|h| h == 1));
+    if fused_ok(q) && per_head {
+        let mask = match mask {
+            None => None,
+            Some(m) => {
+                let shared = m.rank() < 3 || m.dim(0)? == 1;
+                let mn = if shared { 1 } else { n };
+                let m = m
+                    .broadcast_as((mn, 1, t, t))?
+                    .flatten_all()?
+                    .to_vec1::<f32>()?;
+                Some((m, mn))
+            }
+        };
+        let op = super::fused_attention::Attention { heads, mask };
+        return q
+            .contiguous()?
+            .apply_op3(&k.contiguous()?, &v.contiguous()?, op);
+    }
+    let split = |x: &Tensor| -> Result<Tensor> {
+        // (N, T, C) -> (N, H, T, d)
+        x.reshape((n, t, heads, c / heads))?
+            .transpose(1, 2)?
+            .contiguous()
+    };
+    let y = attention(&split(q)?, &split(k)?, &split(v)?, mask)?;
+    y.transpose(1, 2)?.contiguous()?.reshape((n, t, c))
+}
+
+/// `(T, T)` additive mask: position i sees positions ≤ i.
+pub fn causal_mask(t: usize, device: &Device) -> Result<Tensor> {
+    let m: Vec<f32> = (0..t * t)
+        .map(|k| if k % t > k / t { MASKED } else { 0.0 })
+        .collect();
+    Tensor::from_vec(m, (t, t), device)
+}
+
+/// `(N, 1, 1, T)` additive mask: sample n sees keys `0..lengths[n]`.
+pub fn padding_mask(lengths: &[usize], t: usize, device: &Device) -> Result<Tensor> {
+    let m: Vec<f32> = lengths
+        .iter()
+        .flat_map(|&len| (0..t).map(move |j| if j < len { 0.0 } else { MASKED }))
+        .collect();
+    Tensor::from_vec(m, (lengths.len(), 1, 1, t), device)
+}
+
+#[cfg(test)]
+#[path = "ops_tests.rs"]
+mod tests;
