@@ -11,6 +11,7 @@
 //! with S = q kᵀ·s + mask, P = softmax(S), O = P v:
 //!   dV = Pᵀ dO,  dP = dO vᵀ,  dS = P ∘ (dP − rowsum(P ∘ dP)),  dQ = s·dS k,  dK = s·dSᵀ q.
 
+use super::fused::with_data;
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
@@ -22,19 +23,7 @@ pub struct Attention {
 }
 
 fn f32s<'a>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [f32]> {
-    match (s, l.contiguous_offsets()) {
-        (CpuStorage::F32(d), Some((a, b))) => Ok(&d[a..b]),
-        _ => candle_core::bail!("fused attention: contiguous f32 inputs only"),
-    }
-}
-
-fn with_data<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> Result<R>) -> Result<R> {
-    let t = t.contiguous()?;
-    let (storage, layout) = t.storage_and_layout();
-    match &*storage {
-        candle_core::Storage::Cpu(s) => f(f32s(s, layout)?),
-        _ => candle_core::bail!("fused attention is CPU only"),
-    }
+    super::fused::slice(s, l, "fused attention")
 }
 
 /// Dot product with 8 independent accumulators, so that it vectorises without fast-math.

@@ -5,6 +5,7 @@
 //! transposed weight's gradient is also formed transposed and copied back. Here backward is two
 //! GEMMs straight into fresh buffers (dx = g w, dw = gᵀ x) and a column sum (db).
 
+use super::fused::with_data;
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 use gemm::Parallelism;
 
@@ -14,19 +15,7 @@ pub struct Linear;
 pub struct LinearNoBias;
 
 fn f32s<'a>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [f32]> {
-    match (s, l.contiguous_offsets()) {
-        (CpuStorage::F32(d), Some((a, b))) => Ok(&d[a..b]),
-        _ => candle_core::bail!("fused linear: contiguous f32 inputs only"),
-    }
-}
-
-fn with_data<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> Result<R>) -> Result<R> {
-    let t = t.contiguous()?;
-    let (storage, layout) = t.storage_and_layout();
-    match &*storage {
-        candle_core::Storage::Cpu(s) => f(f32s(s, layout)?),
-        _ => candle_core::bail!("fused linear is CPU only"),
-    }
+    super::fused::slice(s, l, "fused linear")
 }
 
 fn parallelism() -> Parallelism {
