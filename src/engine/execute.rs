@@ -20,7 +20,7 @@ use super::stagefile::{Pipeline, Stage};
 use super::workspace::Workspace;
 use crate::stages::{self, Kind, StageContext};
 use crate::store::db::{Completion, Db, NewRun};
-use crate::store::{Cas, Digest, Manifest, Node, StoreError, hash};
+use crate::store::{Cas, Digest, Manifest, StoreError};
 
 /// How a stage's turn in a build ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -337,51 +337,6 @@ impl Executor<'_> {
         self.cas.put_manifest(&eval.inputs).map(Some)
     }
 
-    /// Outs in the workspace that are not exactly what vlmflow put there (made by hand, or edited)
-    /// are moved to `cache/trash/<run>/` rather than deleted; the rest are already in the store.
-    fn clear_outs(&self, db: &Db, stage: &Stage, run_id: i64) -> Result<(), StoreError> {
-        let current = db
-            .current_run(&stage.name)?
-            .and_then(|r| r.artifact)
-            .and_then(|a| a.parse::<Digest>().ok())
-            .and_then(|a| self.cas.read_manifest(&a).ok());
-        for out in &stage.outs {
-            let path = self.ws.root.join(out);
-            if path.symlink_metadata().is_err() {
-                continue;
-            }
-            let known = match (
-                &current,
-                hash::snapshot(&db.conn, &self.ws.root, std::slice::from_ref(out)),
-            ) {
-                (Some(current), Ok(now)) => current.under(out) == now,
-                _ => false,
-            };
-            if known {
-                remove_path(&path)?;
-            } else {
-                // A hard-linked out edited in place edited its object too: drop the object so the
-                // run-cache cannot hand the edited bytes back as the artifact.
-                for entry in current.iter().flat_map(|m| m.under(out).into_entries()) {
-                    if let Node::File { digest, .. } = entry.node {
-                        self.cas
-                            .evict_if_linked(&self.ws.root.join(&entry.path), &digest)?;
-                    }
-                }
-                let dest = self.ws.trash_dir().join(run_id.to_string()).join(out);
-                if let Some(parent) = dest.parent() {
-                    std::fs::create_dir_all(parent).map_err(crate::store::io_err(parent))?;
-                }
-                std::fs::rename(&path, &dest).map_err(crate::store::io_err(&path))?;
-                self.reporter.note(&format!(
-                    "note: {out} was not made by vlmflow (or was edited since); moved it to {} (`vlmflow gc` empties the trash)",
-                    dest.strip_prefix(&self.ws.root).unwrap_or(&dest).display()
-                ));
-            }
-        }
-        Ok(())
-    }
-
     fn run(
         &self,
         db: &Db,
@@ -531,27 +486,6 @@ impl Executor<'_> {
         Ok(artifact)
     }
 
-    /// After a failed command: remove what it half-wrote and put back the artifact the workspace held.
-    fn put_back_current(&self, db: &Db, stage: &Stage) {
-        let manifest = db
-            .current_run(&stage.name)
-            .ok()
-            .flatten()
-            .and_then(|r| r.artifact)
-            .and_then(|a| a.parse::<Digest>().ok())
-            .and_then(|a| self.cas.read_manifest(&a).ok())
-            .unwrap_or_default();
-        if let Err(e) = self
-            .cas
-            .materialize(&db.conn, &manifest, &self.ws.root, &stage.outs)
-        {
-            self.reporter.note(&format!(
-                "warning: could not put back the outs of {}: {e}",
-                stage.name
-            ));
-        }
-    }
-
     fn show_log_tail(&self, stage: &Stage, log_path: &Path, run_id: i64) {
         let text = std::fs::read_to_string(log_path).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();
@@ -622,18 +556,6 @@ impl From<StoreError> for RunFailure {
             interrupted: false,
         }
     }
-}
-
-fn remove_path(path: &Path) -> Result<(), StoreError> {
-    let meta = path
-        .symlink_metadata()
-        .map_err(crate::store::io_err(path))?;
-    let result = if meta.is_dir() {
-        std::fs::remove_dir_all(path)
-    } else {
-        std::fs::remove_file(path)
-    };
-    result.map_err(crate::store::io_err(path))
 }
 
 fn panic_text(panic: &Box<dyn std::any::Any + Send>) -> String {

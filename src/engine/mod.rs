@@ -5,6 +5,7 @@ pub mod dirty;
 pub mod interrupt;
 pub mod key;
 pub mod lock;
+mod outs;
 pub mod params;
 pub mod stagefile;
 pub mod workspace;
