@@ -3,6 +3,10 @@
 //! normalisation is applied when batches are loaded), captions tokenized with a BPE trained here
 //! on the captions (or a `tokenizer.json` the user points at), captions over `max_tokens` dropped,
 //! a deterministic train/validation split. Corrupt images are skipped and counted.
+//!
+//! Each split folder also holds `captions.jsonl`, the caption record (caption, label,
+//! question–answer pairs) of every shard record in shard order: the VLM stages tokenize that
+//! text with their own language model's tokenizer and chat template.
 
 use std::path::Path;
 
@@ -11,7 +15,8 @@ use rayon::prelude::*;
 use serde::Deserialize;
 
 use super::{Kind, StageContext, params};
-use crate::ml::data::captions::{CaptionRecord, read_jsonl};
+use crate::ml::data::captions::{CaptionRecord, read_jsonl, write_jsonl};
+use crate::ml::data::chat::CAPTION_PROMPT;
 use crate::ml::data::image::load_chw;
 use crate::ml::data::shards::{Record, ShardSpec, ShardWriter};
 use crate::ml::data::split::{Split, split_of};
@@ -66,7 +71,7 @@ impl Kind for Preprocess {
     }
 
     fn version(&self) -> &'static str {
-        "1"
+        "2"
     }
 
     fn run(&self, ctx: &StageContext<'_>) -> anyhow::Result<()> {
@@ -92,6 +97,7 @@ impl Kind for Preprocess {
         let mut train = ShardWriter::create(&ctx.out_dir.join("train"), spec, p.records_per_shard)?;
         let mut validation =
             ShardWriter::create(&ctx.out_dir.join("validation"), spec, p.records_per_shard)?;
+        let (mut train_texts, mut validation_texts) = (Vec::new(), Vec::new());
         let (mut corrupt, mut too_long) = (0u64, 0u64);
         for (chunk_index, chunk) in records.chunks(CHUNK).enumerate() {
             let prepared: Vec<Prepared> = chunk
@@ -106,8 +112,14 @@ impl Kind for Preprocess {
                     }
                     Prepared::TooLong => too_long += 1,
                     Prepared::Ok(r) => match split_of(record.image.as_bytes(), p.val_permille) {
-                        Split::Train => train.write(&r)?,
-                        Split::Validation => validation.write(&r)?,
+                        Split::Train => {
+                            train.write(&r)?;
+                            train_texts.push(record.clone());
+                        }
+                        Split::Validation => {
+                            validation.write(&r)?;
+                            validation_texts.push(record.clone());
+                        }
                     },
                 }
             }
@@ -115,6 +127,11 @@ impl Kind for Preprocess {
             ctx.progress(done, Some(records.len() as u64), "decoding and tokenizing");
         }
         let (train, validation) = (train.finish()?, validation.finish()?);
+        write_jsonl(&ctx.out_dir.join("train/captions.jsonl"), &train_texts)?;
+        write_jsonl(
+            &ctx.out_dir.join("validation/captions.jsonl"),
+            &validation_texts,
+        )?;
         if train.records == 0 {
             bail!(
                 "stage `{}`: no usable training record out of {} ({corrupt} corrupt images, {too_long} captions over \
@@ -153,12 +170,15 @@ impl Preprocess {
             let path = ctx.workspace.join(&p.tokenizer);
             return Tokenizer::load(&path).map_err(Into::into);
         }
-        // Captions and the question–answer text the later stages train on share one vocabulary.
+        // Captions, the question–answer text and the chat template's words share one
+        // vocabulary (the template's once per record, so that they are merged like the rest).
         let texts = records.iter().flat_map(|r| {
-            std::iter::once(r.caption.as_str()).chain(
-                r.qa.iter()
-                    .flat_map(|q| [q.question.as_str(), q.answer.as_str()]),
-            )
+            [r.caption.as_str(), TEMPLATE_WORDS, CAPTION_PROMPT]
+                .into_iter()
+                .chain(
+                    r.qa.iter()
+                        .flat_map(|q| [q.question.as_str(), q.answer.as_str()]),
+                )
         });
         let config = BpeConfig {
             vocab_size: p.vocab_size,
@@ -167,6 +187,10 @@ impl Preprocess {
         Ok(train_bpe(texts, &config)?)
     }
 }
+
+/// The words the chat template adds around every conversation (see `ml::data::chat`), spaced
+/// as the byte-level tokenizer sees them there (" user" after the prefix space).
+const TEMPLATE_WORDS: &str = "system user assistant";
 
 enum Prepared {
     Ok(Record),
@@ -197,6 +221,7 @@ fn prepare(
         image,
         tokens,
         prompt_len: 0,
+        index: 0,
         label,
     }))
 }

@@ -107,6 +107,7 @@ mod tests {
             image: vec![label as u8; 3 * 2 * 2],
             tokens: (1..=n as u32).collect(),
             prompt_len: 1,
+            index: 0,
             label,
         })
     }

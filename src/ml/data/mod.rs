@@ -8,9 +8,11 @@
 //! - [`batch`]: records grouped into batches of plain vectors.
 //! - [`split`]: a deterministic train/validation split by hash of the sample key.
 //! - [`captions`]: read CSV/TSV/JSONL caption files, write JSONL.
+//! - [`chat`]: the ChatML template: conversations with an image → ids and loss labels.
 
 pub mod batch;
 pub mod captions;
+pub mod chat;
 pub mod image;
 pub mod rng;
 pub mod shapes;
@@ -112,6 +114,7 @@ mod tests {
                     image: chw,
                     tokens,
                     prompt_len: 0,
+                    index: 0,
                     label,
                 })
                 .unwrap();

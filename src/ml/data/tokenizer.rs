@@ -12,6 +12,7 @@ use tokenizers::models::{ModelWrapper, TrainerWrapper};
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use tokenizers::{AddedToken, DecoderWrapper, PreTokenizerWrapper};
 
+use super::chat::{IM_END, IM_START, VISION_END, VISION_START};
 use super::{DataError, Result};
 
 /// End of text; also the padding token of tokenizers that have no `<|pad|>`.
@@ -36,7 +37,9 @@ impl Default for BpeConfig {
         BpeConfig {
             vocab_size: 512,
             min_frequency: 2,
-            special_tokens: vec![EOS.into(), PAD.into(), IMAGE.into()],
+            special_tokens: [EOS, PAD, IMAGE, IM_START, IM_END, VISION_START, VISION_END]
+                .map(String::from)
+                .to_vec(),
         }
     }
 }

@@ -104,6 +104,9 @@ pub struct Record {
     pub prompt_len: u16,
     /// A class index, or -1.
     pub label: i32,
+    /// Where the record sits in its shard set (shards in name order), so that data kept beside
+    /// the shards (`texts.jsonl`) can be looked up. Set when read; writing ignores it.
+    pub index: u64,
 }
 
 pub fn shard_name(index: usize) -> String {
@@ -151,7 +154,11 @@ fn encode_record(spec: &ShardSpec, record: &Record, buf: &mut Vec<u8>) -> Result
     Ok(())
 }
 
-fn decode_record(spec: &ShardSpec, bytes: &[u8]) -> std::result::Result<Record, String> {
+fn decode_record(
+    spec: &ShardSpec,
+    bytes: &[u8],
+    index: u64,
+) -> std::result::Result<Record, String> {
     let image_len = spec.image_len();
     let token_end = image_len + (spec.max_tokens * spec.token_bytes) as usize;
     let u16_at = |at: usize| u16::from_le_bytes([bytes[at], bytes[at + 1]]);
@@ -177,6 +184,7 @@ fn decode_record(spec: &ShardSpec, bytes: &[u8]) -> std::result::Result<Record, 
         tokens,
         prompt_len,
         label,
+        index,
     })
 }
 
@@ -232,6 +240,7 @@ pub(crate) mod tests {
             tokens: (0..n as u32).map(|t| (i * 31 + t) % 60_000).collect(),
             prompt_len: (n / 2) as u16,
             label: i as i32 % 30 - 1,
+            index: u64::from(i),
         }
     }
 
@@ -276,7 +285,7 @@ pub(crate) mod tests {
                 }
                 encode_record(&spec, &r, &mut buf).unwrap();
                 assert_eq!(buf.len(), spec.record_len());
-                assert_eq!(decode_record(&spec, &buf).unwrap(), r);
+                assert_eq!(decode_record(&spec, &buf, u64::from(i)).unwrap(), r);
             }
         }
         let spec = ShardSpec::new(4, 5, 512, 1);

@@ -13,7 +13,15 @@ use crate::ml::data::{Result, format_err, io_err};
 #[derive(Debug, Clone)]
 pub struct ShardSet {
     spec: ShardSpec,
-    shards: Vec<(PathBuf, u64)>,
+    shards: Vec<Shard>,
+}
+
+/// One shard file: its record count and the set-wide index of its first record.
+#[derive(Debug, Clone)]
+struct Shard {
+    path: PathBuf,
+    count: u64,
+    first: u64,
 }
 
 impl ShardSet {
@@ -32,6 +40,7 @@ impl ShardSet {
         paths.sort();
         let mut spec = None;
         let mut shards = Vec::with_capacity(paths.len());
+        let mut first = 0;
         for path in paths {
             let header = read_header(&path)?;
             match spec {
@@ -48,7 +57,12 @@ impl ShardSet {
                 }
                 Some(_) => {}
             }
-            shards.push((path, header.count));
+            shards.push(Shard {
+                path,
+                count: header.count,
+                first,
+            });
+            first += header.count;
         }
         let Some(spec) = spec else {
             return Err(format_err(dir, None, "no shard-*.bin files in this folder"));
@@ -62,7 +76,7 @@ impl ShardSet {
 
     /// Records in all shards.
     pub fn len(&self) -> u64 {
-        self.shards.iter().map(|s| s.1).sum()
+        self.shards.iter().map(|s| s.count).sum()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -70,7 +84,7 @@ impl ShardSet {
     }
 
     pub fn paths(&self) -> impl Iterator<Item = &Path> {
-        self.shards.iter().map(|s| s.0.as_path())
+        self.shards.iter().map(|s| s.path.as_path())
     }
 
     /// Every record, shard by shard, in order.
@@ -96,14 +110,15 @@ impl ShardSet {
 /// Records of a list of shards, in that order.
 pub struct Records {
     spec: ShardSpec,
-    shards: std::vec::IntoIter<(PathBuf, u64)>,
-    current: Option<(PathBuf, BufReader<File>, u64)>,
+    shards: std::vec::IntoIter<Shard>,
+    /// The open shard, its reader, and the index of the next record in it.
+    current: Option<(Shard, BufReader<File>, u64)>,
     buf: Vec<u8>,
     failed: bool,
 }
 
 impl Records {
-    fn new(spec: ShardSpec, shards: Vec<(PathBuf, u64)>) -> Records {
+    fn new(spec: ShardSpec, shards: Vec<Shard>) -> Records {
         Records {
             spec,
             shards: shards.into_iter(),
@@ -115,22 +130,24 @@ impl Records {
 
     fn next_record(&mut self) -> Result<Option<Record>> {
         loop {
-            if let Some((path, reader, left)) = &mut self.current
-                && *left > 0
+            if let Some((shard, reader, next)) = &mut self.current
+                && *next < shard.count
             {
+                let path = &shard.path;
                 reader.read_exact(&mut self.buf).map_err(|e| {
-                    format_err(&*path, None, format!("truncated or unreadable record: {e}"))
+                    format_err(path, None, format!("truncated or unreadable record: {e}"))
                 })?;
-                *left -= 1;
-                let record = decode_record(&self.spec, &self.buf)
-                    .map_err(|m| format_err(&*path, None, m))?;
+                let record = decode_record(&self.spec, &self.buf, shard.first + *next)
+                    .map_err(|m| format_err(path, None, m))?;
+                *next += 1;
                 return Ok(Some(record));
             }
-            let Some((path, count)) = self.shards.next() else {
+            let Some(shard) = self.shards.next() else {
                 return Ok(None);
             };
+            let path = shard.path.clone();
             let header = read_header(&path)?;
-            if header.spec != self.spec || header.count != count {
+            if header.spec != self.spec || header.count != shard.count {
                 return Err(format_err(
                     &path,
                     None,
@@ -140,7 +157,7 @@ impl Records {
             let mut file = File::open(&path).map_err(io_err(&path))?;
             file.seek(SeekFrom::Start(HEADER_LEN as u64))
                 .map_err(io_err(&path))?;
-            self.current = Some((path, BufReader::with_capacity(1 << 18, file), count));
+            self.current = Some((shard, BufReader::with_capacity(1 << 18, file), 0));
         }
     }
 }
