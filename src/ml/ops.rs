@@ -139,8 +139,9 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>) -> R
     softmax(&scores)?.matmul(&v.contiguous()?)
 }
 
-/// Multi-head attention on `(N, T, C)` projections: heads are the C/`heads`-wide column blocks.
-/// Returns `(N, T, C)`, heads side by side, ready for the output projection.
+/// Multi-head attention on `(N, T, C)` queries and `(N, S, C)` keys and values (S = T for
+/// self-attention): heads are the C/`heads`-wide column blocks. Returns `(N, T, C)`, heads side
+/// by side, ready for the output projection.
 ///
 /// `mask` as for `attention`. On CPU with a head-independent mask (broadcastable to
 /// `(N, 1, T, T)`) this is one fused op (`fused_attention.rs`).
@@ -153,7 +154,7 @@ pub fn multi_head_attention(
 ) -> Result<Tensor> {
     let (n, t, c) = q.dims3()?;
     let per_head = mask.is_none_or(|m| m.rank() < 4 || m.dim(1).is_ok_and(|h| h == 1));
-    if fused_ok(q) && per_head {
+    if fused_ok(q) && per_head && k.dim(1)? == t {
         let mask = match mask {
             None => None,
             Some(m) => {
@@ -173,7 +174,7 @@ pub fn multi_head_attention(
     }
     let split = |x: &Tensor| -> Result<Tensor> {
         // (N, T, C) -> (N, H, T, d)
-        x.reshape((n, t, heads, c / heads))?
+        x.reshape((n, x.dim(1)?, heads, c / heads))?
             .transpose(1, 2)?
             .contiguous()
     };

@@ -1,6 +1,7 @@
 //! Model definitions, one file each, readable top to bottom.
 
 pub mod clip;
+pub mod projector;
 pub mod text;
 pub mod transformer;
 pub mod vit;

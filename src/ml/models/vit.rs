@@ -65,6 +65,19 @@ impl VisionTransformer {
 
     /// `images`: `(N, 3, H, W)` f32, already normalised. Returns `(N, width)`.
     pub fn forward(&self, images: &Tensor) -> Result<Tensor> {
+        let x = self.encode(images)?;
+        let cls_out = x.narrow(1, 0, 1)?.squeeze(1)?;
+        self.ln_post.forward(&cls_out)
+    }
+
+    /// Every token's final state, `ln_post` applied: `(N, 1 + grid², width)`, CLS first. What
+    /// a VLM's projector reads.
+    pub fn features(&self, images: &Tensor) -> Result<Tensor> {
+        self.ln_post.forward(&self.encode(images)?)
+    }
+
+    /// The transformer's output for CLS + patches, before the final norm.
+    fn encode(&self, images: &Tensor) -> Result<Tensor> {
         let (n, c, h, w) = images.dims4()?;
         let (s, g) = (self.cfg.image_size, self.cfg.grid());
         if (c, h, w) != (3, s, s) {
@@ -85,8 +98,10 @@ impl VisionTransformer {
         let cls = self.class_embedding.reshape((1, 1, self.cfg.width))?;
         let x = Tensor::cat(&[cls.broadcast_as((n, 1, self.cfg.width))?, x], 1)?;
         let x = ops::bias_add(&x, &self.position_embedding)?;
-        let x = self.transformer.forward(&x, None)?;
-        let cls_out = x.narrow(1, 0, 1)?.squeeze(1)?;
-        self.ln_post.forward(&cls_out)
+        self.transformer.forward(&x, None)
+    }
+
+    pub fn config(&self) -> &VisionConfig {
+        &self.cfg
     }
 }
