@@ -13,12 +13,16 @@ use candle_core::{DType, Device, Result, Shape, Tensor, Var};
 
 use super::rng::Rng;
 
+/// Which parameter names are frozen: the model gets them detached, the optimizer never sees them.
+type FrozenRule = Arc<dyn Fn(&str) -> bool + Send + Sync>;
+
 #[derive(Clone)]
 pub struct Params {
     vars: Arc<Mutex<BTreeMap<String, Var>>>,
     prefix: String,
     seed: u64,
     device: Device,
+    frozen: Option<FrozenRule>,
 }
 
 impl Params {
@@ -28,7 +32,20 @@ impl Params {
             prefix: String::new(),
             seed,
             device: device.clone(),
+            frozen: None,
         }
+    }
+
+    /// A store whose parameters named so that `is_frozen(name)` holds are handed to the model
+    /// detached: no gradient is computed for them (the backward pass still flows *through*
+    /// them) and [`Params::trainable_vars`] leaves them out. Set it before building the model.
+    pub fn with_frozen(mut self, is_frozen: impl Fn(&str) -> bool + Send + Sync + 'static) -> Self {
+        self.frozen = Some(Arc::new(is_frozen));
+        self
+    }
+
+    fn is_frozen(&self, full_name: &str) -> bool {
+        self.frozen.as_ref().is_some_and(|f| f(full_name))
     }
 
     /// A view whose names are prefixed by `name.` (like `VarBuilder::pp`).
@@ -65,14 +82,24 @@ impl Params {
             if v.shape() != &shape {
                 candle_core::bail!("parameter {name}: shape {:?}, asked {shape:?}", v.shape());
             }
-            return Ok(v.as_tensor().clone());
+            return Ok(self.hand_out(&name, v));
         }
         let mut rng = Rng::for_name(self.seed, &name);
         let values = init(&mut rng, shape.elem_count());
         let var = Var::from_vec(values, shape, &self.device)?;
-        let t = var.as_tensor().clone();
+        let t = self.hand_out(&name, &var);
         vars.insert(name, var);
         Ok(t)
+    }
+
+    /// The tensor a model holds for `var`: detached when frozen. A detached tensor shares the
+    /// variable's storage, so loading weights later still reaches the model.
+    fn hand_out(&self, name: &str, var: &Var) -> Tensor {
+        if self.is_frozen(name) {
+            var.as_tensor().detach()
+        } else {
+            var.as_tensor().clone()
+        }
     }
 
     /// Normal(0, std²) values.
@@ -100,6 +127,13 @@ impl Params {
         vars.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
     }
 
+    /// The parameters an optimizer should update: [`Params::vars`] less the frozen ones.
+    pub fn trainable_vars(&self) -> Vec<(String, Var)> {
+        let mut vars = self.vars();
+        vars.retain(|(name, _)| !self.is_frozen(name));
+        vars
+    }
+
     pub fn num_params(&self) -> usize {
         self.vars().iter().map(|(_, v)| v.elem_count()).sum()
     }
@@ -117,9 +151,17 @@ impl Params {
     /// Overwrites every parameter from a safetensors file; a missing or mis-shaped name is an error,
     /// extra names in the file are ignored.
     pub fn load(&self, path: &Path) -> Result<()> {
+        self.load_prefixed(path, "")
+    }
+
+    /// [`Params::load`] for the parameters whose names start with `prefix` only (e.g. `vision.`
+    /// from a CLIP checkpoint into a VLM); the others keep their values.
+    pub fn load_prefixed(&self, path: &Path, prefix: &str) -> Result<()> {
         let mut file = candle_core::safetensors::load(path, &self.device)?;
-        for (name, var) in self.vars() {
-            let t = file.remove(&name).ok_or_else(|| {
+        let vars = self.vars();
+        let wanted = vars.iter().filter(|(name, _)| name.starts_with(prefix));
+        for (name, var) in wanted {
+            let t = file.remove(name).ok_or_else(|| {
                 candle_core::Error::Msg(format!("{}: no tensor named {name}", path.display()))
             })?;
             if t.shape() != var.shape() {
@@ -154,6 +196,25 @@ mod tests {
         // Asking again returns the same variable.
         let again = b.pp("m").normal("w", (4, 4), 1.0)?;
         assert_eq!(again.id(), x2.id());
+        Ok(())
+    }
+
+    #[test]
+    fn frozen_parameters_get_no_gradient_but_pass_one_through() -> Result<()> {
+        let p = Params::new(0, &Device::Cpu).with_frozen(|name| name.starts_with("a."));
+        let a = p.pp("a").normal("w", (3, 3), 1.0)?;
+        let b = p.pp("b").normal("w", (3, 3), 1.0)?;
+        let x = Tensor::ones((1, 3), DType::F32, &Device::Cpu)?;
+        let loss = x.matmul(&b)?.matmul(&a)?.sum_all()?;
+        let grads = loss.backward()?;
+        let vars: BTreeMap<_, _> = p.vars().into_iter().collect();
+        assert!(grads.get(vars["a.w"].as_tensor()).is_none());
+        assert!(grads.get(&b).is_some());
+        let trainable: Vec<_> = p.trainable_vars().into_iter().map(|(n, _)| n).collect();
+        assert_eq!(trainable, ["b.w"]);
+        // Loading reaches the frozen tensor the model holds.
+        vars["a.w"].set(&Tensor::zeros((3, 3), DType::F32, &Device::Cpu)?)?;
+        assert_eq!(a.sum_all()?.to_scalar::<f32>()?, 0.0);
         Ok(())
     }
 }
