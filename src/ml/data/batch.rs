@@ -17,6 +17,8 @@ pub struct Batch {
     pub lengths: Vec<u32>,
     pub prompt_lens: Vec<u32>,
     pub labels: Vec<i32>,
+    /// Each row's record index in its shard set (see `Record::index`).
+    pub indices: Vec<u64>,
 }
 
 impl Batch {
@@ -30,6 +32,7 @@ impl Batch {
             lengths: Vec::with_capacity(records.len()),
             prompt_lens: Vec::with_capacity(records.len()),
             labels: Vec::with_capacity(records.len()),
+            indices: Vec::with_capacity(records.len()),
         };
         for r in records {
             batch.images.extend_from_slice(&r.image);
@@ -40,6 +43,7 @@ impl Batch {
             batch.lengths.push(r.tokens.len() as u32);
             batch.prompt_lens.push(u32::from(r.prompt_len));
             batch.labels.push(r.label);
+            batch.indices.push(r.index);
         }
         batch
     }

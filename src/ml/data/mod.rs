@@ -9,10 +9,12 @@
 //! - [`split`]: a deterministic train/validation split by hash of the sample key.
 //! - [`captions`]: read CSV/TSV/JSONL caption files, write JSONL.
 //! - [`chat`]: the ChatML template: conversations with an image → ids and loss labels.
+//! - [`conversations`]: training sequences (text, caption, answers) of a split, tokenized.
 
 pub mod batch;
 pub mod captions;
 pub mod chat;
+pub mod conversations;
 pub mod image;
 pub mod rng;
 pub mod shapes;
