@@ -1,9 +1,8 @@
-//! Training a CLIP from shards: the loop of nanoGPT's train.py, for the contrastive objective.
+//! Training a CLIP from shards: the contrastive objective in the shared loop (`train_loop`).
 //! Deterministic from its seed on CPU, resumable from the checkpoint folder it keeps, and silent
 //! about everything else: progress, metrics and interrupts go through `Hooks`.
 
 use std::path::Path;
-use std::time::Instant;
 
 use candle_core::{Device, Result, Tensor};
 use serde::{Deserialize, Serialize};
@@ -14,9 +13,10 @@ use super::data::stream::TrainStream;
 use super::models::clip::{Clip, ClipConfig};
 use super::optim::{AdamW, AdamWConfig};
 use super::params::Params;
-use super::rng::Rng;
 use super::schedule::WarmupCosine;
-use super::train::{Checkpoint, TrainState, train_step};
+use super::train_loop::{
+    Finish, Hooks, LoopConfig, Objective, micro_rows, resume_or_init, run,
+};
 
 /// Everything that shapes a training run (the stage's params, resolved).
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -34,30 +34,6 @@ pub struct TrainConfig {
     pub seed: u64,
     pub checkpoint_every: u64,
     pub shuffle_buffer: usize,
-}
-
-/// One step, as reported to the hooks.
-#[derive(Clone, Copy, Debug)]
-pub struct StepReport {
-    pub step: u64,
-    pub loss: f64,
-    pub lr: f64,
-    pub temperature: f64,
-    pub grad_norm: f64,
-    pub samples_per_s: f64,
-}
-
-pub trait Hooks {
-    fn step(&mut self, report: &StepReport);
-    /// Asked between steps: true to save a checkpoint and stop.
-    fn stop_requested(&self) -> bool;
-    fn log(&mut self, line: &str);
-}
-
-pub enum Finish {
-    Done,
-    /// Stopped on request after this many steps; the checkpoint holds them.
-    Stopped(u64),
 }
 
 pub struct Trained {
@@ -84,25 +60,29 @@ pub fn train(
         ..AdamWConfig::default()
     };
     let mut opt = AdamW::with_default_groups(params.vars(), adamw)?;
-    let mut start = 0;
-    if Checkpoint::read_state(checkpoint_dir).is_ok() {
-        let state = Checkpoint::load(checkpoint_dir, &params, &mut opt)?;
-        start = state.step;
-        hooks.log(&format!("resumed from the checkpoint at step {start}"));
-    } else if let Some(path) = init_from {
-        params.load(path)?;
-        hooks.log(&format!("initialised from {}", path.display()));
-    }
+    let start = resume_or_init(&params, &mut opt, checkpoint_dir, hooks, |hooks| {
+        if let Some(path) = init_from {
+            params.load(path)?;
+            hooks.log(&format!("initialised from {}", path.display()));
+        }
+        Ok(())
+    })?;
     hooks.log(&format!("{} parameters", params.num_params()));
 
-    let schedule = WarmupCosine {
-        peak_lr: cfg.lr,
-        min_lr: cfg.min_lr,
-        warmup_steps: cfg.warmup_steps,
-        total_steps: cfg.steps,
+    let loop_cfg = LoopConfig {
+        steps: cfg.steps,
+        micro_batches: cfg.micro_batches,
+        schedule: WarmupCosine {
+            peak_lr: cfg.lr,
+            min_lr: cfg.min_lr,
+            warmup_steps: cfg.warmup_steps,
+            total_steps: cfg.steps,
+        },
+        max_grad_norm: cfg.max_grad_norm,
+        checkpoint_every: cfg.checkpoint_every,
+        seed: cfg.seed,
     };
-    let data_err = |e: super::data::DataError| candle_core::Error::Msg(e.to_string());
-    let mut stream = TrainStream::open(
+    let stream = TrainStream::open(
         train_dir,
         cfg.batch_size,
         cfg.seed,
@@ -110,58 +90,64 @@ pub fn train(
         start,
     )
     .map_err(data_err)?;
-    let micro = cfg.micro_batches.max(1);
-    for step in start..cfg.steps {
-        if hooks.stop_requested() {
-            save(checkpoint_dir, &params, &opt, cfg, step)?;
-            return Ok(Trained {
-                params,
-                model,
-                finish: Finish::Stopped(step),
-            });
-        }
-        let batch = stream
-            .next()
-            .ok_or_else(|| candle_core::Error::Msg("the data stream ended".into()))?
-            .map_err(data_err)?;
-        let inputs = BatchTensors::new(&batch, cfg.model.vision.image_size, device)?;
-        let started = Instant::now();
-        let lr = schedule.lr(step);
-        let stats = train_step(&mut opt, lr, micro, Some(cfg.max_grad_norm), |i| {
-            let (images, tokens, lengths) = inputs.micro_batch(i, micro)?;
-            model.loss(&images, &tokens, &lengths)
-        })?;
-        hooks.step(&StepReport {
-            step: step + 1,
-            loss: stats.loss,
-            lr,
-            temperature: model.temperature()?.to_scalar::<f32>()? as f64,
-            grad_norm: stats.grad_norm,
-            samples_per_s: batch.size as f64 / started.elapsed().as_secs_f64(),
-        });
-        if cfg.checkpoint_every > 0
-            && (step + 1) % cfg.checkpoint_every == 0
-            && step + 1 < cfg.steps
-        {
-            save(checkpoint_dir, &params, &opt, cfg, step + 1)?;
-        }
-    }
+    let mut objective = Contrastive {
+        model: &model,
+        stream,
+        image_size: cfg.model.vision.image_size,
+        device,
+        batch: None,
+    };
+    let config = serde_json::to_value(cfg).map_err(candle_core::Error::wrap)?;
+    let finish = run(
+        &loop_cfg,
+        &mut opt,
+        start,
+        checkpoint_dir,
+        &config,
+        &mut objective,
+        hooks,
+    )?;
     Ok(Trained {
         params,
         model,
-        finish: Finish::Done,
+        finish,
     })
 }
 
-fn save(dir: &Path, params: &Params, opt: &AdamW, cfg: &TrainConfig, step: u64) -> Result<()> {
-    let state = TrainState {
-        step,
-        config: serde_json::to_value(cfg).map_err(|e| candle_core::Error::Msg(e.to_string()))?,
-        // The data order is a function of (seed, step): the stream needs no state of its own.
-        rng: Rng::new(cfg.seed),
-        data_position: step * cfg.batch_size as u64,
-    };
-    Checkpoint::save(dir, params, opt, &state)
+fn data_err(e: super::data::DataError) -> candle_core::Error {
+    candle_core::Error::Msg(e.to_string())
+}
+
+/// The contrastive objective over a stream of shard batches.
+struct Contrastive<'a> {
+    model: &'a Clip,
+    stream: TrainStream,
+    image_size: usize,
+    device: &'a Device,
+    batch: Option<BatchTensors>,
+}
+
+impl Objective for Contrastive<'_> {
+    fn load_batch(&mut self, _step: u64) -> Result<usize> {
+        let batch = self
+            .stream
+            .next()
+            .ok_or_else(|| candle_core::Error::Msg("the data stream ended".into()))?
+            .map_err(data_err)?;
+        self.batch = Some(BatchTensors::new(&batch, self.image_size, self.device)?);
+        Ok(batch.size)
+    }
+
+    fn micro_loss(&self, i: usize, n: usize) -> Result<Tensor> {
+        let batch = self.batch.as_ref().expect("load_batch comes first");
+        let (images, tokens, lengths) = batch.micro_batch(i, n)?;
+        self.model.loss(&images, &tokens, &lengths)
+    }
+
+    fn report(&self) -> Vec<(&'static str, f64)> {
+        let temperature = self.model.temperature().and_then(|t| t.to_scalar::<f32>());
+        temperature.map_or_else(|_| vec![], |t| vec![("temperature", f64::from(t))])
+    }
 }
 
 /// A batch as tensors: images normalised with the CLIP mean/std, tokens and their lengths.
@@ -191,10 +177,7 @@ impl BatchTensors {
                 self.lengths.clone(),
             ));
         }
-        let rows = self.images.dim(0)?;
-        let size = rows.div_ceil(n);
-        let start = (i * size).min(rows);
-        let len = size.min(rows - start);
+        let (start, len) = micro_rows(self.images.dim(0)?, i, n);
         Ok((
             self.images.narrow(0, start, len)?,
             self.tokens.narrow(0, start, len)?,

@@ -16,6 +16,7 @@ pub mod plot;
 pub mod rng;
 pub mod schedule;
 pub mod train;
+pub mod train_loop;
 pub mod zero_shot;
 
 #[cfg(test)]

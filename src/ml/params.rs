@@ -140,12 +140,7 @@ impl Params {
 
     /// Saves every parameter to one safetensors file.
     pub fn save(&self, path: &Path) -> Result<()> {
-        let tensors: std::collections::HashMap<String, Tensor> = self
-            .vars()
-            .into_iter()
-            .map(|(k, v)| (k, v.as_tensor().clone()))
-            .collect();
-        candle_core::safetensors::save(&tensors, path)
+        save_vars(&self.vars(), path)
     }
 
     /// Overwrites every parameter from a safetensors file; a missing or mis-shaped name is an error,
@@ -157,25 +152,40 @@ impl Params {
     /// [`Params::load`] for the parameters whose names start with `prefix` only (e.g. `vision.`
     /// from a CLIP checkpoint into a VLM); the others keep their values.
     pub fn load_prefixed(&self, path: &Path, prefix: &str) -> Result<()> {
-        let mut file = candle_core::safetensors::load(path, &self.device)?;
-        let vars = self.vars();
-        let wanted = vars.iter().filter(|(name, _)| name.starts_with(prefix));
-        for (name, var) in wanted {
-            let t = file.remove(name).ok_or_else(|| {
-                candle_core::Error::Msg(format!("{}: no tensor named {name}", path.display()))
-            })?;
-            if t.shape() != var.shape() {
-                candle_core::bail!(
-                    "{}: {name} has shape {:?}, the model wants {:?}",
-                    path.display(),
-                    t.shape(),
-                    var.shape()
-                );
-            }
-            var.set(&t.to_dtype(DType::F32)?)?;
-        }
-        Ok(())
+        let mut vars = self.vars();
+        vars.retain(|(name, _)| name.starts_with(prefix));
+        load_vars(&vars, path, &self.device)
     }
+}
+
+/// Saves `vars` to one safetensors file under their names.
+pub fn save_vars(vars: &[(String, Var)], path: &Path) -> Result<()> {
+    let tensors: std::collections::HashMap<String, Tensor> = vars
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_tensor().clone()))
+        .collect();
+    candle_core::safetensors::save(&tensors, path)
+}
+
+/// Overwrites each of `vars` from the tensor of its name in a safetensors file; a missing or
+/// mis-shaped name is an error, extra names in the file are ignored.
+pub fn load_vars(vars: &[(String, Var)], path: &Path, device: &Device) -> Result<()> {
+    let mut file = candle_core::safetensors::load(path, device)?;
+    for (name, var) in vars {
+        let t = file.remove(name).ok_or_else(|| {
+            candle_core::Error::Msg(format!("{}: no tensor named {name}", path.display()))
+        })?;
+        if t.shape() != var.shape() {
+            candle_core::bail!(
+                "{}: {name} has shape {:?}, the model wants {:?}",
+                path.display(),
+                t.shape(),
+                var.shape()
+            );
+        }
+        var.set(&t.to_dtype(DType::F32)?)?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

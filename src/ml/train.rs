@@ -13,7 +13,7 @@ use candle_core::{Error, Result, Tensor, Var};
 use serde::{Deserialize, Serialize};
 
 use super::optim::{AdamW, clip_grad_norm};
-use super::params::Params;
+use super::params::{Params, load_vars, save_vars};
 use super::rng::Rng;
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -97,7 +97,8 @@ pub struct TrainState {
     pub data_position: u64,
 }
 
-/// A checkpoint folder: `model.safetensors`, `optimizer.safetensors`, `state.json`.
+/// A checkpoint folder: `model.safetensors` (the parameters the optimizer trains; frozen ones
+/// never change, so they are not copied), `optimizer.safetensors`, `state.json`.
 pub struct Checkpoint;
 
 const MODEL: &str = "model.safetensors";
@@ -118,14 +119,15 @@ fn fsync(path: &Path) -> Result<()> {
 impl Checkpoint {
     /// Writes the checkpoint to `dir` atomically: into `<dir>.tmp`, fsynced, then renamed over
     /// `dir`. A crash leaves either the old checkpoint or the new one, never a mix.
-    pub fn save(dir: &Path, params: &Params, opt: &AdamW, state: &TrainState) -> Result<()> {
+    pub fn save(dir: &Path, opt: &AdamW, state: &TrainState) -> Result<()> {
         let tmp = sibling(dir, ".tmp");
         let old = sibling(dir, ".old");
         if tmp.exists() {
             fs::remove_dir_all(&tmp)?;
         }
         fs::create_dir_all(&tmp)?;
-        params.save(&tmp.join(MODEL))?;
+        let trained: Vec<(String, Var)> = opt.params().cloned().collect();
+        save_vars(&trained, &tmp.join(MODEL))?;
         opt.save(&tmp.join(OPTIMIZER))?;
         let mut f = fs::File::create(tmp.join(STATE))?;
         f.write_all(&serde_json::to_vec_pretty(state).map_err(Error::wrap)?)?;
@@ -176,7 +178,8 @@ impl Checkpoint {
     pub fn load(dir: &Path, params: &Params, opt: &mut AdamW) -> Result<TrainState> {
         let state = Self::read_state(dir)?;
         let dir = Self::resolve(dir)?;
-        params.load(&dir.join(MODEL))?;
+        let trained: Vec<(String, Var)> = opt.params().cloned().collect();
+        load_vars(&trained, &dir.join(MODEL), params.device())?;
         opt.load(&dir.join(OPTIMIZER))?;
         if opt.step_count() != state.step {
             candle_core::bail!(

@@ -71,10 +71,10 @@ fn resume_from_checkpoint_is_bit_identical() -> Result<()> {
     let mut first = build(0, &cfg)?;
     let mut s2 = fresh_state(&cfg);
     train(&mut first, &mut s2, &data, 2)?;
-    Checkpoint::save(&ckpt, &first.params, &first.opt, &s2)?;
+    Checkpoint::save(&ckpt, &first.opt, &s2)?;
     train(&mut first, &mut s2, &data, 3)?;
     // Saving again replaces the folder atomically; the step-3 checkpoint is the one resumed.
-    Checkpoint::save(&ckpt, &first.params, &first.opt, &s2)?;
+    Checkpoint::save(&ckpt, &first.opt, &s2)?;
     drop(first);
 
     // Another seed: every value must come from the checkpoint.

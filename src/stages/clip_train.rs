@@ -9,9 +9,9 @@ use anyhow::{Context, bail};
 use serde::Deserialize;
 
 use super::{Kind, StageContext, params};
-use crate::ml::clip_train::{Finish, Hooks, StepReport, TrainConfig, train};
+use super::training::{StageHooks, check_finished};
+use crate::ml::clip_train::{TrainConfig, train};
 use crate::ml::models::clip::ClipConfig;
-use crate::ml::plot::{Series, line_chart};
 
 pub struct ClipTrain;
 
@@ -108,11 +108,7 @@ impl Kind for ClipTrain {
             shuffle_buffer: p.shuffle_buffer,
         };
         let device = super::device(ctx)?;
-        let mut hooks = StageHooks {
-            ctx,
-            steps: p.steps,
-            losses: Vec::new(),
-        };
+        let mut hooks = StageHooks::new(ctx, p.steps);
         let trained = train(
             &cfg,
             &data.join("train"),
@@ -121,12 +117,7 @@ impl Kind for ClipTrain {
             &device,
             &mut hooks,
         )?;
-        if let Finish::Stopped(step) = trained.finish {
-            bail!(
-                "interrupted after step {step} of {}; the checkpoint is kept and the next build resumes from it",
-                p.steps
-            );
-        }
+        check_finished(trained.finish, p.steps)?;
         trained
             .params
             .save(&ctx.out_dir.join("model.safetensors"))?;
@@ -136,22 +127,7 @@ impl Kind for ClipTrain {
         )?;
         std::fs::copy(&tokenizer, ctx.out_dir.join("tokenizer.json"))
             .context("copying the tokenizer")?;
-        let chart = line_chart(
-            &format!("{} loss", ctx.stage),
-            &[Series {
-                name: "train loss",
-                points: &hooks.losses,
-            }],
-        );
-        std::fs::write(ctx.out_dir.join("loss.svg"), chart)?;
-        let tail = &hooks.losses[hooks.losses.len().saturating_sub(20)..];
-        if !tail.is_empty() {
-            ctx.metric(
-                "train.loss_final",
-                None,
-                tail.iter().map(|(_, l)| l).sum::<f64>() / tail.len() as f64,
-            );
-        }
+        hooks.finish()?;
         Ok(())
     }
 }
@@ -178,42 +154,5 @@ fn data_upstream<'c>(
             ctx.stage,
             candidates.len()
         ),
-    }
-}
-
-struct StageHooks<'a, 'c> {
-    ctx: &'a StageContext<'c>,
-    steps: u64,
-    losses: Vec<(f64, f64)>,
-}
-
-impl Hooks for StageHooks<'_, '_> {
-    fn step(&mut self, r: &StepReport) {
-        let step = Some(r.step as i64);
-        self.ctx.metric("train.loss", step, r.loss);
-        self.ctx.metric("train.lr", step, r.lr);
-        self.ctx.metric("train.temperature", step, r.temperature);
-        self.ctx
-            .metric("train.samples_per_s", step, r.samples_per_s);
-        self.losses.push((r.step as f64, r.loss));
-        self.ctx.progress(
-            r.step,
-            Some(self.steps),
-            &format!("loss {:.3}  {:.0} samples/s", r.loss, r.samples_per_s),
-        );
-        if r.step.is_multiple_of(50) {
-            self.ctx.log(&format!(
-                "step {} loss {:.4} lr {:.2e} temperature {:.1}",
-                r.step, r.loss, r.lr, r.temperature
-            ));
-        }
-    }
-
-    fn stop_requested(&self) -> bool {
-        self.ctx.interrupted()
-    }
-
-    fn log(&mut self, line: &str) {
-        self.ctx.log(line);
     }
 }

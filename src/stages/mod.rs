@@ -7,6 +7,7 @@ mod cmd;
 mod download;
 mod params;
 mod preprocess;
+mod training;
 mod zero_shot;
 
 use std::collections::BTreeMap;

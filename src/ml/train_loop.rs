@@ -1,0 +1,138 @@
+//! The training loop the language-model and VLM stages share: nanoGPT's train.py loop with the
+//! data and the loss behind an [`Objective`], and progress, metrics and interrupts behind
+//! [`Hooks`]. Resumable: a checkpoint every `checkpoint_every` steps and when asked to stop.
+
+use std::path::Path;
+use std::time::Instant;
+
+use candle_core::{Result, Tensor};
+
+use super::optim::AdamW;
+use super::params::Params;
+use super::rng::Rng;
+use super::schedule::WarmupCosine;
+use super::train::{Checkpoint, TrainState, train_step};
+
+/// The loop's settings (the stage's params, resolved).
+#[derive(Clone, Debug)]
+pub struct LoopConfig {
+    pub steps: u64,
+    /// Gradient accumulation: each step's batch runs as this many micro-batches.
+    pub micro_batches: usize,
+    pub schedule: WarmupCosine,
+    pub max_grad_norm: f64,
+    pub checkpoint_every: u64,
+    pub seed: u64,
+}
+
+/// What is trained on and how it is scored, one step at a time.
+pub trait Objective {
+    /// Prepare step `step`'s batch (0-based); returns how many samples it holds.
+    fn load_batch(&mut self, step: u64) -> Result<usize>;
+    /// The mean loss of micro-batch `i` of `n` of the loaded batch.
+    fn micro_loss(&self, i: usize, n: usize) -> Result<Tensor>;
+    /// Values worth reporting after a step besides the loss (CLIP's temperature).
+    fn report(&self) -> Vec<(&'static str, f64)> {
+        vec![]
+    }
+}
+
+/// One step, as reported to the hooks.
+#[derive(Clone, Debug)]
+pub struct StepReport {
+    pub step: u64,
+    pub loss: f64,
+    pub lr: f64,
+    pub grad_norm: f64,
+    pub samples_per_s: f64,
+    /// The objective's own values ([`Objective::report`]).
+    pub extra: Vec<(&'static str, f64)>,
+}
+
+pub trait Hooks {
+    fn step(&mut self, report: &StepReport);
+    /// Asked between steps: true to save a checkpoint and stop.
+    fn stop_requested(&self) -> bool;
+    fn log(&mut self, line: &str);
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Finish {
+    Done,
+    /// Stopped on request after this many steps; the checkpoint holds them.
+    Stopped(u64),
+}
+
+/// Resume from the checkpoint in `checkpoint_dir` if there is one (returning its step), or
+/// else call `init` (load pretrained weights) and start at 0.
+pub fn resume_or_init(
+    params: &Params,
+    opt: &mut AdamW,
+    checkpoint_dir: &Path,
+    hooks: &mut dyn Hooks,
+    init: impl FnOnce(&mut dyn Hooks) -> Result<()>,
+) -> Result<u64> {
+    if Checkpoint::read_state(checkpoint_dir).is_ok() {
+        let state = Checkpoint::load(checkpoint_dir, params, opt)?;
+        hooks.log(&format!("resumed from the checkpoint at step {}", state.step));
+        return Ok(state.step);
+    }
+    init(hooks)?;
+    Ok(0)
+}
+
+/// Train from step `start` to `cfg.steps`. `config` is recorded in each checkpoint.
+pub fn run(
+    cfg: &LoopConfig,
+    opt: &mut AdamW,
+    start: u64,
+    checkpoint_dir: &Path,
+    config: &serde_json::Value,
+    objective: &mut dyn Objective,
+    hooks: &mut dyn Hooks,
+) -> Result<Finish> {
+    let save = |opt: &AdamW, step: u64| {
+        let state = TrainState {
+            step,
+            config: config.clone(),
+            // The data order is a function of (seed, step): the stream needs no state of its own.
+            rng: Rng::new(cfg.seed),
+            data_position: step,
+        };
+        Checkpoint::save(checkpoint_dir, opt, &state)
+    };
+    let micro = cfg.micro_batches.max(1);
+    for step in start..cfg.steps {
+        if hooks.stop_requested() {
+            save(opt, step)?;
+            return Ok(Finish::Stopped(step));
+        }
+        let samples = objective.load_batch(step)?;
+        let started = Instant::now();
+        let lr = cfg.schedule.lr(step);
+        let stats = train_step(opt, lr, micro, Some(cfg.max_grad_norm), |i| {
+            objective.micro_loss(i, micro)
+        })?;
+        hooks.step(&StepReport {
+            step: step + 1,
+            loss: stats.loss,
+            lr,
+            grad_norm: stats.grad_norm,
+            samples_per_s: samples as f64 / started.elapsed().as_secs_f64(),
+            extra: objective.report(),
+        });
+        let due = cfg.checkpoint_every > 0 && (step + 1).is_multiple_of(cfg.checkpoint_every);
+        if due && step + 1 < cfg.steps {
+            save(opt, step + 1)?;
+        }
+    }
+    Ok(Finish::Done)
+}
+
+/// Rows `i` of `n` equal slices of a batch of `rows` (the last takes the remainder):
+/// `(start, len)`.
+pub fn micro_rows(rows: usize, i: usize, n: usize) -> (usize, usize) {
+    let size = rows.div_ceil(n.max(1));
+    let start = (i * size).min(rows);
+    (start, size.min(rows - start))
+}
