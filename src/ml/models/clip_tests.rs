@@ -94,6 +94,29 @@ fn every_parameter_gets_a_nonzero_gradient() -> Result<()> {
 }
 
 #[test]
+fn fused_and_composite_ops_give_the_same_whole_model_gradients() -> Result<()> {
+    // Each fused kernel is checked alone in ops_tests; this checks them wired together.
+    let cfg = tiny_config();
+    let params = Params::new(4, &Device::Cpu);
+    let model = Clip::new(&params, &cfg)?;
+    let (img, tok, len) = random_pairs(&cfg, 6, 5)?;
+    let run = || model.loss(&img, &tok, &len)?.backward();
+    let fused = run()?;
+    let composite = crate::ml::ops::with_composite(run)?;
+    for (name, var) in params.vars() {
+        let (a, b) = (fused.get(&var).unwrap(), composite.get(&var).unwrap());
+        let scale = b.abs()?.max_all()?.to_scalar::<f32>()?;
+        let diff = (a - b)?.abs()?.max_all()?.to_scalar::<f32>()?;
+        // Absolute slack for gradients that are zero in exact arithmetic (key biases).
+        assert!(
+            diff <= 1e-4 * scale + 1e-7,
+            "{name}: fused and composite differ by {diff} (scale {scale})"
+        );
+    }
+    Ok(())
+}
+
+#[test]
 fn caption_embedding_ignores_padding_tokens() -> Result<()> {
     let cfg = tiny_config();
     let model = Clip::new(&Params::new(0, &Device::Cpu), &cfg)?;
