@@ -15,6 +15,7 @@ use serde_json::Value;
 use super::interrupt;
 use super::params::canonical_json;
 use super::plan::{self, Decision, Evaluation, UpstreamState};
+use super::provenance;
 use super::report::Reporter;
 use super::stagefile::{Pipeline, Stage};
 use super::workspace::Workspace;
@@ -389,6 +390,7 @@ impl Executor<'_> {
             out_dir: &out_dir,
             checkpoint_dir: &checkpoint_dir,
             upstream: self.upstream_paths(stage),
+            lineage: upstream_lineage(db, upstream),
             inputs: &stage.inputs,
             metrics_file: metrics_file.as_deref(),
             log: Mutex::new(log),
@@ -542,6 +544,25 @@ fn lineage(eval: &Evaluation, upstream: &BTreeMap<String, UpstreamState>) -> Lin
         })
         .collect();
     (inputs, upstreams)
+}
+
+/// The portable lineage of each ready upstream artifact, by stage (see `provenance::portable`).
+/// A lineage the database cannot give is left out rather than failing the run.
+fn upstream_lineage(
+    db: &Db,
+    upstream: &BTreeMap<String, UpstreamState>,
+) -> BTreeMap<String, Value> {
+    upstream
+        .iter()
+        .filter_map(|(name, state)| match state {
+            UpstreamState::Ready { artifact, producer } => {
+                let found = provenance::of_artifact(db, &artifact.to_hex(), *producer);
+                let lineage = found.ok().flatten()?;
+                Some((name.clone(), provenance::portable(&lineage)))
+            }
+            UpstreamState::Pending => None,
+        })
+        .collect()
 }
 
 pub struct RunFailure {

@@ -79,3 +79,41 @@ fn lineage_at(db: &Db, run: &RunRow, depth: usize) -> Result<Lineage> {
         upstream,
     })
 }
+
+/// The lineage of the artifact `producer` made (or, without a known producer, of whichever run
+/// made `artifact`); `None` when the database has no such run.
+pub fn of_artifact(db: &Db, artifact: &str, producer: Option<i64>) -> Result<Option<Lineage>> {
+    let run = match producer {
+        Some(id) => db.run(id)?,
+        None => db.producer_of(artifact)?,
+    };
+    run.map(|r| lineage(db, &r)).transpose()
+}
+
+/// The part of a lineage that depends on the artifacts alone (no run ids, hosts or times): what
+/// an exported bundle records, so that the bundle stays a function of its inputs. Throughput
+/// metrics (`…per_s`) are left out for the same reason.
+pub fn portable(l: &Lineage) -> Value {
+    let metrics: serde_json::Map<String, Value> = l
+        .metrics
+        .iter()
+        .filter(|(name, _)| !name.ends_with("per_s"))
+        .map(|(name, value)| (name.clone(), Value::from(*value)))
+        .collect();
+    let inputs: serde_json::Map<String, Value> = l
+        .inputs
+        .iter()
+        .map(|(path, digest)| (path.clone(), Value::from(digest.clone())))
+        .collect();
+    serde_json::json!({
+        "stage": l.stage,
+        "kind": l.kind,
+        "implementation": l.implementation,
+        "key": l.key,
+        "artifact": l.artifact,
+        "params": l.params,
+        "inputs": inputs,
+        "metrics": metrics,
+        "upstream": l.upstream.iter().map(portable).collect::<Vec<_>>(),
+    })
+}

@@ -108,6 +108,9 @@ pub struct StageContext<'a> {
     pub checkpoint_dir: &'a Path,
     /// Needed stage → the workspace path where its artifact is materialized.
     pub upstream: BTreeMap<String, PathBuf>,
+    /// Needed stage → the lineage of its artifact (runs, params, inputs, metrics, recursively),
+    /// without run ids or times: what an exported bundle records as its provenance.
+    pub lineage: BTreeMap<String, Value>,
     pub inputs: &'a [String],
     pub metrics_file: Option<&'a Path>,
     pub(crate) log: Mutex<std::fs::File>,

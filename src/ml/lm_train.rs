@@ -1,0 +1,204 @@
+//! Training the language model on text alone (the offline default's `lm-train`): the chat-formatted
+//! captions and question–answer turns of the data, every token learned, so that the LM knows
+//! the language and the template before it is frozen under the VLM.
+
+use std::path::Path;
+
+use candle_core::{Device, Result, Tensor};
+use serde::{Deserialize, Serialize};
+
+use super::data::conversations::{Sequences, pad_batch};
+use super::models::lm_loss::next_token_loss;
+use super::models::qwen2::Qwen2;
+use super::models::qwen2_config::Qwen2Config;
+use super::optim::{AdamW, AdamWConfig};
+use super::params::Params;
+use super::rng::Rng;
+use super::schedule::WarmupCosine;
+use super::train_loop::{Finish, Hooks, LoopConfig, Objective, micro_rows, resume_or_init, run};
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct LmTrainConfig {
+    pub model: Qwen2Config,
+    pub steps: u64,
+    pub batch_size: usize,
+    pub micro_batches: usize,
+    pub lr: f64,
+    pub min_lr: f64,
+    pub warmup_steps: u64,
+    pub weight_decay: f64,
+    pub max_grad_norm: f64,
+    pub seed: u64,
+    pub checkpoint_every: u64,
+}
+
+pub struct Trained {
+    pub params: Params,
+    pub model: Qwen2,
+    pub finish: Finish,
+}
+
+/// Train a fresh model on `train` (resuming from `checkpoint_dir` when it holds a checkpoint).
+pub fn train(
+    cfg: &LmTrainConfig,
+    train: &Sequences,
+    pad_id: u32,
+    checkpoint_dir: &Path,
+    device: &Device,
+    hooks: &mut dyn Hooks,
+) -> Result<Trained> {
+    let params = Params::new(cfg.seed, device);
+    let model = Qwen2::new(&params, &cfg.model)?;
+    let adamw = AdamWConfig {
+        lr: cfg.lr,
+        weight_decay: cfg.weight_decay,
+        ..AdamWConfig::default()
+    };
+    let mut opt = AdamW::with_default_groups(params.vars(), adamw)?;
+    let start = resume_or_init(&params, &mut opt, checkpoint_dir, hooks, |_| Ok(()))?;
+    hooks.log(&format!("{} parameters", params.num_params()));
+    let loop_cfg = LoopConfig {
+        steps: cfg.steps,
+        micro_batches: cfg.micro_batches,
+        schedule: WarmupCosine {
+            peak_lr: cfg.lr,
+            min_lr: cfg.min_lr,
+            warmup_steps: cfg.warmup_steps,
+            total_steps: cfg.steps,
+        },
+        max_grad_norm: cfg.max_grad_norm,
+        checkpoint_every: cfg.checkpoint_every,
+        seed: cfg.seed,
+    };
+    let mut objective = TextObjective {
+        model: &model,
+        order: SequenceOrder::new(train, cfg.batch_size, cfg.seed)?,
+        sequences: train,
+        pad_id,
+        device,
+        batch: None,
+    };
+    let config = serde_json::to_value(cfg).map_err(candle_core::Error::wrap)?;
+    let finish = run(
+        &loop_cfg,
+        &mut opt,
+        start,
+        checkpoint_dir,
+        &config,
+        &mut objective,
+        hooks,
+    )?;
+    Ok(Trained {
+        params,
+        model,
+        finish,
+    })
+}
+
+/// Mean next-token loss over every usable sequence of `sequences`, in batches of `batch_size`.
+pub fn evaluate(
+    model: &Qwen2,
+    sequences: &Sequences,
+    pad_id: u32,
+    batch_size: usize,
+    device: &Device,
+) -> Result<f64> {
+    let rows: Vec<_> = sequences.by_index.iter().flatten().collect();
+    let (mut sum, mut batches) = (0.0, 0usize);
+    for chunk in rows.chunks(batch_size.max(1)) {
+        let (ids, labels) = batch_tensors(chunk, pad_id, device)?;
+        let hidden = model.hidden_states(&model.embed(&ids)?, None)?;
+        sum += next_token_loss(model, &hidden, &labels)?.to_scalar::<f32>()? as f64;
+        batches += 1;
+    }
+    Ok(if batches == 0 {
+        f64::NAN
+    } else {
+        sum / batches as f64
+    })
+}
+
+/// Right-padded `(ids, labels)` tensors of `rows`.
+pub fn batch_tensors(
+    rows: &[&super::data::chat::Tokenized],
+    pad_id: u32,
+    device: &Device,
+) -> Result<(Tensor, Tensor)> {
+    let (ids, labels, len) = pad_batch(rows, pad_id);
+    Ok((
+        Tensor::from_vec(ids, (rows.len(), len), device)?,
+        Tensor::from_vec(labels, (rows.len(), len), device)?,
+    ))
+}
+
+/// Which sequences make step s's batch: a seeded permutation per epoch, so the order is a
+/// function of (seed, step) and a resumed run sees what an uninterrupted one would have.
+pub struct SequenceOrder {
+    usable: Vec<u64>,
+    batch_size: usize,
+    seed: u64,
+    epoch: Option<(u64, Vec<u64>)>,
+}
+
+impl SequenceOrder {
+    pub fn new(sequences: &Sequences, batch_size: usize, seed: u64) -> Result<Self> {
+        let usable: Vec<u64> = (0..sequences.by_index.len() as u64)
+            .filter(|&i| sequences.get(i).is_some())
+            .collect();
+        if batch_size == 0 || usable.len() < batch_size {
+            candle_core::bail!(
+                "{} usable sequences are fewer than one batch of {batch_size}: lower batch_size or use more data",
+                usable.len()
+            );
+        }
+        Ok(Self {
+            usable,
+            batch_size,
+            seed,
+            epoch: None,
+        })
+    }
+
+    /// Record indices of step `step`'s batch.
+    pub fn batch(&mut self, step: u64) -> &[u64] {
+        let per_epoch = (self.usable.len() / self.batch_size) as u64;
+        let epoch = step / per_epoch;
+        if self.epoch.as_ref().is_none_or(|(e, _)| *e != epoch) {
+            let mut order = self.usable.clone();
+            Rng::new(self.seed).fork(epoch).shuffle(&mut order);
+            self.epoch = Some((epoch, order));
+        }
+        let at = (step % per_epoch) as usize * self.batch_size;
+        &self.epoch.as_ref().expect("set above").1[at..at + self.batch_size]
+    }
+}
+
+struct TextObjective<'a> {
+    model: &'a Qwen2,
+    order: SequenceOrder,
+    sequences: &'a Sequences,
+    pad_id: u32,
+    device: &'a Device,
+    batch: Option<(Tensor, Tensor)>,
+}
+
+impl Objective for TextObjective<'_> {
+    fn load_batch(&mut self, step: u64) -> Result<usize> {
+        let rows: Vec<_> = self
+            .order
+            .batch(step)
+            .iter()
+            .filter_map(|&i| self.sequences.get(i))
+            .collect();
+        self.batch = Some(batch_tensors(&rows, self.pad_id, self.device)?);
+        Ok(rows.len())
+    }
+
+    fn micro_loss(&self, i: usize, n: usize) -> Result<Tensor> {
+        let (ids, labels) = self.batch.as_ref().expect("load_batch comes first");
+        let (start, len) = micro_rows(ids.dim(0)?, i, n);
+        let (ids, labels) = (ids.narrow(0, start, len)?, labels.narrow(0, start, len)?);
+        let hidden = self.model.hidden_states(&self.model.embed(&ids)?, None)?;
+        next_token_loss(self.model, &hidden, &labels)
+    }
+}

@@ -1,0 +1,259 @@
+//! Training the VLM (vlm-pretrain and finetune): images from the shards, sequences from the
+//! split's caption records in the LM's chat template, the loss on labelled positions only.
+//! What trains is decided by the caller (a frozen-name rule on the `Params`); each part
+//! (vision, projector, language model) gets its own learning-rate multiplier.
+
+use std::path::Path;
+
+use candle_core::{Device, Result, Tensor};
+use serde::{Deserialize, Serialize};
+
+use super::data::batch::Batch;
+use super::data::conversations::Sequences;
+use super::data::image::normalize_into;
+use super::data::stream::TrainStream;
+use super::lm_train::batch_tensors;
+use super::models::vlm::{Vlm, VlmConfig, is_lm, is_projector, is_vision};
+use super::optim::{AdamW, AdamWConfig, ParamGroup, no_decay};
+use super::params::Params;
+use super::schedule::WarmupCosine;
+use super::train_loop::{Finish, Hooks, LoopConfig, Objective, micro_rows, resume_or_init, run};
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct VlmTrainConfig {
+    pub model: VlmConfig,
+    pub steps: u64,
+    pub batch_size: usize,
+    pub micro_batches: usize,
+    pub lr: f64,
+    pub min_lr: f64,
+    pub warmup_steps: u64,
+    pub weight_decay: f64,
+    pub max_grad_norm: f64,
+    pub seed: u64,
+    pub checkpoint_every: u64,
+    pub shuffle_buffer: usize,
+    pub lr_scale: PartScales,
+}
+
+/// Learning-rate multipliers of the three parts (the projector usually trains fastest).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PartScales {
+    pub vision: f64,
+    pub projector: f64,
+    pub lm: f64,
+}
+
+pub struct Trained {
+    pub params: Params,
+    pub model: Vlm,
+    pub finish: Finish,
+}
+
+/// Train on the shards in `train_dir` and their `sequences`. `params` carries the frozen rule;
+/// `init` loads pretrained weights into it when there is no checkpoint to resume from.
+#[allow(clippy::too_many_arguments)]
+pub fn train(
+    cfg: &VlmTrainConfig,
+    params: Params,
+    train_dir: &Path,
+    sequences: &Sequences,
+    pad_id: u32,
+    checkpoint_dir: &Path,
+    hooks: &mut dyn Hooks,
+    init: impl FnOnce(&Params, &mut dyn Hooks) -> Result<()>,
+) -> Result<Trained> {
+    let device = params.device().clone();
+    let model = Vlm::new(&params, &cfg.model)?;
+    let adamw = AdamWConfig {
+        lr: cfg.lr,
+        weight_decay: cfg.weight_decay,
+        ..AdamWConfig::default()
+    };
+    let groups = part_groups(params.trainable_vars(), cfg);
+    if groups.is_empty() {
+        candle_core::bail!("nothing to train: every parameter is frozen");
+    }
+    let mut opt = AdamW::new(groups, adamw)?;
+    let start = resume_or_init(&params, &mut opt, checkpoint_dir, hooks, |hooks| {
+        init(&params, hooks)
+    })?;
+    let trainable: usize = opt.params().map(|(_, v)| v.elem_count()).sum();
+    hooks.log(&format!(
+        "{} parameters, {trainable} of them trained",
+        params.num_params()
+    ));
+    let loop_cfg = LoopConfig {
+        steps: cfg.steps,
+        micro_batches: cfg.micro_batches,
+        schedule: WarmupCosine {
+            peak_lr: cfg.lr,
+            min_lr: cfg.min_lr,
+            warmup_steps: cfg.warmup_steps,
+            total_steps: cfg.steps,
+        },
+        max_grad_norm: cfg.max_grad_norm,
+        checkpoint_every: cfg.checkpoint_every,
+        seed: cfg.seed,
+    };
+    let stream = TrainStream::open(
+        train_dir,
+        cfg.batch_size,
+        cfg.seed,
+        cfg.shuffle_buffer,
+        start,
+    )
+    .map_err(data_err)?;
+    let mut objective = Conversations {
+        model: &model,
+        stream,
+        sequences,
+        pad_id,
+        device: &device,
+        batch: None,
+    };
+    let config = serde_json::to_value(cfg).map_err(candle_core::Error::wrap)?;
+    let finish = run(
+        &loop_cfg,
+        &mut opt,
+        start,
+        checkpoint_dir,
+        &config,
+        &mut objective,
+        hooks,
+    )?;
+    Ok(Trained {
+        params,
+        model,
+        finish,
+    })
+}
+
+/// Optimizer groups: each part at its learning-rate scale, split into decay and no-decay.
+fn part_groups(trainable: Vec<(String, candle_core::Var)>, cfg: &VlmTrainConfig) -> Vec<ParamGroup> {
+    let parts: [(&str, fn(&str) -> bool, f64); 3] = [
+        ("vision", is_vision, cfg.lr_scale.vision),
+        ("projector", is_projector, cfg.lr_scale.projector),
+        ("lm", is_lm, cfg.lr_scale.lm),
+    ];
+    let mut groups = Vec::new();
+    for (part, belongs, scale) in parts {
+        let (nd, d): (Vec<_>, Vec<_>) = trainable
+            .iter()
+            .filter(|(n, _)| belongs(n))
+            .cloned()
+            .partition(|(n, _)| no_decay(n));
+        for (suffix, wd, params) in [("decay", cfg.weight_decay, d), ("no_decay", 0.0, nd)] {
+            if !params.is_empty() {
+                groups.push(ParamGroup {
+                    name: format!("{part}.{suffix}"),
+                    lr_scale: scale,
+                    weight_decay: wd,
+                    params,
+                });
+            }
+        }
+    }
+    groups
+}
+
+fn data_err(e: super::data::DataError) -> candle_core::Error {
+    candle_core::Error::Msg(e.to_string())
+}
+
+/// A batch ready for the model: the rows that have a sequence, with their images.
+pub struct VlmBatch {
+    pub images: Tensor,
+    pub ids: Tensor,
+    pub labels: Tensor,
+    pub image_at: usize,
+}
+
+impl VlmBatch {
+    /// `None` when no row of `batch` has a sequence.
+    pub fn new(
+        batch: &Batch,
+        sequences: &Sequences,
+        image_size: usize,
+        pad_id: u32,
+        device: &Device,
+    ) -> Result<Option<VlmBatch>> {
+        let image_len = 3 * image_size * image_size;
+        let mut pixels = Vec::new();
+        let mut rows = Vec::new();
+        for (row, &index) in batch.indices.iter().enumerate() {
+            if let Some(seq) = sequences.get(index) {
+                let start = pixels.len();
+                pixels.resize(start + image_len, 0.0);
+                let bytes = &batch.images[row * image_len..(row + 1) * image_len];
+                normalize_into(bytes, &mut pixels[start..]);
+                rows.push(seq);
+            }
+        }
+        let Some(image_at) = rows.first().and_then(|s| s.image_at) else {
+            return Ok(None);
+        };
+        if rows.iter().any(|s| s.image_at != Some(image_at)) {
+            candle_core::bail!("sequences place their image at different columns");
+        }
+        let n = rows.len();
+        let (ids, labels) = batch_tensors(&rows, pad_id, device)?;
+        Ok(Some(VlmBatch {
+            images: Tensor::from_vec(pixels, (n, 3, image_size, image_size), device)?,
+            ids,
+            labels,
+            image_at,
+        }))
+    }
+
+    pub fn rows(&self) -> usize {
+        self.ids.dim(0).unwrap_or(0)
+    }
+
+    /// The loss of micro-batch `i` of `n`.
+    pub fn loss(&self, model: &Vlm, i: usize, n: usize) -> Result<Tensor> {
+        let (start, len) = micro_rows(self.rows(), i, n);
+        let images = self.images.narrow(0, start, len)?;
+        model.loss(
+            &self.ids.narrow(0, start, len)?,
+            &self.labels.narrow(0, start, len)?,
+            Some((&images, self.image_at)),
+        )
+    }
+}
+
+struct Conversations<'a> {
+    model: &'a Vlm,
+    stream: TrainStream,
+    sequences: &'a Sequences,
+    pad_id: u32,
+    device: &'a Device,
+    batch: Option<VlmBatch>,
+}
+
+impl Objective for Conversations<'_> {
+    fn load_batch(&mut self, _step: u64) -> Result<usize> {
+        let image_size = self.model.cfg.vision.image_size;
+        // A batch whose records all lack a sequence (no question–answer pairs) is skipped.
+        for _ in 0..1000 {
+            let batch = self
+                .stream
+                .next()
+                .ok_or_else(|| candle_core::Error::Msg("the data stream ended".into()))?
+                .map_err(data_err)?;
+            if let Some(b) =
+                VlmBatch::new(&batch, self.sequences, image_size, self.pad_id, self.device)?
+            {
+                let rows = b.rows();
+                self.batch = Some(b);
+                return Ok(rows);
+            }
+        }
+        candle_core::bail!("1000 batches in a row had no usable sequence")
+    }
+
+    fn micro_loss(&self, i: usize, n: usize) -> Result<Tensor> {
+        let batch = self.batch.as_ref().expect("load_batch comes first");
+        batch.loss(self.model, i, n)
+    }
+}
