@@ -8,8 +8,8 @@ use std::path::Path;
 use anyhow::{Context, bail};
 use serde::Deserialize;
 
-use super::{Kind, StageContext, params};
 use super::training::{StageHooks, check_finished};
+use super::{Kind, StageContext, params};
 use crate::ml::clip_train::{TrainConfig, train};
 use crate::ml::models::clip::ClipConfig;
 

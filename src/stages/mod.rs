@@ -156,6 +156,25 @@ impl StageContext<'_> {
             })
     }
 
+    /// The one needed stage whose artifact passes `test` (e.g. holds a `meta.json`), described
+    /// as `what` in the error when there is none or more than one.
+    pub fn find_upstream(&self, what: &str, test: impl Fn(&Path) -> bool) -> anyhow::Result<&Path> {
+        let found: Vec<&Path> = self
+            .upstream
+            .values()
+            .map(PathBuf::as_path)
+            .filter(|p| test(p))
+            .collect();
+        match found.as_slice() {
+            [one] => Ok(one),
+            _ => anyhow::bail!(
+                "stage `{}` needs exactly one {what} in `needs`; found {}: fix `needs` in the Stagefile",
+                self.stage,
+                found.len()
+            ),
+        }
+    }
+
     /// The log file itself, for kinds that hand it to a child process.
     pub fn log_file(&self) -> std::io::Result<std::fs::File> {
         self.log

@@ -120,26 +120,10 @@ fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> anyhow::Result<T> {
 
 /// The needed model stage (with model.safetensors) and data stage (with the split's shards).
 fn upstreams<'c>(ctx: &'c StageContext<'_>, split: &str) -> anyhow::Result<(&'c Path, &'c Path)> {
-    let find = |what: &str, test: &dyn Fn(&Path) -> bool| -> anyhow::Result<&'c Path> {
-        let found: Vec<&Path> = ctx
-            .upstream
-            .values()
-            .map(|p| p.as_path())
-            .filter(|p| test(p))
-            .collect();
-        match found.as_slice() {
-            [one] => Ok(*one),
-            _ => bail!(
-                "stage `{}` needs exactly one {what} in `needs`; found {}",
-                ctx.stage,
-                found.len()
-            ),
-        }
-    };
-    let model = find("clip-train stage", &|p| {
+    let model = ctx.find_upstream("clip-train stage", |p| {
         p.join("model.safetensors").is_file()
     })?;
-    let data = find(&format!("preprocess stage with a {split} split"), &|p| {
+    let data = ctx.find_upstream(&format!("preprocess stage with a {split} split"), |p| {
         p.join(split).is_dir()
     })?;
     Ok((model, data))
