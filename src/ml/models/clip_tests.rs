@@ -103,13 +103,20 @@ fn fused_and_composite_ops_give_the_same_whole_model_gradients() -> Result<()> {
     let run = || model.loss(&img, &tok, &len)?.backward();
     let fused = run()?;
     let composite = crate::ml::ops::with_composite(run)?;
-    for (name, var) in params.vars() {
-        let (a, b) = (fused.get(&var).unwrap(), composite.get(&var).unwrap());
-        let scale = b.abs()?.max_all()?.to_scalar::<f32>()?;
-        let diff = (a - b)?.abs()?.max_all()?.to_scalar::<f32>()?;
-        // Absolute slack for gradients that are zero in exact arithmetic (key biases).
+    let max_abs = |t: &Tensor| -> Result<f32> { t.abs()?.max_all()?.to_scalar::<f32>() };
+    let vars = params.vars();
+    let mut largest = 0f32;
+    for (_, var) in &vars {
+        largest = largest.max(max_abs(composite.get(var).unwrap())?);
+    }
+    for (name, var) in &vars {
+        let (a, b) = (fused.get(var).unwrap(), composite.get(var).unwrap());
+        let scale = max_abs(b)?;
+        let diff = max_abs(&(a - b)?)?;
+        // Slack relative to the largest gradient for those that are zero in exact arithmetic
+        // (key biases: softmax ignores a constant shift).
         assert!(
-            diff <= 1e-4 * scale + 1e-7,
+            diff <= 1e-4 * scale + 1e-5 * largest,
             "{name}: fused and composite differ by {diff} (scale {scale})"
         );
     }

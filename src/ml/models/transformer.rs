@@ -5,7 +5,7 @@
 
 use candle_core::{Result, Tensor};
 
-use crate::ml::layers::{INIT_STD, LayerNorm, Linear};
+use crate::ml::layers::{LayerNorm, Linear};
 use crate::ml::ops;
 use crate::ml::params::Params;
 
@@ -19,13 +19,13 @@ pub struct SelfAttention {
 }
 
 impl SelfAttention {
-    /// `layers` scales the output projection's init by 1/√(2·layers) (GPT-2), so the residual
-    /// stream's variance does not grow with depth.
+    /// `layers` scales the output projection's init by 1/√(2·layers) (GPT-2, CLIP), so the
+    /// residual stream's variance does not grow with depth.
     pub fn new(p: &Params, width: usize, heads: usize, layers: usize) -> Result<Self> {
         if heads == 0 || !width.is_multiple_of(heads) {
             candle_core::bail!("attention: width {width} is not divisible by {heads} heads");
         }
-        let out_std = INIT_STD / (2.0 * layers as f64).sqrt();
+        let out_std = (width as f64).powf(-0.5) / (2.0 * layers as f64).sqrt();
         Ok(Self {
             q_proj: Linear::new(&p.pp("q_proj"), width, width, true)?,
             k_proj: Linear::new(&p.pp("k_proj"), width, width, true)?,
@@ -53,7 +53,7 @@ pub struct Mlp {
 
 impl Mlp {
     pub fn new(p: &Params, width: usize, hidden: usize, layers: usize) -> Result<Self> {
-        let out_std = INIT_STD / (2.0 * layers as f64).sqrt();
+        let out_std = (width as f64).powf(-0.5) / (2.0 * layers as f64).sqrt();
         Ok(Self {
             fc1: Linear::new(&p.pp("fc1"), width, hidden, true)?,
             fc2: Linear::with_std(&p.pp("fc2"), hidden, width, true, out_std)?,
