@@ -14,9 +14,7 @@ use super::models::clip::{Clip, ClipConfig};
 use super::optim::{AdamW, AdamWConfig};
 use super::params::Params;
 use super::schedule::WarmupCosine;
-use super::train_loop::{
-    Finish, Hooks, LoopConfig, Objective, micro_rows, resume_or_init, run,
-};
+use super::train_loop::{Finish, Hooks, LoopConfig, Objective, micro_rows, resume_or_init, run};
 
 /// Everything that shapes a training run (the stage's params, resolved).
 #[derive(Clone, Debug, Serialize, Deserialize)]

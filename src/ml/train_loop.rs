@@ -74,7 +74,10 @@ pub fn resume_or_init(
 ) -> Result<u64> {
     if Checkpoint::read_state(checkpoint_dir).is_ok() {
         let state = Checkpoint::load(checkpoint_dir, params, opt)?;
-        hooks.log(&format!("resumed from the checkpoint at step {}", state.step));
+        hooks.log(&format!(
+            "resumed from the checkpoint at step {}",
+            state.step
+        ));
         return Ok(state.step);
     }
     init(hooks)?;
