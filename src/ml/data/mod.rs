@@ -8,8 +8,11 @@
 //! - [`batch`]: records grouped into batches of plain vectors.
 //! - [`split`]: a deterministic train/validation split by hash of the sample key.
 //! - [`captions`]: read CSV/TSV/JSONL caption files, write JSONL.
+//! - [`braces`]: brace expansion of shard patterns (`shard-{00000..00099}.tar`).
+//! - [`webdataset`]: stream the samples (image + caption) of WebDataset tar shards.
 
 pub mod batch;
+pub mod braces;
 pub mod captions;
 pub mod image;
 pub mod rng;
@@ -18,6 +21,7 @@ pub mod shards;
 pub mod split;
 pub mod stream;
 pub mod tokenizer;
+pub mod webdataset;
 
 use std::path::{Path, PathBuf};
 
