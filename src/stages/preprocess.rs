@@ -2,7 +2,8 @@
 //! shards: images decoded, resized and centre-cropped to `image_size` (stored as u8; the CLIP
 //! normalisation is applied when batches are loaded), captions tokenized with a BPE trained here
 //! on the captions (or a `tokenizer.json` the user points at), captions over `max_tokens` dropped,
-//! a deterministic train/validation split. Corrupt images are skipped and counted.
+//! a deterministic train/validation split (by hash of the image name, unless a record says its
+//! `split`, as CIFAR's do). Corrupt images are skipped and counted.
 
 use std::path::Path;
 
@@ -31,7 +32,8 @@ struct PreprocessParams {
     tokenizer: String,
     #[serde(default = "default_vocab_size")]
     vocab_size: usize,
-    /// Per mille of the data held out for validation (and zero-shot evaluation).
+    /// Per mille of the data held out for validation (and zero-shot evaluation), chosen by hash
+    /// of the image name; records whose `split` is given in captions.jsonl go where it says.
     #[serde(default = "default_val_permille")]
     val_permille: u32,
     #[serde(default = "default_records_per_shard")]
@@ -105,7 +107,10 @@ impl Kind for Preprocess {
                         ctx.log(&format!("skipped {}: {why}", record.image));
                     }
                     Prepared::TooLong => too_long += 1,
-                    Prepared::Ok(r) => match split_of(record.image.as_bytes(), p.val_permille) {
+                    Prepared::Ok(r) => match record
+                        .split
+                        .unwrap_or_else(|| split_of(record.image.as_bytes(), p.val_permille))
+                    {
                         Split::Train => train.write(&r)?,
                         Split::Validation => validation.write(&r)?,
                     },
@@ -115,9 +120,10 @@ impl Kind for Preprocess {
             ctx.progress(done, Some(records.len() as u64), "decoding and tokenizing");
         }
         let (train, validation) = (train.finish()?, validation.finish()?);
-        if train.records == 0 {
+        // A validation-only dataset (CIFAR's test split) is fine: zero-shot evaluation reads it.
+        if train.records + validation.records == 0 {
             bail!(
-                "stage `{}`: no usable training record out of {} ({corrupt} corrupt images, {too_long} captions over \
+                "stage `{}`: no usable record out of {} ({corrupt} corrupt images, {too_long} captions over \
                  max_tokens = {}): check the data, or raise max_tokens",
                 ctx.stage,
                 records.len(),
