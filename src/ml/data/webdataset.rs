@@ -5,7 +5,8 @@
 //! a key. A sample needs an image (`jpg`, `jpeg`, `png` or `webp`) and a caption (`txt`, or a
 //! `json` object's `caption` or else `txt` string field; `txt` wins when both are there).
 //!
-//! Shards are streamed: one sample's members are in memory at a time. A shard cut short keeps the
+//! Shards (`.tar`, or gzipped `.tar.gz`/`.tgz`) are streamed: one sample's members are in memory
+//! at a time. A shard cut short keeps the
 //! samples read in full and reports where it broke; a file that is not a tar at all is an error.
 
 use std::fs::File;
@@ -86,8 +87,16 @@ pub fn read_shard<E: From<DataError>>(
     path: &Path,
     mut visit: impl FnMut(Item) -> Result<(), E>,
 ) -> Result<ShardEnd, E> {
-    let file = File::open(path).map_err(io_err(path))?;
-    let mut archive = tar::Archive::new(BufReader::new(file));
+    let file = BufReader::new(File::open(path).map_err(io_err(path))?);
+    let gzipped = path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("gz") || e.eq_ignore_ascii_case("tgz"));
+    let reader: Box<dyn Read> = if gzipped {
+        Box::new(flate2::read::GzDecoder::new(file))
+    } else {
+        Box::new(file)
+    };
+    let mut archive = tar::Archive::new(reader);
     let entries = archive.entries().map_err(io_err(path))?;
     let mut pending: Option<Pending> = None;
     let mut members = 0u64;

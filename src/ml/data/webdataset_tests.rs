@@ -220,3 +220,20 @@ fn the_visitor_can_stop_the_reading() {
     assert_eq!(seen, 1);
     assert!(err.to_string().contains("disk full"));
 }
+
+#[test]
+fn gzipped_shards_read_the_same() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let shard = tar_bytes(&[("0.jpg", b"x"), ("0.txt", b"a zipped caption")]);
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(&shard).unwrap();
+    let path = write(dir.path(), "s.tar.gz", &gz.finish().unwrap());
+    let (items, end) = read_all(&path).unwrap();
+    assert_eq!(items, vec![sample("0", "jpg", b"x", "a zipped caption")]);
+    assert_eq!(end, ShardEnd::default());
+    // A .gz that is not gzip is not a readable tar.
+    let path = write(dir.path(), "plain.tar.gz", &shard);
+    let err = read_all(&path).unwrap_err().to_string();
+    assert!(err.contains("plain.tar.gz"), "{err}");
+}

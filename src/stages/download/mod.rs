@@ -2,10 +2,12 @@
 //! pipeline reads — `images/`, `captions.jsonl` (image path, caption, label, question–answer
 //! pairs) and, where the data has classes, `classes.json`. One file per source:
 //! - [`synthetic`]: the offline default, procedurally drawn shapes;
-//! - [`local`]: an image folder with a CSV/TSV/JSONL captions file.
+//! - [`local`]: an image folder with a CSV/TSV/JSONL captions file;
+//! - [`webdataset`]: WebDataset tar shards (LAION-style), streamed.
 
 mod local;
 mod synthetic;
+mod webdataset;
 
 use std::path::Path;
 
@@ -39,8 +41,9 @@ impl Kind for Download {
         match source.as_str() {
             "synthetic" => synthetic::run(ctx, params::read_value(ctx, params)?),
             "local" => local::run(ctx, params::read_value(ctx, params)?),
+            "webdataset" => webdataset::run(ctx, params::read_value(ctx, params)?),
             other => bail!(
-                "stage `{}`: unknown source `{other}`: expected `synthetic` or `local`",
+                "stage `{}`: unknown source `{other}`: expected `synthetic`, `local` or `webdataset`",
                 ctx.stage
             ),
         }

@@ -1,0 +1,173 @@
+//! The `download` sources on real-format data the tests write: WebDataset tar shards, a COCO
+//! captions file, CIFAR binary batches. What is read, what is skipped and counted, and the errors
+//! for data that is missing, undeclared or malformed.
+
+mod common;
+
+use common::Ws;
+
+fn metric(ws: &Ws, stage: &str, name: &str) -> f64 {
+    let rows = ws.query(&format!(
+        "SELECT m.value FROM metrics m JOIN stage_state s ON s.run_id = m.run_id \
+         WHERE s.stage = '{stage}' AND m.name = '{name}'"
+    ));
+    rows.first()
+        .and_then(|r| r["value"].as_f64())
+        .unwrap_or_else(|| panic!("no metric {name} for {stage}: {rows:?}"))
+}
+
+/// A PNG of the shapes generator and its caption.
+fn shape(i: u64) -> (Vec<u8>, String) {
+    let config = vlmflow::ml::data::shapes::ShapesConfig {
+        seed: 5,
+        image_size: 32,
+    };
+    let sample = config.sample(i);
+    (
+        vlmflow::ml::data::shapes::render_png_bytes(&sample.image),
+        sample.caption,
+    )
+}
+
+fn tar_bytes(members: &[(String, Vec<u8>)]) -> Vec<u8> {
+    let mut builder = tar::Builder::new(Vec::new());
+    for (name, data) in members {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(data.len() as u64);
+        header.set_mode(0o644);
+        builder
+            .append_data(&mut header, name, data.as_slice())
+            .unwrap();
+    }
+    builder.into_inner().unwrap()
+}
+
+fn write_bytes(ws: &Ws, rel: &str, bytes: &[u8]) {
+    let path = ws.path(rel);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, bytes).unwrap();
+}
+
+/// Two shards: `shard-000` with three good samples and one without a caption; `shard-001` with
+/// two good samples, one whose image is corrupt, and a last sample cut short.
+fn write_shards(ws: &Ws) {
+    let mut first = Vec::new();
+    for i in 0..3 {
+        let (png, caption) = shape(i);
+        first.push((format!("{i:06}.png"), png));
+        first.push((format!("{i:06}.txt"), caption.into_bytes()));
+    }
+    first.push(("000003.png".into(), shape(3).0));
+    write_bytes(ws, "data/shard-000.tar", &tar_bytes(&first));
+
+    let mut second = Vec::new();
+    for i in 10..12 {
+        let (png, caption) = shape(i);
+        second.push((format!("{i:06}.png"), png));
+        let json = serde_json::json!({ "caption": caption, "width": 32 });
+        second.push((format!("{i:06}.json"), json.to_string().into_bytes()));
+    }
+    second.push(("000012.jpg".into(), b"not a jpeg".to_vec()));
+    second.push(("000012.txt".into(), b"a corrupt image".to_vec()));
+    let (png, caption) = shape(13);
+    second.push(("000013.txt".into(), caption.into_bytes()));
+    // Cut inside the last member, 000013.png: after its header and half its bytes.
+    let last_header = tar_bytes(&second).len() - 1024;
+    let cut = last_header + 512 + png.len() / 2;
+    second.push(("000013.png".into(), png));
+    write_bytes(ws, "data/shard-001.tar", &tar_bytes(&second)[..cut]);
+}
+
+#[test]
+fn webdataset_shards_stream_into_images_and_captions_and_count_what_they_skip() {
+    let ws = Ws::new(
+        r#"
+[stages.download]
+kind = "download"
+inputs = ["data"]
+params = { source = "webdataset", shards = "data/shard-{000..001}.tar" }
+
+[stages.preprocess]
+kind = "preprocess"
+needs = ["download"]
+params = { val_permille = 0 }
+"#,
+    );
+    write_shards(&ws);
+    ws.build_ok(&[]);
+    assert_eq!(metric(&ws, "download", "images_ok"), 6.0);
+    assert_eq!(metric(&ws, "download", "images_skipped"), 2.0);
+    assert_eq!(metric(&ws, "download", "skipped_no_caption"), 1.0);
+    assert_eq!(metric(&ws, "download", "skipped_truncated"), 1.0);
+    assert_eq!(metric(&ws, "download", "shards"), 2.0);
+    assert!(ws.exists("out/download/images/shard-000/000000.png"));
+    assert!(ws.exists("out/download/images/shard-001/000012.jpg"));
+    let captions = ws.read("out/download/captions.jsonl");
+    assert_eq!(captions.lines().count(), 6);
+    assert!(captions.contains(&shape(11).1), "json captions are read");
+    assert!(
+        !ws.exists("out/download/classes.json"),
+        "no labels, no classes"
+    );
+    // The corrupt image passes download and is skipped by preprocess.
+    assert_eq!(metric(&ws, "preprocess", "records_train"), 5.0);
+    assert_eq!(metric(&ws, "preprocess", "skipped_corrupt"), 1.0);
+    let log = ws.run(&["log", "download", "--verbose"]);
+    assert!(
+        log.stdout.contains("data/shard-001.tar is cut short"),
+        "the log says which shard was cut short\n{log}"
+    );
+    assert!(log.stdout.contains("000003"), "{log}");
+}
+
+#[test]
+fn a_missing_or_undeclared_shard_fails_naming_it_and_leaves_no_artifact() {
+    let ws = Ws::new(
+        r#"
+[stages.download]
+kind = "download"
+inputs = ["data"]
+params = { source = "webdataset", shards = ["data/shard-{000..001}.tar", "data/shard-002.tar"] }
+"#,
+    );
+    write_shards(&ws);
+    let run = ws.build(&[]);
+    assert_eq!(run.code, 1, "{run}");
+    assert!(
+        run.stdout
+            .contains("shard data/shard-002.tar does not exist"),
+        "{run}"
+    );
+    assert!(!ws.exists("out/download"));
+
+    ws.stagefile(
+        r#"
+[stages.download]
+kind = "download"
+inputs = ["data/shard-000.tar"]
+params = { source = "webdataset", shards = "data/shard-{000..001}.tar" }
+"#,
+    );
+    let run = ws.build(&[]);
+    assert_eq!(run.code, 1, "{run}");
+    assert!(
+        run.stdout
+            .contains("data/shard-001.tar, which is not among its `inputs`"),
+        "{run}"
+    );
+
+    ws.stagefile(
+        r#"
+[stages.download]
+kind = "download"
+inputs = ["data"]
+params = { source = "webdataset", shards = "data/shard-{000..001.tar" }
+"#,
+    );
+    let run = ws.build(&[]);
+    assert_eq!(run.code, 1, "{run}");
+    assert!(
+        run.stdout.contains("param `shards`") && run.stdout.contains("never closed"),
+        "{run}"
+    );
+}
