@@ -8,12 +8,14 @@
 //! - [`batch`]: records grouped into batches of plain vectors.
 //! - [`split`]: a deterministic train/validation split by hash of the sample key.
 //! - [`captions`]: read CSV/TSV/JSONL caption files, write JSONL.
+//! - [`coco`]: COCO captions files (`captions_*.json`), told from JSON Lines by content.
 //! - [`braces`]: brace expansion of shard patterns (`shard-{00000..00099}.tar`).
 //! - [`webdataset`]: stream the samples (image + caption) of WebDataset tar shards.
 
 pub mod batch;
 pub mod braces;
 pub mod captions;
+pub mod coco;
 pub mod image;
 pub mod rng;
 pub mod shapes;
