@@ -171,3 +171,107 @@ params = { source = "webdataset", shards = "data/shard-{000..001.tar" }
         "{run}"
     );
 }
+
+/// A COCO-style folder: three images on disk; four listed (one missing on disk, one without a
+/// caption); five captions, one of them for an image id nobody listed.
+fn write_coco(ws: &Ws) {
+    for i in 0..3 {
+        write_bytes(ws, &format!("coco/val2017/{i:012}.png"), &shape(i).0);
+    }
+    let coco = serde_json::json!({
+        "info": { "description": "tiny" },
+        "images": [
+            { "id": 10, "file_name": "000000000000.png" },
+            { "id": 11, "file_name": "000000000001.png" },
+            { "id": 12, "file_name": "000000000002.png" },
+            { "id": 13, "file_name": "000000000003.png" },
+        ],
+        "annotations": [
+            { "image_id": 10, "id": 1, "caption": shape(0).1 },
+            { "image_id": 10, "id": 2, "caption": "another caption of the first image" },
+            { "image_id": 11, "id": 3, "caption": shape(1).1 },
+            { "image_id": 13, "id": 4, "caption": "an image that is not on disk" },
+            { "image_id": 99, "id": 5, "caption": "an image nobody listed" },
+        ],
+    });
+    ws.write(
+        "coco/annotations/captions_val2017.json",
+        &serde_json::to_string_pretty(&coco).unwrap(),
+    );
+}
+
+const COCO_STAGEFILE: &str = r#"
+[stages.download]
+kind = "download"
+inputs = ["coco"]
+params = { source = "local", captions = "coco/annotations/captions_val2017.json", images = "coco/val2017" }
+"#;
+
+#[test]
+fn a_coco_captions_file_gives_one_record_per_caption_and_copies_each_image_once() {
+    let ws = Ws::new(COCO_STAGEFILE);
+    write_coco(&ws);
+    ws.build_ok(&[]);
+    assert_eq!(metric(&ws, "download", "records"), 3.0);
+    assert_eq!(metric(&ws, "download", "images_ok"), 2.0);
+    assert_eq!(metric(&ws, "download", "images_skipped"), 2.0);
+    assert_eq!(metric(&ws, "download", "skipped_missing"), 1.0);
+    assert_eq!(metric(&ws, "download", "skipped_no_caption"), 1.0);
+    assert_eq!(metric(&ws, "download", "skipped_unknown_image"), 1.0);
+    assert_eq!(ws.files_under("out/download/images").len(), 2);
+    let captions = ws.read("out/download/captions.jsonl");
+    let lines: Vec<&str> = captions.lines().collect();
+    assert_eq!(lines.len(), 3, "{captions}");
+    assert!(lines[0].contains("images/000000000000.png") && lines[1].contains("another caption"));
+
+    ws.stagefile(&COCO_STAGEFILE.replace("images =", "captions_per_image = \"first\", images ="));
+    let first = ws.build_ok(&[]);
+    assert_eq!(first.status_of("download"), "ran", "{first}");
+    assert_eq!(metric(&ws, "download", "records"), 2.0);
+    assert!(
+        !ws.read("out/download/captions.jsonl")
+            .contains("another caption")
+    );
+}
+
+#[test]
+fn malformed_coco_json_fails_naming_the_file() {
+    let ws = Ws::new(COCO_STAGEFILE);
+    write_coco(&ws);
+    let text = ws.read("coco/annotations/captions_val2017.json");
+    ws.write(
+        "coco/annotations/captions_val2017.json",
+        &text[..text.len() - 20],
+    );
+    let run = ws.build(&[]);
+    assert_eq!(run.code, 1, "{run}");
+    assert!(
+        run.stdout.contains("captions_val2017.json:") && run.stdout.contains("not valid JSON"),
+        "{run}"
+    );
+    assert!(!ws.exists("out/download"));
+}
+
+#[test]
+fn captions_per_image_on_a_file_that_is_not_coco_is_an_error() {
+    let ws = Ws::new(
+        r#"
+[stages.download]
+kind = "download"
+inputs = ["raw"]
+params = { source = "local", captions = "raw/captions.json", captions_per_image = "first" }
+"#,
+    );
+    write_bytes(&ws, "raw/a.png", &shape(0).0);
+    ws.write(
+        "raw/captions.json",
+        "{\"image\": \"a.png\", \"caption\": \"x\"}\n",
+    );
+    let run = ws.build(&[]);
+    assert_eq!(run.code, 1, "{run}");
+    assert!(
+        run.stdout
+            .contains("`captions_per_image` applies to COCO captions files"),
+        "{run}"
+    );
+}
