@@ -9,11 +9,10 @@
 //! at a time. A shard cut short keeps the
 //! samples read in full and reports where it broke; a file that is not a tar at all is an error.
 
-use std::fs::File;
-use std::io::{BufReader, Read};
+use std::io::Read;
 use std::path::Path;
 
-use super::{DataError, format_err, io_err};
+use super::{DataError, format_err, io_err, open_maybe_gzipped};
 
 /// The member extensions read as a sample's image, in lower case.
 pub const IMAGE_EXTENSIONS: &[&str] = &["jpg", "jpeg", "png", "webp"];
@@ -87,16 +86,7 @@ pub fn read_shard<E: From<DataError>>(
     path: &Path,
     mut visit: impl FnMut(Item) -> Result<(), E>,
 ) -> Result<ShardEnd, E> {
-    let file = BufReader::new(File::open(path).map_err(io_err(path))?);
-    let gzipped = path
-        .extension()
-        .is_some_and(|e| e.eq_ignore_ascii_case("gz") || e.eq_ignore_ascii_case("tgz"));
-    let reader: Box<dyn Read> = if gzipped {
-        Box::new(flate2::read::GzDecoder::new(file))
-    } else {
-        Box::new(file)
-    };
-    let mut archive = tar::Archive::new(reader);
+    let mut archive = tar::Archive::new(open_maybe_gzipped(path)?);
     let entries = archive.entries().map_err(io_err(path))?;
     let mut pending: Option<Pending> = None;
     let mut members = 0u64;
