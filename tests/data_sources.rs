@@ -275,3 +275,157 @@ params = { source = "local", captions = "raw/captions.json", captions_per_image 
         "{run}"
     );
 }
+
+/// A CIFAR-100 archive as distributed (`cifar-100-binary/…` in a `.tar.gz`): three coarse
+/// classes, unsorted and with underscores; two training images and one test image.
+fn write_cifar100_archive(ws: &Ws) {
+    use std::io::Write;
+    let record = |coarse: u8, fine: u8, value: u8| {
+        let mut r = vec![coarse, fine];
+        r.extend(std::iter::repeat_n(value, 3072));
+        r
+    };
+    let members: Vec<(String, Vec<u8>)> = vec![
+        (
+            "train.bin".into(),
+            [record(0, 1, 10), record(2, 0, 20)].concat(),
+        ),
+        (
+            "coarse_label_names.txt".into(),
+            b"vehicles_1\naquatic_mammals\nfish\n".to_vec(),
+        ),
+        (
+            "fine_label_names.txt".into(),
+            b"apple\naquarium_fish\n".to_vec(),
+        ),
+        ("test.bin".into(), record(1, 1, 30)),
+    ];
+    let members: Vec<(String, Vec<u8>)> = members
+        .into_iter()
+        .map(|(name, bytes)| (format!("cifar-100-binary/{name}"), bytes))
+        .collect();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(&tar_bytes(&members)).unwrap();
+    write_bytes(ws, "data/cifar-100-binary.tar.gz", &gz.finish().unwrap());
+}
+
+#[test]
+fn cifar100_from_the_archive_keeps_the_official_class_order_and_its_split() {
+    let ws = Ws::new(
+        r#"
+[stages.download]
+kind = "download"
+inputs = ["data/cifar-100-binary.tar.gz"]
+params = { source = "cifar100", path = "data/cifar-100-binary.tar.gz", split = "all", labels = "coarse" }
+"#,
+    );
+    write_cifar100_archive(&ws);
+    ws.build_ok(&[]);
+    assert_eq!(metric(&ws, "download", "images_ok"), 3.0);
+    assert_eq!(metric(&ws, "download", "classes"), 3.0);
+    let classes: Vec<String> = serde_json::from_str(&ws.read("out/download/classes.json")).unwrap();
+    assert_eq!(classes, ["vehicles 1", "aquatic mammals", "fish"]);
+    let records: Vec<serde_json::Value> = ws
+        .read("out/download/captions.jsonl")
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let summary: Vec<(&str, &str, &str, &str)> = records
+        .iter()
+        .map(|r| {
+            (
+                r["image"].as_str().unwrap(),
+                r["caption"].as_str().unwrap(),
+                r["label"].as_str().unwrap(),
+                r["split"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            (
+                "images/train/00000.png",
+                "a photo of a vehicles 1.",
+                "vehicles 1",
+                "train"
+            ),
+            (
+                "images/train/00001.png",
+                "a photo of a fish.",
+                "fish",
+                "train"
+            ),
+            (
+                "images/test/00000.png",
+                "a photo of a aquatic mammals.",
+                "aquatic mammals",
+                "validation"
+            ),
+        ]
+    );
+    let png = image::open(ws.path("out/download/images/test/00000.png"))
+        .unwrap()
+        .to_rgb8();
+    assert_eq!(
+        (png.dimensions(), png.get_pixel(3, 4).0),
+        ((32, 32), [30, 30, 30])
+    );
+
+    // The fine labels by default.
+    ws.stagefile(&ws.read("Stagefile").replace(", labels = \"coarse\"", ""));
+    ws.build_ok(&[]);
+    let classes: Vec<String> = serde_json::from_str(&ws.read("out/download/classes.json")).unwrap();
+    assert_eq!(classes, ["apple", "aquarium fish"]);
+}
+
+#[test]
+fn a_cifar_batch_of_the_wrong_size_or_a_misplaced_param_fails_naming_it() {
+    let ws = Ws::new(
+        r#"
+[stages.download]
+kind = "download"
+inputs = ["cifar"]
+params = { source = "cifar10", path = "cifar" }
+"#,
+    );
+    ws.write("cifar/batches.meta.txt", "cat\ndog\n");
+    write_bytes(&ws, "cifar/test_batch.bin", &vec![0u8; 3073 * 2 + 100]);
+    let run = ws.build(&[]);
+    assert_eq!(run.code, 1, "{run}");
+    assert!(
+        run.stdout.contains(
+            "test_batch.bin: is 6246 bytes, not a whole number of 3073-byte CIFAR-10 records"
+        ),
+        "{run}"
+    );
+    assert!(!ws.exists("out/download"), "no half-written artifact");
+
+    ws.stagefile(
+        r#"
+[stages.download]
+kind = "download"
+inputs = ["cifar"]
+params = { source = "cifar10", path = "cifar", labels = "coarse" }
+"#,
+    );
+    let run = ws.build(&[]);
+    assert_eq!(run.code, 1, "{run}");
+    assert!(run.stdout.contains("CIFAR-10 has one: remove it"), "{run}");
+
+    ws.stagefile(
+        r#"
+[stages.download]
+kind = "download"
+inputs = ["cifar"]
+params = { source = "cifar10", path = "cifar-10-batches-bin" }
+"#,
+    );
+    let run = ws.build(&[]);
+    assert_eq!(run.code, 1, "{run}");
+    assert!(
+        run.stdout
+            .contains("cifar-10-batches-bin, which is not among its `inputs`"),
+        "{run}"
+    );
+}
