@@ -240,7 +240,7 @@ fn read_batch<E: From<DataError>>(
     mut visit: impl FnMut(u64, usize, &[u8]) -> Result<(), E>,
 ) -> Result<BatchRead, E> {
     let record_len = variant.record_len() as u64;
-    if len % record_len != 0 {
+    if !len.is_multiple_of(record_len) {
         return Err(format_err(
             path,
             None,

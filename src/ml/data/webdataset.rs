@@ -89,9 +89,8 @@ pub fn read_shard<E: From<DataError>>(
     let mut archive = tar::Archive::new(open_maybe_gzipped(path)?);
     let entries = archive.entries().map_err(io_err(path))?;
     let mut pending: Option<Pending> = None;
-    let mut members = 0u64;
     let mut truncated = None;
-    for entry in entries {
+    for (members, entry) in entries.enumerate() {
         let mut entry = match entry {
             Ok(entry) => entry,
             Err(e) if members == 0 => {
@@ -104,7 +103,6 @@ pub fn read_shard<E: From<DataError>>(
                 break;
             }
         };
-        members += 1;
         if !entry.header().entry_type().is_file() {
             continue;
         }
