@@ -161,6 +161,11 @@ pub fn read<E: From<DataError>>(
         Ok::<_, E>(())
     };
     if path.is_dir() {
+        for file in std::iter::once(class_file).chain(batches.iter().map(|b| b.0)) {
+            if !path.join(file).is_file() {
+                return Err(missing(path, file).into());
+            }
+        }
         let names = path.join(class_file);
         let text = std::fs::read_to_string(&names).map_err(io_err(&names))?;
         classes = Some(parse_classes(&names, &text)?);

@@ -217,9 +217,12 @@ fn bad_files_are_errors_naming_the_file() {
     );
 
     std::fs::remove_file(dir.path().join("test_batch.bin")).unwrap();
-    assert!(read_test().contains("test_batch.bin"));
+    let err = read_test();
+    assert!(err.contains("has no test_batch.bin: point `path`"), "{err}");
+    test.1[3073] = 1;
+    std::fs::write(dir.path().join("test_batch.bin"), &test.1).unwrap();
     std::fs::write(dir.path().join("batches.meta.txt"), "cat\ndog\ncat\n").unwrap();
     assert!(read_test().contains("batches.meta.txt: names the class `cat` twice"));
     std::fs::remove_file(dir.path().join("batches.meta.txt")).unwrap();
-    assert!(read_test().contains("batches.meta.txt"));
+    assert!(read_test().contains("has no batches.meta.txt"));
 }
