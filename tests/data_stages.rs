@@ -160,7 +160,7 @@ needs = ["download"]
     let run = ws.build(&[]);
     assert_eq!(run.code, 1, "{run}");
     assert_eq!(run.status_of("preprocess"), "failed", "{run}");
-    assert!(run.stdout.contains("no usable training record"), "{run}");
+    assert!(run.stdout.contains("no usable record"), "{run}");
     assert!(
         !ws.exists("out/preprocess"),
         "a failed stage leaves no artifact"

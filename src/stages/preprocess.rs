@@ -2,7 +2,8 @@
 //! shards: images decoded, resized and centre-cropped to `image_size` (stored as u8; the CLIP
 //! normalisation is applied when batches are loaded), captions tokenized with a BPE trained here
 //! on the captions (or a `tokenizer.json` the user points at), captions over `max_tokens` dropped,
-//! a deterministic train/validation split. Corrupt images are skipped and counted.
+//! a deterministic train/validation split (by hash of the image name, unless a record says its
+//! `split`, as CIFAR's do). Corrupt images are skipped and counted.
 //!
 //! Each split folder also holds `captions.jsonl`, the caption record (caption, label,
 //! question–answer pairs) of every shard record in shard order: the VLM stages tokenize that
@@ -35,7 +36,8 @@ struct PreprocessParams {
     tokenizer: String,
     #[serde(default = "default_vocab_size")]
     vocab_size: usize,
-    /// Per mille of the data held out for validation (and zero-shot evaluation).
+    /// Per mille of the data held out for validation (and zero-shot evaluation), chosen by hash
+    /// of the image name; records whose `split` is given in captions.jsonl go where it says.
     #[serde(default = "default_val_permille")]
     val_permille: u32,
     #[serde(default = "default_records_per_shard")]
@@ -110,7 +112,10 @@ impl Kind for Preprocess {
                         ctx.log(&format!("skipped {}: {why}", record.image));
                     }
                     Prepared::TooLong => too_long += 1,
-                    Prepared::Ok(r) => match split_of(record.image.as_bytes(), p.val_permille) {
+                    Prepared::Ok(r) => match record
+                        .split
+                        .unwrap_or_else(|| split_of(record.image.as_bytes(), p.val_permille))
+                    {
                         Split::Train => {
                             train.write(&r)?;
                             train_texts.push(record.clone());
@@ -131,9 +136,10 @@ impl Kind for Preprocess {
             &ctx.out_dir.join("validation/captions.jsonl"),
             &validation_texts,
         )?;
-        if train.records == 0 {
+        // A validation-only dataset (CIFAR's test split) is fine: zero-shot evaluation reads it.
+        if train.records + validation.records == 0 {
             bail!(
-                "stage `{}`: no usable training record out of {} ({corrupt} corrupt images, {too_long} captions over \
+                "stage `{}`: no usable record out of {} ({corrupt} corrupt images, {too_long} captions over \
                  max_tokens = {}): check the data, or raise max_tokens",
                 ctx.stage,
                 records.len(),

@@ -12,6 +12,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use super::split::Split;
 use super::{DataError, Result, format_err, io_err};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -30,6 +31,10 @@ pub struct CaptionRecord {
     /// A class name, where the data has classes (zero-shot evaluation).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub label: Option<String>,
+    /// `"train"` or `"validation"` where the data says (CIFAR's test images are validation);
+    /// otherwise preprocess splits by a hash of `image`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub split: Option<Split>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub qa: Vec<Qa>,
 }
@@ -127,6 +132,7 @@ pub fn read_delimited(path: &Path, delimiter: u8) -> Result<Vec<CaptionRecord>> 
             image: field(image_col)?,
             caption: field(caption_col)?,
             label: None,
+            split: None,
             qa: Vec::new(),
         });
     }
@@ -227,6 +233,7 @@ mod tests {
             image: image.into(),
             caption: caption.into(),
             label: None,
+            split: None,
             qa: Vec::new(),
         }
     }

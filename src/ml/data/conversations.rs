@@ -166,6 +166,7 @@ mod tests {
                     kind: None,
                 })
                 .collect(),
+            split: None,
         }
     }
 

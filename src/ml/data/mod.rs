@@ -10,11 +10,18 @@
 //! - [`captions`]: read CSV/TSV/JSONL caption files, write JSONL.
 //! - [`chat`]: the ChatML template: conversations with an image → ids and loss labels.
 //! - [`conversations`]: training sequences (text, caption, answers) of a split, tokenized.
+//! - [`coco`]: COCO captions files (`captions_*.json`), told from JSON Lines by content.
+//! - [`cifar`]: CIFAR-10/100 binary batches, from the extracted folder or the `.tar.gz`.
+//! - [`braces`]: brace expansion of shard patterns (`shard-{00000..00099}.tar`).
+//! - [`webdataset`]: stream the samples (image + caption) of WebDataset tar shards.
 
 pub mod batch;
+pub mod braces;
 pub mod captions;
 pub mod chat;
 pub mod conversations;
+pub mod cifar;
+pub mod coco;
 pub mod image;
 pub mod rng;
 pub mod shapes;
@@ -22,6 +29,7 @@ pub mod shards;
 pub mod split;
 pub mod stream;
 pub mod tokenizer;
+pub mod webdataset;
 
 use std::path::{Path, PathBuf};
 
@@ -66,6 +74,20 @@ fn at(path: &Path, line: Option<usize>) -> String {
 pub(crate) fn io_err(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> DataError {
     let path = path.into();
     move |source| DataError::Io { path, source }
+}
+
+/// A buffered reader of the file at `path`, gunzipped when its name ends in `.gz` or `.tgz`
+/// (tar shards and archives come both ways).
+pub(crate) fn open_maybe_gzipped(path: &Path) -> Result<Box<dyn std::io::Read>> {
+    let file = std::io::BufReader::new(std::fs::File::open(path).map_err(io_err(path))?);
+    let gzipped = path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("gz") || e.eq_ignore_ascii_case("tgz"));
+    Ok(if gzipped {
+        Box::new(flate2::read::GzDecoder::new(file))
+    } else {
+        Box::new(file)
+    })
 }
 
 /// A format error in `path` (at `line`, 1-based, when known).

@@ -169,6 +169,7 @@ impl Sample {
             image: image.into(),
             caption: self.caption.clone(),
             label: Some(self.class_name()),
+            split: None,
             qa: self
                 .qa
                 .iter()

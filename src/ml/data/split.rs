@@ -2,8 +2,9 @@
 //! its key, mod 1000, is below `val_permille`. The same key always lands on the same side,
 //! whatever the order, the machine or the other samples, so adding data never moves old samples.
 
-/// Which side of the split a sample is on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// Which side of the split a sample is on; `"train"` / `"validation"` in caption files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Split {
     Train,
     Validation,

@@ -1,12 +1,16 @@
-//! The `local` source: an image folder with a CSV/TSV/JSONL captions file, both declared inputs.
+//! The `local` source: an image folder with a captions file, both declared inputs. The captions
+//! file is CSV/TSV/JSONL, or a COCO `captions_*.json` (told by its content: an object with
+//! `images` and `annotations` arrays). An image with several captions is copied once.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::bail;
 use serde::Deserialize;
 
 use super::{require_input, write_index};
-use crate::ml::data::captions::read_captions;
+use crate::ml::data::captions::{CaptionRecord, read_captions};
+use crate::ml::data::coco::{CaptionsPerImage, read_if_coco};
 use crate::stages::StageContext;
 
 #[derive(Deserialize)]
@@ -16,6 +20,9 @@ pub(super) struct LocalParams {
     captions: String,
     /// Where the images are; by default the captions file's folder.
     images: Option<String>,
+    /// COCO captions files only: `"all"` (default) makes one record per (image, caption) pair,
+    /// `"first"` one record per image, with its first caption.
+    captions_per_image: Option<CaptionsPerImage>,
 }
 
 pub(super) fn run(ctx: &StageContext<'_>, p: LocalParams) -> anyhow::Result<()> {
@@ -28,29 +35,31 @@ pub(super) fn run(ctx: &StageContext<'_>, p: LocalParams) -> anyhow::Result<()> 
         }
         None => captions.parent().unwrap_or(Path::new(".")).to_path_buf(),
     };
-    let records = read_captions(&captions)?;
+    let (records, uncaptioned) = read_records(ctx, &captions, p.captions_per_image)?;
     std::fs::create_dir_all(ctx.out_dir.join("images"))?;
     let mut kept = Vec::with_capacity(records.len());
-    let mut missing = 0u64;
+    // Each image is copied once, however many captions it has: image → its artifact name.
+    let mut copied: HashMap<String, Option<String>> = HashMap::new();
     for (i, mut record) in records.into_iter().enumerate() {
-        let source = image_root.join(&record.image);
-        let name = artifact_name(&record.image, i);
-        let copied = ctx
-            .out_dir
-            .join(&name)
-            .parent()
-            .map_or(Ok(()), std::fs::create_dir_all);
-        match copied.and_then(|()| std::fs::copy(&source, ctx.out_dir.join(&name))) {
-            Ok(_) => {
-                record.image = name;
-                kept.push(record);
+        let artifact = copied.entry(record.image.clone()).or_insert_with(|| {
+            let source = image_root.join(&record.image);
+            let name = artifact_name(&record.image, i);
+            let target = ctx.out_dir.join(&name);
+            let folder = target.parent().map_or(Ok(()), std::fs::create_dir_all);
+            match folder.and_then(|()| std::fs::copy(&source, &target)) {
+                Ok(_) => Some(name),
+                Err(e) => {
+                    ctx.log(&format!("skipped {}: {e}", source.display()));
+                    None
+                }
             }
-            Err(e) => {
-                missing += 1;
-                ctx.log(&format!("skipped {}: {e}", source.display()));
-            }
+        });
+        if let Some(name) = artifact {
+            record.image = name.clone();
+            kept.push(record);
         }
     }
+    let missing = copied.values().filter(|a| a.is_none()).count() as u64;
     if kept.is_empty() {
         bail!(
             "stage `{}`: none of the images listed in {} could be read (see the log)",
@@ -59,9 +68,61 @@ pub(super) fn run(ctx: &StageContext<'_>, p: LocalParams) -> anyhow::Result<()> 
         );
     }
     write_index(ctx.out_dir, &kept)?;
-    ctx.metric("images_ok", None, kept.len() as f64);
-    ctx.metric("images_skipped", None, missing as f64);
+    ctx.metric("images_ok", None, (copied.len() as u64 - missing) as f64);
+    ctx.metric("images_skipped", None, (missing + uncaptioned) as f64);
+    ctx.metric("skipped_missing", None, missing as f64);
+    ctx.metric("records", None, kept.len() as f64);
     Ok(())
+}
+
+/// The caption records, and how many listed images have no caption (COCO only; otherwise 0).
+fn read_records(
+    ctx: &StageContext<'_>,
+    captions: &Path,
+    per_image: Option<CaptionsPerImage>,
+) -> anyhow::Result<(Vec<CaptionRecord>, u64)> {
+    let json = captions
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("json"));
+    let coco = if json {
+        read_if_coco(captions, per_image.unwrap_or_default())?
+    } else {
+        None
+    };
+    let Some(coco) = coco else {
+        if per_image.is_some() {
+            bail!(
+                "stage `{}`: `captions_per_image` applies to COCO captions files, and {} is not one: \
+                 remove the param",
+                ctx.stage,
+                captions.display()
+            );
+        }
+        return Ok((read_captions(captions)?, 0));
+    };
+    for (count, what) in [
+        (
+            coco.unknown_image,
+            "captions refer to an image id missing from images[]",
+        ),
+        (coco.empty_caption, "captions are empty"),
+        (coco.images_without_caption, "images have no caption"),
+    ] {
+        if count > 0 {
+            ctx.log(&format!(
+                "skipped: {count} {what} in {}",
+                captions.display()
+            ));
+        }
+    }
+    ctx.metric("skipped_unknown_image", None, coco.unknown_image as f64);
+    ctx.metric("skipped_empty_caption", None, coco.empty_caption as f64);
+    ctx.metric(
+        "skipped_no_caption",
+        None,
+        coco.images_without_caption as f64,
+    );
+    Ok((coco.records, coco.images_without_caption))
 }
 
 /// Where a local image goes in the artifact: under `images/` by its own relative path, so logs and

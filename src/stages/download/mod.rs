@@ -2,10 +2,14 @@
 //! pipeline reads — `images/`, `captions.jsonl` (image path, caption, label, question–answer
 //! pairs) and, where the data has classes, `classes.json`. One file per source:
 //! - [`synthetic`]: the offline default, procedurally drawn shapes;
-//! - [`local`]: an image folder with a CSV/TSV/JSONL captions file.
+//! - [`local`]: an image folder with a CSV/TSV/JSONL captions file;
+//! - [`webdataset`]: WebDataset tar shards (LAION-style), streamed;
+//! - [`cifar`]: CIFAR-10/100 binary batches, for zero-shot evaluation.
 
+mod cifar;
 mod local;
 mod synthetic;
+mod webdataset;
 
 use std::path::Path;
 
@@ -14,6 +18,7 @@ use serde_json::Value;
 
 use super::{Kind, StageContext, params};
 use crate::ml::data::captions::{CaptionRecord, write_jsonl};
+use crate::ml::data::cifar::Variant::{Cifar10, Cifar100};
 
 pub struct Download;
 
@@ -39,8 +44,12 @@ impl Kind for Download {
         match source.as_str() {
             "synthetic" => synthetic::run(ctx, params::read_value(ctx, params)?),
             "local" => local::run(ctx, params::read_value(ctx, params)?),
+            "webdataset" => webdataset::run(ctx, params::read_value(ctx, params)?),
+            "cifar10" => cifar::run(ctx, Cifar10, params::read_value(ctx, params)?),
+            "cifar100" => cifar::run(ctx, Cifar100, params::read_value(ctx, params)?),
             other => bail!(
-                "stage `{}`: unknown source `{other}`: expected `synthetic` or `local`",
+                "stage `{}`: unknown source `{other}`: expected `synthetic`, `local`, `webdataset`, \
+                 `cifar10` or `cifar100`",
                 ctx.stage
             ),
         }
