@@ -8,6 +8,7 @@
 //! - [`batch`]: records grouped into batches of plain vectors.
 //! - [`split`]: a deterministic train/validation split by hash of the sample key.
 //! - [`captions`]: read CSV/TSV/JSONL caption files, write JSONL.
+//! - [`url_list`]: read CSV/TSV/JSONL lists of image URLs and captions.
 
 pub mod batch;
 pub mod captions;
@@ -18,6 +19,7 @@ pub mod shards;
 pub mod split;
 pub mod stream;
 pub mod tokenizer;
+pub mod url_list;
 
 use std::path::{Path, PathBuf};
 
