@@ -9,6 +9,7 @@
 //! - [`split`]: a deterministic train/validation split by hash of the sample key.
 //! - [`captions`]: read CSV/TSV/JSONL caption files, write JSONL.
 //! - [`url_list`]: read CSV/TSV/JSONL lists of image URLs and captions.
+//! - [`thumbnail`]: decode a fetched image, shrink it, re-encode it as PNG or JPEG.
 
 pub mod batch;
 pub mod captions;
@@ -18,6 +19,7 @@ pub mod shapes;
 pub mod shards;
 pub mod split;
 pub mod stream;
+pub mod thumbnail;
 pub mod tokenizer;
 pub mod url_list;
 
