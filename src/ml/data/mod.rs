@@ -9,10 +9,12 @@
 //! - [`split`]: a deterministic train/validation split by hash of the sample key.
 //! - [`captions`]: read CSV/TSV/JSONL caption files, write JSONL.
 //! - [`url_list`]: read CSV/TSV/JSONL lists of image URLs and captions.
+//! - [`fetch`]: get one URL over HTTP(S) with a timeout, retries and a size limit.
 //! - [`thumbnail`]: decode a fetched image, shrink it, re-encode it as PNG or JPEG.
 
 pub mod batch;
 pub mod captions;
+pub mod fetch;
 pub mod image;
 pub mod rng;
 pub mod shapes;
