@@ -116,7 +116,7 @@ fn read_delimited(path: &Path, delimiter: u8, columns: &Columns<'_>) -> Result<V
             line: row.line,
             url: field(url_col)?.trim().to_string(),
             caption: field(caption_col)?,
-            label: label_col.map(field).transpose()?,
+            label: nonempty(label_col.map(field).transpose()?),
         });
     }
     Ok(out)
@@ -145,10 +145,15 @@ fn read_jsonl(path: &Path, columns: &Columns<'_>) -> Result<Vec<UrlRow>> {
             line: i + 1,
             url: text(columns.url)?.trim().to_string(),
             caption: text(columns.caption)?,
-            label: columns.label.map(text).transpose()?,
+            label: nonempty(columns.label.map(text).transpose()?),
         });
     }
     Ok(out)
+}
+
+/// An empty label is no label.
+fn nonempty(label: Option<String>) -> Option<String> {
+    label.filter(|l| !l.trim().is_empty())
 }
 
 #[cfg(test)]
@@ -212,12 +217,13 @@ mod tests {
         let tsv = write(
             dir.path(),
             "l.tsv",
-            "text\tclass\timage_url\na cat\tcat\thttp://e\n",
+            "text\tclass\timage_url\na cat\tcat\thttp://e\nsomething\t\thttp://g\n",
         );
         let rows = read_url_list(&tsv, &columns).unwrap();
         assert_eq!(rows[0].url, "http://e");
         assert_eq!(rows[0].caption, "a cat");
         assert_eq!(rows[0].label.as_deref(), Some("cat"));
+        assert_eq!(rows[1].label, None, "an empty label is no label");
         let jsonl = write(
             dir.path(),
             "l.jsonl",
