@@ -2,10 +2,13 @@
 //! pipeline reads — `images/`, `captions.jsonl` (image path, caption, label, question–answer
 //! pairs) and, where the data has classes, `classes.json`. One file per source:
 //! - [`synthetic`]: the offline default, procedurally drawn shapes;
-//! - [`local`]: an image folder with a CSV/TSV/JSONL captions file.
+//! - [`local`]: an image folder with a CSV/TSV/JSONL captions file;
+//! - [`url_list`]: a CSV/TSV/JSONL list of image URLs and captions, fetched over HTTP(S).
 
 mod local;
+mod skip;
 mod synthetic;
+mod url_list;
 
 use std::path::Path;
 
@@ -39,8 +42,9 @@ impl Kind for Download {
         match source.as_str() {
             "synthetic" => synthetic::run(ctx, params::read_value(ctx, params)?),
             "local" => local::run(ctx, params::read_value(ctx, params)?),
+            "url-list" => url_list::run(ctx, params::read_value(ctx, params)?),
             other => bail!(
-                "stage `{}`: unknown source `{other}`: expected `synthetic` or `local`",
+                "stage `{}`: unknown source `{other}`: expected `synthetic`, `local` or `url-list`",
                 ctx.stage
             ),
         }
