@@ -191,12 +191,15 @@ pub(super) fn run(ctx: &StageContext<'_>, p: UrlListParams) -> anyhow::Result<()
     }
     let records = publish(&job, &ok)?;
     write_index(ctx.out_dir, &records)?;
+    let resumed = match tally.resumed {
+        0 => String::new(),
+        n => format!(" ({n} kept from an interrupted run)"),
+    };
     ctx.log(&format!(
-        "{} of {} URLs in {} gave images ({} resumed from an interrupted run); skipped: {}",
+        "{} of {} URLs in {} gave images{resumed}; {}",
         tally.ok(),
         rows.len(),
         p.urls,
-        tally.resumed,
         tally.skip_summary()
     ));
     Ok(())
