@@ -141,14 +141,14 @@ pub fn read_delimited(path: &Path, delimiter: u8) -> Result<Vec<CaptionRecord>> 
 
 /// One row of a delimited file and the line it starts on (1-based).
 #[derive(Debug, PartialEq, Eq)]
-struct Row {
-    line: usize,
-    fields: Vec<String>,
+pub(super) struct Row {
+    pub(super) line: usize,
+    pub(super) fields: Vec<String>,
 }
 
 /// Split delimited text into rows: fields may be quoted with `"` (a doubled `""` is a quote),
 /// and a quoted field may span lines. Errors carry the line where the problem starts.
-fn parse_delimited(
+pub(super) fn parse_delimited(
     text: &str,
     delimiter: u8,
 ) -> impl Iterator<Item = std::result::Result<Row, (usize, String)>> + '_ {

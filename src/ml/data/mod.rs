@@ -14,21 +14,27 @@
 //! - [`cifar`]: CIFAR-10/100 binary batches, from the extracted folder or the `.tar.gz`.
 //! - [`braces`]: brace expansion of shard patterns (`shard-{00000..00099}.tar`).
 //! - [`webdataset`]: stream the samples (image + caption) of WebDataset tar shards.
+//! - [`url_list`]: read CSV/TSV/JSONL lists of image URLs and captions.
+//! - [`fetch`]: get one URL over HTTP(S) with a timeout, retries and a size limit.
+//! - [`thumbnail`]: decode a fetched image, shrink it, re-encode it as PNG or JPEG.
 
 pub mod batch;
 pub mod braces;
 pub mod captions;
 pub mod chat;
-pub mod conversations;
 pub mod cifar;
 pub mod coco;
+pub mod conversations;
+pub mod fetch;
 pub mod image;
 pub mod rng;
 pub mod shapes;
 pub mod shards;
 pub mod split;
 pub mod stream;
+pub mod thumbnail;
 pub mod tokenizer;
+pub mod url_list;
 pub mod webdataset;
 
 use std::path::{Path, PathBuf};

@@ -4,11 +4,14 @@
 //! - [`synthetic`]: the offline default, procedurally drawn shapes;
 //! - [`local`]: an image folder with a CSV/TSV/JSONL captions file;
 //! - [`webdataset`]: WebDataset tar shards (LAION-style), streamed;
-//! - [`cifar`]: CIFAR-10/100 binary batches, for zero-shot evaluation.
+//! - [`cifar`]: CIFAR-10/100 binary batches, for zero-shot evaluation;
+//! - [`url_list`]: a CSV/TSV/JSONL list of image URLs and captions, fetched over HTTP(S).
 
 mod cifar;
 mod local;
+mod skip;
 mod synthetic;
+mod url_list;
 mod webdataset;
 
 use std::path::Path;
@@ -47,9 +50,10 @@ impl Kind for Download {
             "webdataset" => webdataset::run(ctx, params::read_value(ctx, params)?),
             "cifar10" => cifar::run(ctx, Cifar10, params::read_value(ctx, params)?),
             "cifar100" => cifar::run(ctx, Cifar100, params::read_value(ctx, params)?),
+            "url-list" => url_list::run(ctx, params::read_value(ctx, params)?),
             other => bail!(
                 "stage `{}`: unknown source `{other}`: expected `synthetic`, `local`, `webdataset`, \
-                 `cifar10` or `cifar100`",
+                 `url-list`, `cifar10` or `cifar100`",
                 ctx.stage
             ),
         }
