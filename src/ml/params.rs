@@ -75,6 +75,17 @@ impl Params {
         Ok(t)
     }
 
+    /// Adds (or replaces) the parameter `name` with a copy of `value` as f32 on this device: how
+    /// a checkpoint's tensors become parameters that a model's constructor then finds by name.
+    pub fn insert(&self, name: &str, value: &Tensor) -> Result<()> {
+        let value = value.to_dtype(DType::F32)?.to_device(&self.device)?;
+        // `detach` so that a tensor that is itself a `Var` is copied, never shared.
+        let var = Var::from_tensor(&value.detach())?;
+        let mut vars = self.vars.lock().expect("params lock");
+        vars.insert(self.full_name(name), var);
+        Ok(())
+    }
+
     /// Normal(0, std²) values.
     pub fn normal(&self, name: &str, shape: impl Into<Shape>, std: f64) -> Result<Tensor> {
         self.get_or_init(name, shape, |rng, n| {

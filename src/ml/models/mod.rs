@@ -1,6 +1,8 @@
 //! Model definitions, one file each, readable top to bottom.
 
 pub mod clip;
+pub mod qwen2;
+pub mod qwen2_config;
 pub mod text;
 pub mod transformer;
 pub mod vit;
