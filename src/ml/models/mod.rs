@@ -3,6 +3,7 @@
 pub mod clip;
 pub mod qwen2;
 pub mod qwen2_config;
+pub mod qwen2_load;
 pub mod text;
 pub mod transformer;
 pub mod vit;
