@@ -8,6 +8,7 @@ pub mod fused;
 pub mod fused_attention;
 pub mod fused_linear;
 pub mod fused_lm;
+pub mod generate;
 pub mod layers;
 pub mod lm_ops;
 pub mod models;
