@@ -111,7 +111,11 @@ impl Rope {
     /// Rotates each row by `sign`·angle: +1 forward, −1 backward.
     fn rotate(&self, x: &[f32], cols: usize, sign: f32) -> Result<Vec<f32>> {
         let (d, half) = (self.head_dim, self.head_dim / 2);
-        if d == 0 || d % 2 != 0 || cols % d != 0 || self.cos.len() * 2 * cols != x.len() * d {
+        if d == 0
+            || !d.is_multiple_of(2)
+            || !cols.is_multiple_of(d)
+            || self.cos.len() * 2 * cols != x.len() * d
+        {
             candle_core::bail!(
                 "rope: rows of {cols} with head size {d} do not fit tables of {} values",
                 self.cos.len()

@@ -66,7 +66,7 @@ impl Rotary {
         theta: f64,
         device: &Device,
     ) -> Result<Self> {
-        if positions.len() != n * t || head_dim == 0 || head_dim % 2 != 0 {
+        if positions.len() != n * t || head_dim == 0 || !head_dim.is_multiple_of(2) {
             candle_core::bail!(
                 "rotary: {} positions for ({n}, {t}), head size {head_dim} (must be even)",
                 positions.len()
@@ -163,7 +163,7 @@ pub fn grouped_query_attention(
     kv_heads: usize,
     mask: Option<&Tensor>,
 ) -> Result<Tensor> {
-    if kv_heads == 0 || heads % kv_heads != 0 {
+    if kv_heads == 0 || !heads.is_multiple_of(kv_heads) {
         candle_core::bail!(
             "attention: {heads} query heads cannot share {kv_heads} key/value heads"
         );

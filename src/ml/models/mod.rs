@@ -10,3 +10,5 @@ pub mod vit;
 
 #[cfg(test)]
 pub(crate) mod clip_tests;
+#[cfg(test)]
+mod qwen2_reference_tests;
