@@ -315,7 +315,7 @@ impl Qwen2 {
     }
 
     /// Feeds `embeds` `(N, T, C)`, the columns after those in `cache` (the whole left-padded
-    /// prompt first, then one token at a time), and returns the logits of the last one, `(N, vocab)`.
+    /// prompt first, then one token at a time), and returns the last one's logits, `(N, vocab)`.
     pub fn forward_step(&self, embeds: &Tensor, cache: &mut KvCache) -> Result<Tensor> {
         let left_pad = cache.left_pad.clone();
         let past = cache.len;
@@ -345,7 +345,7 @@ impl Qwen2 {
         }
         if left_pad.len() != n || left_pad.iter().any(|&p| p >= past + t) {
             candle_core::bail!(
-                "qwen2: left padding {left_pad:?} must give each of {n} rows at least one real position of {}",
+                "qwen2: left padding {left_pad:?} must leave each of {n} rows a real position of {}",
                 past + t
             );
         }

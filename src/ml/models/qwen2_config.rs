@@ -136,7 +136,11 @@ impl Qwen2Config {
             return Err(format!("hidden_act is \"{act}\"; Qwen2 uses \"silu\""));
         }
         if field("rope_scaling").is_some() {
-            return Err("rope_scaling is set; only plain rotary embeddings are implemented (remove it, or set it to null, for inputs within max_position_embeddings)".into());
+            return Err(concat!(
+                "rope_scaling is set; only plain rotary embeddings are implemented ",
+                "(set it to null to run inputs within max_position_embeddings)"
+            )
+            .into());
         }
         if field("use_sliding_window").and_then(|v| v.as_bool()) == Some(true) {
             return Err("use_sliding_window is true; only full attention is implemented".into());
