@@ -15,7 +15,7 @@ use rayon::prelude::*;
 /// Rows per rayon task and per partial sum of a column reduction.
 const BLOCK_ROWS: usize = 32;
 /// Below this many elements the rayon hand-off costs more than it saves.
-const PAR_MIN: usize = 1 << 14;
+pub(crate) const PAR_MIN: usize = 1 << 14;
 
 pub(crate) fn slice<'a>(s: &'a CpuStorage, l: &Layout, op: &str) -> Result<&'a [f32]> {
     let CpuStorage::F32(data) = s else {
@@ -38,7 +38,7 @@ pub(crate) fn with_data<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> Result<R>) -> R
 }
 
 /// Applies `f(row_in, row_out)` to each row of width `cols`, in parallel when large.
-fn map_rows(
+pub(crate) fn map_rows(
     input: &[f32],
     out: &mut [f32],
     cols: usize,
@@ -61,7 +61,7 @@ fn map_rows(
 /// Processes rows in blocks of `BLOCK_ROWS`: `f(first_row, out_block, partial)` writes the
 /// block's rows of `out` (`cols` wide; `out` may be empty) and adds into its own zeroed
 /// `partial` (`width` long). Returns the partials summed in block order: deterministic.
-fn rows_with_partials(
+pub(crate) fn rows_with_partials(
     out: &mut [f32],
     rows: usize,
     cols: usize,
@@ -104,12 +104,12 @@ fn rows_with_partials(
     total
 }
 
-fn rows_cols(shape: &Shape) -> (usize, usize) {
+pub(crate) fn rows_cols(shape: &Shape) -> (usize, usize) {
     let cols = shape.dims().last().copied().unwrap_or(1);
     (shape.elem_count() / cols.max(1), cols)
 }
 
-fn cpu_tensor(data: Vec<f32>, shape: &Shape) -> Result<Tensor> {
+pub(crate) fn cpu_tensor(data: Vec<f32>, shape: &Shape) -> Result<Tensor> {
     Tensor::from_vec(data, shape, &candle_core::Device::Cpu)
 }
 

@@ -8,12 +8,12 @@ use candle_core::{Device, Result, Tensor};
 use serde::{Deserialize, Serialize};
 
 use super::data::conversations::{Sequences, pad_batch};
+use super::data::rng::Rng;
 use super::models::lm_loss::next_token_loss;
 use super::models::qwen2::Qwen2;
 use super::models::qwen2_config::Qwen2Config;
 use super::optim::{AdamW, AdamWConfig};
 use super::params::Params;
-use super::rng::Rng;
 use super::schedule::WarmupCosine;
 use super::train_loop::{Finish, Hooks, LoopConfig, Objective, micro_rows, resume_or_init, run};
 

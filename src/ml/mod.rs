@@ -7,7 +7,11 @@ pub mod data;
 pub mod fused;
 pub mod fused_attention;
 pub mod fused_linear;
+pub mod fused_lm;
+pub mod generate;
 pub mod layers;
+pub mod lm_ops;
+pub mod lm_train;
 pub mod models;
 pub mod ops;
 pub mod optim;
@@ -17,6 +21,8 @@ pub mod rng;
 pub mod schedule;
 pub mod train;
 pub mod train_loop;
+pub mod vlm_eval;
+pub mod vlm_train;
 pub mod zero_shot;
 
 #[cfg(test)]

@@ -24,7 +24,7 @@ pub fn with_composite<R>(f: impl FnOnce() -> R) -> R {
     out
 }
 
-fn fused_ok(x: &Tensor) -> bool {
+pub(crate) fn fused_ok(x: &Tensor) -> bool {
     USE_FUSED.with(|c| c.get()) && x.device().is_cpu() && x.dtype() == DType::F32
 }
 
@@ -201,4 +201,4 @@ pub fn padding_mask(lengths: &[usize], t: usize, device: &Device) -> Result<Tens
 
 #[cfg(test)]
 #[path = "ops_tests.rs"]
-mod tests;
+pub(crate) mod tests;

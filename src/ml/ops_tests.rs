@@ -5,13 +5,13 @@ use candle_core::{Device, Result, Tensor, Var};
 use super::*;
 use crate::ml::rng::Rng;
 
-fn randn(rng: &mut Rng, shape: &[usize], std: f64) -> Result<Tensor> {
+pub(crate) fn randn(rng: &mut Rng, shape: &[usize], std: f64) -> Result<Tensor> {
     let n = shape.iter().product();
     let v: Vec<f32> = (0..n).map(|_| (rng.normal() * std) as f32).collect();
     Tensor::from_vec(v, shape, &Device::Cpu)
 }
 
-fn max_abs_diff(a: &Tensor, b: &Tensor) -> Result<f32> {
+pub(crate) fn max_abs_diff(a: &Tensor, b: &Tensor) -> Result<f32> {
     (a - b)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()
 }
 
@@ -24,7 +24,7 @@ fn rel_diff(a: &Tensor, b: &Tensor) -> Result<f32> {
 
 /// Runs `f` on fresh variables built from `inputs`, fused and composite, and compares the outputs
 /// and the gradients of `Σ f(x)·r` for a random `r`.
-fn check(inputs: &[Tensor], f: impl Fn(&[Tensor]) -> Result<Tensor>) -> Result<()> {
+pub(crate) fn check(inputs: &[Tensor], f: impl Fn(&[Tensor]) -> Result<Tensor>) -> Result<()> {
     let run = |fused: bool| -> Result<(Tensor, Vec<Tensor>)> {
         let vars: Vec<Var> = inputs.iter().map(Var::from_tensor).collect::<Result<_>>()?;
         let ts: Vec<Tensor> = vars.iter().map(|v| v.as_tensor().clone()).collect();

@@ -102,6 +102,17 @@ impl Params {
         }
     }
 
+    /// Adds (or replaces) the parameter `name` with a copy of `value` as f32 on this device: how
+    /// a checkpoint's tensors become parameters that a model's constructor then finds by name.
+    pub fn insert(&self, name: &str, value: &Tensor) -> Result<()> {
+        let value = value.to_dtype(DType::F32)?.to_device(&self.device)?;
+        // `detach` so that a tensor that is itself a `Var` is copied, never shared.
+        let var = Var::from_tensor(&value.detach())?;
+        let mut vars = self.vars.lock().expect("params lock");
+        vars.insert(self.full_name(name), var);
+        Ok(())
+    }
+
     /// Normal(0, std²) values.
     pub fn normal(&self, name: &str, shape: impl Into<Shape>, std: f64) -> Result<Tensor> {
         self.get_or_init(name, shape, |rng, n| {
@@ -147,6 +158,26 @@ impl Params {
     /// extra names in the file are ignored.
     pub fn load(&self, path: &Path) -> Result<()> {
         self.load_prefixed(path, "")
+    }
+
+    /// Overwrites each parameter of `source` in this store (same name, same shape): how a
+    /// loaded language model's weights go into a VLM that holds it under the same names.
+    pub fn copy_from(&self, source: &Params) -> Result<()> {
+        let mine: BTreeMap<String, Var> = self.vars().into_iter().collect();
+        for (name, var) in source.vars() {
+            let Some(target) = mine.get(&name) else {
+                candle_core::bail!("copying parameters: this model has no {name}");
+            };
+            if target.shape() != var.shape() {
+                candle_core::bail!(
+                    "copying parameters: {name} has shape {:?} here, {:?} in the source",
+                    target.shape(),
+                    var.shape()
+                );
+            }
+            target.set(var.as_tensor())?;
+        }
+        Ok(())
     }
 
     /// [`Params::load`] for the parameters whose names start with `prefix` only (e.g. `vision.`

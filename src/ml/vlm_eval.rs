@@ -59,6 +59,13 @@ pub struct ExactMatch {
     pub examples: Vec<(String, String, String)>,
 }
 
+/// One question about one image: the image's normalised pixels, the expected answer, its kind.
+struct Asked<'a> {
+    pixels: Vec<f32>,
+    answer: &'a str,
+    kind: &'a str,
+}
+
 /// Answers are compared without case, surrounding space or a final full stop.
 pub fn normalize_answer(text: &str) -> String {
     text.trim().trim_end_matches('.').trim().to_lowercase()
@@ -81,7 +88,7 @@ pub fn exact_match(
     let image_size = model.cfg.vision.image_size;
     let image_len = 3 * image_size * image_size;
     // Questions grouped by their text: one prompt, many images, one batch.
-    let mut by_question: BTreeMap<&str, Vec<(Vec<f32>, &str, &str)>> = BTreeMap::new();
+    let mut by_question: BTreeMap<&str, Vec<Asked>> = BTreeMap::new();
     for record in set.iter().take(max_images) {
         let record = record.map_err(data_err)?;
         let Some(caption) = records.get(record.index as usize) else {
@@ -94,11 +101,14 @@ pub fn exact_match(
         normalize_into(&record.image, &mut pixels);
         for qa in &caption.qa {
             let kind = qa.kind.as_deref().unwrap_or("question");
-            by_question.entry(qa.question.as_str()).or_default().push((
-                pixels.clone(),
-                qa.answer.as_str(),
-                kind,
-            ));
+            by_question
+                .entry(qa.question.as_str())
+                .or_default()
+                .push(Asked {
+                    pixels: pixels.clone(),
+                    answer: qa.answer.as_str(),
+                    kind,
+                });
         }
     }
     let sampling = SamplingConfig {
@@ -109,19 +119,25 @@ pub fn exact_match(
     let mut per_kind: BTreeMap<String, (usize, usize)> = BTreeMap::new();
     let (mut wrong, mut right) = (Vec::new(), Vec::new());
     for (question, asked) in &by_question {
-        let prompt = template.prompt(tokenizer, &[], question, true)?;
+        let prompt = template
+            .prompt(tokenizer, &[], question, true)
+            .map_err(data_err)?;
         let at = prompt.image_at.expect("the prompt has an image");
         for chunk in asked.chunks(batch_size.max(1)) {
             let n = chunk.len();
-            let pixels: Vec<f32> = chunk.iter().flat_map(|(p, _, _)| p.iter().copied()).collect();
+            let pixels: Vec<f32> = chunk
+                .iter()
+                .flat_map(|a| a.pixels.iter().copied())
+                .collect();
             let images = Tensor::from_vec(pixels, (n, 3, image_size, image_size), device)?;
             let ids: Vec<u32> = (0..n).flat_map(|_| prompt.ids.iter().copied()).collect();
             let ids = Tensor::from_vec(ids, (n, prompt.ids.len()), device)?;
             let embeds = model.embed(&ids, Some((&images, at)))?;
             let rows: Vec<Tensor> = (0..n).map(|i| embeds.get(i)).collect::<Result<_>>()?;
             let out = generate(&model.lm, Prompt::Embeds(&rows), &sampling, |_, _| {})?;
-            for ((_, expected, kind), tokens) in chunk.iter().zip(&out.tokens) {
-                let answer = tokenizer.decode(tokens)?;
+            for (asked, tokens) in chunk.iter().zip(&out.tokens) {
+                let (expected, kind) = (asked.answer, asked.kind);
+                let answer = tokenizer.decode(tokens).map_err(data_err)?;
                 let ok = normalize_answer(&answer) == normalize_answer(expected);
                 let entry = per_kind.entry(kind.to_string()).or_default();
                 entry.0 += usize::from(ok);

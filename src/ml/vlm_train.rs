@@ -130,8 +130,12 @@ pub fn train(
 }
 
 /// Optimizer groups: each part at its learning-rate scale, split into decay and no-decay.
-fn part_groups(trainable: Vec<(String, candle_core::Var)>, cfg: &VlmTrainConfig) -> Vec<ParamGroup> {
-    let parts: [(&str, fn(&str) -> bool, f64); 3] = [
+fn part_groups(
+    trainable: Vec<(String, candle_core::Var)>,
+    cfg: &VlmTrainConfig,
+) -> Vec<ParamGroup> {
+    type Part = (&'static str, fn(&str) -> bool, f64);
+    let parts: [Part; 3] = [
         ("vision", is_vision, cfg.lr_scale.vision),
         ("projector", is_projector, cfg.lr_scale.projector),
         ("lm", is_lm, cfg.lr_scale.lm),

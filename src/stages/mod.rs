@@ -5,9 +5,11 @@
 mod clip_train;
 mod cmd;
 mod download;
+mod lm_train;
 mod params;
 mod preprocess;
 mod training;
+mod vlm_train;
 mod zero_shot;
 
 use std::collections::BTreeMap;
@@ -40,6 +42,9 @@ static KINDS: &[&dyn Kind] = &[
     &preprocess::Preprocess,
     &clip_train::ClipTrain,
     &zero_shot::ZeroShotEval,
+    &lm_train::LmTrain,
+    &vlm_train::VlmPretrain,
+    &vlm_train::Finetune,
 ];
 
 pub fn all() -> &'static [&'static dyn Kind] {

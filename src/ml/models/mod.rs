@@ -1,10 +1,17 @@
 //! Model definitions, one file each, readable top to bottom.
 
 pub mod clip;
+pub mod lm_loss;
 pub mod projector;
+pub mod qwen2;
+pub mod qwen2_config;
+pub mod qwen2_load;
 pub mod text;
 pub mod transformer;
 pub mod vit;
+pub mod vlm;
 
 #[cfg(test)]
 pub(crate) mod clip_tests;
+#[cfg(test)]
+mod qwen2_reference_tests;

@@ -77,7 +77,7 @@ fn write_index(out_dir: &Path, records: &[CaptionRecord]) -> anyhow::Result<()> 
 }
 
 /// Local data must be a declared input, or edits to it would not make the stage stale.
-fn require_input(ctx: &StageContext<'_>, path: &str) -> anyhow::Result<()> {
+pub(crate) fn require_input(ctx: &StageContext<'_>, path: &str) -> anyhow::Result<()> {
     let covered = ctx
         .inputs
         .iter()

@@ -1,0 +1,189 @@
+//! The differentiable ops a Llama/Qwen2-style decoder adds to `ops`: RMSNorm, rotary position
+//! embeddings, the SwiGLU gate and grouped-query attention.
+//!
+//! Like `ops`, each has a composite form built from candle primitives with a working backward
+//! (candle-nn's `rms_norm` and `rope` have none: CANDLE-NOTES.md) and, for f32 CPU tensors, a
+//! fused kernel from `fused_lm.rs`; `ops::with_composite` switches the fused ones off.
+
+use std::sync::Arc;
+
+use candle_core::{D, Device, Result, Tensor};
+
+use super::fused_lm;
+use super::ops::{self, fused_ok};
+
+// ---------------------------------------------------------------- RMSNorm
+
+/// `x / sqrt(mean(x²) + eps) · w` over the last dim.
+pub fn rms_norm(x: &Tensor, w: &Tensor, eps: f64) -> Result<Tensor> {
+    if fused_ok(x) {
+        let op = fused_lm::RmsNorm { eps: eps as f32 };
+        x.contiguous()?.apply_op2(&w.contiguous()?, op)
+    } else {
+        rms_norm_composite(x, w, eps)
+    }
+}
+
+pub fn rms_norm_composite(x: &Tensor, w: &Tensor, eps: f64) -> Result<Tensor> {
+    let ms = x.sqr()?.mean_keepdim(D::Minus1)?;
+    x.broadcast_div(&(ms + eps)?.sqrt()?)?.broadcast_mul(w)
+}
+
+// ---------------------------------------------------------------- SwiGLU
+
+/// `silu(gate) · up`.
+pub fn swiglu(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
+    if fused_ok(gate) && gate.shape() == up.shape() {
+        gate.contiguous()?
+            .apply_op2(&up.contiguous()?, fused_lm::SwiGlu)
+    } else {
+        gate.silu()? * up
+    }
+}
+
+// ---------------------------------------------------------------- Rotary embedding
+
+/// Rotary position embedding tables for one batch: `cos` and `sin` of `position · θ^(−2i/d)`
+/// for every row `(n, t)` and `i < d/2`, applied "rotate half" style as in Hugging Face's
+/// Llama/Qwen2 (the two halves of each head, not interleaved pairs).
+#[derive(Clone, Debug)]
+pub struct Rotary {
+    cos: Arc<[f32]>,
+    sin: Arc<[f32]>,
+    n: usize,
+    t: usize,
+    head_dim: usize,
+    device: Device,
+}
+
+impl Rotary {
+    /// `positions`: `n·t` values, row-major `(n, t)`; `head_dim` even; `theta` the base.
+    pub fn new(
+        positions: &[usize],
+        n: usize,
+        t: usize,
+        head_dim: usize,
+        theta: f64,
+        device: &Device,
+    ) -> Result<Self> {
+        if positions.len() != n * t || head_dim == 0 || !head_dim.is_multiple_of(2) {
+            candle_core::bail!(
+                "rotary: {} positions for ({n}, {t}), head size {head_dim} (must be even)",
+                positions.len()
+            );
+        }
+        let half = head_dim / 2;
+        let inv_freq: Vec<f64> = (0..half)
+            .map(|i| theta.powf(-((2 * i) as f64) / head_dim as f64))
+            .collect();
+        let (mut cos, mut sin) = (
+            Vec::with_capacity(n * t * half),
+            Vec::with_capacity(n * t * half),
+        );
+        for &p in positions {
+            for f in &inv_freq {
+                let angle = p as f64 * f;
+                cos.push(angle.cos() as f32);
+                sin.push(angle.sin() as f32);
+            }
+        }
+        Ok(Self {
+            cos: cos.into(),
+            sin: sin.into(),
+            n,
+            t,
+            head_dim,
+            device: device.clone(),
+        })
+    }
+
+    /// Rotates `x`: `(N, T, H·d)` with `(N, T)` as given to `new`.
+    pub fn apply(&self, x: &Tensor) -> Result<Tensor> {
+        let (n, t, _) = x.dims3()?;
+        if (n, t) != (self.n, self.t) {
+            candle_core::bail!(
+                "rotary: tables for ({}, {}), input ({n}, {t}, _)",
+                self.n,
+                self.t
+            );
+        }
+        if fused_ok(x) {
+            let op = fused_lm::Rope {
+                cos: self.cos.clone(),
+                sin: self.sin.clone(),
+                head_dim: self.head_dim,
+            };
+            x.contiguous()?.apply_op1(op)
+        } else {
+            self.apply_composite(x)
+        }
+    }
+
+    pub fn apply_composite(&self, x: &Tensor) -> Result<Tensor> {
+        let (n, t, c) = x.dims3()?;
+        let (d, half) = (self.head_dim, self.head_dim / 2);
+        let table = |v: &Arc<[f32]>| {
+            Tensor::from_slice(v, (n, t, 1, half), &self.device)?.to_dtype(x.dtype())
+        };
+        let (cos, sin) = (table(&self.cos)?, table(&self.sin)?);
+        let x = x.reshape((n, t, c / d, d))?;
+        let (a, b) = (x.narrow(3, 0, half)?, x.narrow(3, half, half)?);
+        let ya = (a.broadcast_mul(&cos)? - b.broadcast_mul(&sin)?)?;
+        let yb = (b.broadcast_mul(&cos)? + a.broadcast_mul(&sin)?)?;
+        Tensor::cat(&[ya, yb], 3)?.reshape((n, t, c))
+    }
+}
+
+// ---------------------------------------------------------------- Grouped-query attention
+
+/// `(N, T, KV·d)` → `(N, T, KV·rep·d)`: each key/value head repeated for the `rep` query heads
+/// that share it (query head `h` reads key/value head `h / rep`, as Hugging Face's `repeat_kv`).
+pub fn repeat_kv(x: &Tensor, kv_heads: usize, rep: usize) -> Result<Tensor> {
+    if rep == 1 {
+        return Ok(x.clone());
+    }
+    let (n, t, c) = x.dims3()?;
+    let d = c / kv_heads;
+    x.reshape((n, t, kv_heads, 1, d))?
+        .broadcast_as((n, t, kv_heads, rep, d))?
+        .contiguous()?
+        .reshape((n, t, kv_heads * rep * d))
+}
+
+/// Attention with `heads` query heads sharing `kv_heads` key/value heads.
+///
+/// `q`: `(N, Tq, H·d)`; `k`, `v`: `(N, Tk, KV·d)` (`Tk ≥ Tq` when earlier keys come from a
+/// cache); `mask`: additive, broadcastable to `(N, 1, Tq, Tk)`. Returns `(N, Tq, H·d)`.
+/// When `Tq = Tk` this is `ops::multi_head_attention` (one fused op on CPU).
+pub fn grouped_query_attention(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    heads: usize,
+    kv_heads: usize,
+    mask: Option<&Tensor>,
+) -> Result<Tensor> {
+    if kv_heads == 0 || !heads.is_multiple_of(kv_heads) {
+        candle_core::bail!(
+            "attention: {heads} query heads cannot share {kv_heads} key/value heads"
+        );
+    }
+    let rep = heads / kv_heads;
+    let (k, v) = (repeat_kv(k, kv_heads, rep)?, repeat_kv(v, kv_heads, rep)?);
+    let (n, tq, c) = q.dims3()?;
+    let tk = k.dim(1)?;
+    if tq == tk {
+        return ops::multi_head_attention(q, &k, &v, heads, mask);
+    }
+    let split = |x: &Tensor, t: usize| -> Result<Tensor> {
+        x.reshape((n, t, heads, c / heads))?
+            .transpose(1, 2)?
+            .contiguous()
+    };
+    let y = ops::attention(&split(q, tq)?, &split(&k, tk)?, &split(&v, tk)?, mask)?;
+    y.transpose(1, 2)?.contiguous()?.reshape((n, tq, c))
+}
+
+#[cfg(test)]
+#[path = "lm_ops_tests.rs"]
+mod tests;

@@ -1,0 +1,109 @@
+//! The VLM: the CLIP's vision tower, a projector, and a Qwen2 language model.
+//!
+//! An image becomes `image_tokens` embeddings in the language model's space, spliced into the
+//! token embeddings where the chat template put the image placeholders; from there on the
+//! language model runs as usual. Parameter names keep each part loadable on its own: `vision.*`
+//! as in the CLIP checkpoint, `projector.*`, and the Hugging Face Qwen2 names (`model.*`,
+//! `lm_head.*`) for the language model.
+
+use candle_core::{Result, Tensor};
+use serde::{Deserialize, Serialize};
+
+use super::lm_loss::next_token_loss;
+use super::projector::{Projector, ProjectorConfig};
+use super::qwen2::Qwen2;
+use super::qwen2_config::Qwen2Config;
+use super::vit::{VisionConfig, VisionTransformer};
+use crate::ml::params::Params;
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct VlmConfig {
+    pub vision: VisionConfig,
+    pub projector: ProjectorConfig,
+    pub lm: Qwen2Config,
+}
+
+impl VlmConfig {
+    /// Embeddings per image: one per patch for `mlp`, one per query for `resampler`.
+    pub fn image_tokens(&self) -> usize {
+        match self.projector {
+            ProjectorConfig::Mlp => self.vision.grid() * self.vision.grid(),
+            ProjectorConfig::Resampler { queries, .. } => queries,
+        }
+    }
+}
+
+/// Which part a parameter belongs to, by name.
+pub fn is_vision(name: &str) -> bool {
+    name.starts_with("vision.")
+}
+
+pub fn is_projector(name: &str) -> bool {
+    name.starts_with("projector.")
+}
+
+pub fn is_lm(name: &str) -> bool {
+    name.starts_with("model.") || name.starts_with("lm_head.")
+}
+
+#[derive(Clone, Debug)]
+pub struct Vlm {
+    pub vision: VisionTransformer,
+    pub projector: Projector,
+    pub lm: Qwen2,
+    pub cfg: VlmConfig,
+}
+
+impl Vlm {
+    pub fn new(p: &Params, cfg: &VlmConfig) -> Result<Self> {
+        Ok(Self {
+            vision: VisionTransformer::new(&p.pp("vision"), &cfg.vision)?,
+            projector: Projector::new(
+                &p.pp("projector"),
+                &cfg.projector,
+                cfg.vision.width,
+                cfg.lm.hidden_size,
+            )?,
+            lm: Qwen2::new(p, &cfg.lm)?,
+            cfg: cfg.clone(),
+        })
+    }
+
+    /// `(N, 3, H, W)` normalised images → `(N, image_tokens, hidden)`.
+    pub fn image_embeddings(&self, images: &Tensor) -> Result<Tensor> {
+        self.projector.forward(&self.vision.features(images)?)
+    }
+
+    /// Token embeddings of `ids` `(N, T)`, with each row's image embeddings written over the
+    /// placeholders at `image_at..image_at + image_tokens` (the same column in every row: the
+    /// chat template puts the image at a fixed place).
+    pub fn embed(&self, ids: &Tensor, image: Option<(&Tensor, usize)>) -> Result<Tensor> {
+        let text = self.lm.embed(ids)?;
+        let Some((images, at)) = image else {
+            return Ok(text);
+        };
+        let img = self.image_embeddings(images)?;
+        let (t, q) = (text.dim(1)?, img.dim(1)?);
+        if at + q > t {
+            candle_core::bail!("vlm: {q} image embeddings at column {at} overflow {t} tokens");
+        }
+        let before = text.narrow(1, 0, at)?;
+        let after = text.narrow(1, at + q, t - at - q)?;
+        Tensor::cat(&[before, img, after], 1)
+    }
+
+    /// Mean next-token cross-entropy over the labelled positions (see `lm_loss`).
+    pub fn loss(
+        &self,
+        ids: &Tensor,
+        labels: &Tensor,
+        image: Option<(&Tensor, usize)>,
+    ) -> Result<Tensor> {
+        let hidden = self.lm.hidden_states(&self.embed(ids, image)?, None)?;
+        next_token_loss(&self.lm, &hidden, labels)
+    }
+}
+
+#[cfg(test)]
+#[path = "vlm_tests.rs"]
+mod tests;

@@ -1,0 +1,155 @@
+//! The `lm-train` kind: a small Qwen2-architecture language model trained from scratch on the
+//! text of a `preprocess` stage (captions and question–answer turns in the chat template), so
+//! that the LM knows the language before the VLM stages freeze it. The artifact is a Hugging
+//! Face model folder (`config.json`, `model.safetensors`, `tokenizer.json`): the VLM stages
+//! read it exactly as they read a downloaded Qwen2.5.
+
+use std::path::Path;
+
+use anyhow::{Context, bail};
+use serde::Deserialize;
+
+use super::training::{StageHooks, check_finished};
+use super::{Kind, StageContext, params};
+use crate::ml::data::chat::ChatTemplate;
+use crate::ml::data::conversations::{Objective, build, read_split_records};
+use crate::ml::data::tokenizer::Tokenizer;
+use crate::ml::lm_train::{LmTrainConfig, evaluate, train};
+use crate::ml::models::qwen2_config::Qwen2Config;
+use crate::ml::models::qwen2_load::save_hf_folder;
+
+pub struct LmTrain;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LmTrainParams {
+    /// `small` (2 layers, 128 wide: the offline default).
+    #[serde(default = "default_model")]
+    model: String,
+    steps: u64,
+    #[serde(default = "default_batch_size")]
+    batch_size: usize,
+    #[serde(default = "one")]
+    micro_batches: usize,
+    lr: f64,
+    #[serde(default)]
+    min_lr: f64,
+    #[serde(default)]
+    warmup_steps: u64,
+    #[serde(default = "default_weight_decay")]
+    weight_decay: f64,
+    #[serde(default = "default_max_grad_norm")]
+    max_grad_norm: f64,
+    #[serde(default)]
+    seed: u64,
+    #[serde(default = "default_checkpoint_every")]
+    checkpoint_every: u64,
+    /// Sequences longer than this many tokens are left out (and counted).
+    #[serde(default = "default_max_len")]
+    max_len: usize,
+}
+
+fn default_model() -> String {
+    "small".into()
+}
+fn default_batch_size() -> usize {
+    64
+}
+fn one() -> usize {
+    1
+}
+fn default_weight_decay() -> f64 {
+    0.05
+}
+fn default_max_grad_norm() -> f64 {
+    1.0
+}
+fn default_checkpoint_every() -> u64 {
+    100
+}
+fn default_max_len() -> usize {
+    128
+}
+
+/// A `preprocess` artifact: shards, their caption records and the tokenizer.
+pub(crate) fn is_data(path: &Path) -> bool {
+    path.join("meta.json").is_file() && path.join("tokenizer.json").is_file()
+}
+
+impl Kind for LmTrain {
+    fn name(&self) -> &'static str {
+        "lm-train"
+    }
+
+    fn version(&self) -> &'static str {
+        "1"
+    }
+
+    fn run(&self, ctx: &StageContext<'_>) -> anyhow::Result<()> {
+        let p: LmTrainParams = params::read(ctx)?;
+        let data = ctx.find_upstream("preprocess stage", is_data)?;
+        let tokenizer_path = data.join("tokenizer.json");
+        let tokenizer = Tokenizer::load(&tokenizer_path)?;
+        let Some(mut model) = Qwen2Config::named(&p.model, tokenizer.vocab_size()) else {
+            bail!(
+                "stage `{}`: unknown model `{}`: expected `small`",
+                ctx.stage,
+                p.model
+            );
+        };
+        // No image here, so the template's image size does not matter.
+        let template = ChatTemplate::new(&tokenizer, 0, None)?;
+        model.eos_token_id = vec![template.im_end, tokenizer.eos_id()];
+        let sequences = |split: &str| -> anyhow::Result<_> {
+            let records = read_split_records(&data.join(split))?;
+            let seqs = build(
+                &records,
+                &tokenizer,
+                &template,
+                Objective::Text,
+                p.max_len,
+                p.seed,
+            )?;
+            ctx.metric(&format!("{split}.too_long"), None, seqs.too_long as f64);
+            Ok(seqs)
+        };
+        let (train_seqs, val_seqs) = (sequences("train")?, sequences("validation")?);
+        let cfg = LmTrainConfig {
+            model,
+            steps: p.steps,
+            batch_size: p.batch_size,
+            micro_batches: p.micro_batches,
+            lr: p.lr,
+            min_lr: p.min_lr,
+            warmup_steps: p.warmup_steps,
+            weight_decay: p.weight_decay,
+            max_grad_norm: p.max_grad_norm,
+            seed: p.seed,
+            checkpoint_every: p.checkpoint_every,
+        };
+        let device = super::device(ctx)?;
+        let mut hooks = StageHooks::new(ctx, p.steps);
+        let trained = train(
+            &cfg,
+            &train_seqs,
+            tokenizer.pad_id(),
+            ctx.checkpoint_dir,
+            &device,
+            &mut hooks,
+        )?;
+        check_finished(trained.finish, p.steps)?;
+        let val_loss = evaluate(
+            &trained.model,
+            &val_seqs,
+            tokenizer.pad_id(),
+            p.batch_size,
+            &device,
+        )?;
+        ctx.metric("val.loss", None, val_loss);
+        ctx.log(&format!("validation loss {val_loss:.4}"));
+        save_hf_folder(ctx.out_dir, &trained.model)?;
+        std::fs::copy(&tokenizer_path, ctx.out_dir.join("tokenizer.json"))
+            .context("copying the tokenizer")?;
+        hooks.finish()
+    }
+}

@@ -1,0 +1,536 @@
+//! The VLM kinds. `vlm-pretrain` joins a clip-train stage's vision tower to a language model (an
+//! `lm-train` stage, or a Hugging Face Qwen2 folder) through a new projector and trains the
+//! caption objective with the LM frozen; `finetune` continues from a `vlm-pretrain` (or another
+//! `finetune`) on question–answer conversations, training what its `train` param names, and
+//! reports exact-match accuracy on the held-out images' questions.
+//!
+//! Both write a VLM folder: `vlm.json` (model and chat template), `model.safetensors` (every
+//! part, under `vision.*`, `projector.*` and the Hugging Face Qwen2 names), `tokenizer.json`.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use serde::{Deserialize, Serialize};
+
+use super::training::{StageHooks, check_finished};
+use super::{Kind, StageContext, params};
+use crate::ml::clip_train::TrainConfig as ClipTrainConfig;
+use crate::ml::data::chat::ChatTemplate;
+use crate::ml::data::conversations::{Objective, Sequences, build, read_split_records};
+use crate::ml::data::tokenizer::Tokenizer;
+use crate::ml::models::projector::ProjectorConfig;
+use crate::ml::models::qwen2_load::load_hf_folder;
+use crate::ml::models::vlm::{VlmConfig, is_lm, is_projector, is_vision};
+use crate::ml::params::Params;
+use crate::ml::vlm_eval::{exact_match, mean_loss};
+use crate::ml::vlm_train::{PartScales, VlmTrainConfig, train};
+
+pub struct VlmPretrain;
+pub struct Finetune;
+
+/// `vlm.json`: what a VLM folder holds besides weights and tokenizer.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct VlmManifest {
+    pub model: VlmConfig,
+    pub template: ChatTemplate,
+}
+
+pub const VLM_JSON: &str = "vlm.json";
+
+/// The training params both kinds share.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Common {
+    steps: u64,
+    #[serde(default = "default_batch_size")]
+    batch_size: usize,
+    #[serde(default = "one")]
+    micro_batches: usize,
+    /// The projector's learning rate; the other parts train at `lr × <part>_lr_scale`.
+    lr: f64,
+    #[serde(default = "default_vision_lr_scale")]
+    vision_lr_scale: f64,
+    #[serde(default = "default_lm_lr_scale")]
+    lm_lr_scale: f64,
+    #[serde(default)]
+    min_lr: f64,
+    #[serde(default)]
+    warmup_steps: u64,
+    #[serde(default = "default_weight_decay")]
+    weight_decay: f64,
+    #[serde(default = "default_max_grad_norm")]
+    max_grad_norm: f64,
+    #[serde(default)]
+    seed: u64,
+    #[serde(default = "default_checkpoint_every")]
+    checkpoint_every: u64,
+    #[serde(default = "default_shuffle_buffer")]
+    shuffle_buffer: usize,
+    /// Conversations longer than this many tokens (image included) are left out and counted.
+    #[serde(default = "default_max_len")]
+    max_len: usize,
+}
+
+fn default_batch_size() -> usize {
+    64
+}
+fn one() -> usize {
+    1
+}
+fn default_vision_lr_scale() -> f64 {
+    0.1
+}
+fn default_lm_lr_scale() -> f64 {
+    0.3
+}
+fn default_weight_decay() -> f64 {
+    0.0
+}
+fn default_max_grad_norm() -> f64 {
+    1.0
+}
+fn default_checkpoint_every() -> u64 {
+    100
+}
+fn default_shuffle_buffer() -> usize {
+    4096
+}
+fn default_max_len() -> usize {
+    256
+}
+fn default_queries() -> usize {
+    16
+}
+fn default_heads() -> usize {
+    4
+}
+fn default_eval_images() -> usize {
+    1000
+}
+fn default_true() -> bool {
+    true
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PretrainParams {
+    /// `resampler` (learned queries cross-attending to the patches) or `mlp` (one token per patch).
+    #[serde(default = "default_projector")]
+    projector: String,
+    /// The resampler's queries: image tokens per image.
+    #[serde(default = "default_queries")]
+    queries: usize,
+    #[serde(default = "default_heads")]
+    projector_heads: usize,
+    /// Train the vision tower too (at `lr × vision_lr_scale`); frozen by default.
+    #[serde(default)]
+    train_vision: bool,
+    /// A Hugging Face Qwen2 folder in the workspace (a declared input) to use as the language
+    /// model, instead of a needed `lm-train` stage.
+    lm: Option<String>,
+    /// A system prompt for the chat template (Qwen2.5-Instruct expects its default one).
+    system: Option<String>,
+    #[serde(flatten)]
+    common: Common,
+}
+
+fn default_projector() -> String {
+    "resampler".into()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FinetuneParams {
+    /// What trains: `"all"`, or a list of parts (`vision`, `projector`, `lm`) and parameter-name
+    /// patterns (`*` matches any run of characters, e.g. `model.layers.*.mlp.*`).
+    #[serde(default = "default_train")]
+    train: TrainSpec,
+    /// Give each conversation's turns an order of their own, so every question is sometimes
+    /// asked first (as a one-question chat does).
+    #[serde(default = "default_true")]
+    shuffle_turns: bool,
+    /// Held-out images whose questions are asked for the exact-match accuracy.
+    #[serde(default = "default_eval_images")]
+    eval_images: usize,
+    #[serde(flatten)]
+    common: Common,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(untagged)]
+enum TrainSpec {
+    One(String),
+    Many(Vec<String>),
+}
+
+fn default_train() -> TrainSpec {
+    TrainSpec::Many(vec!["projector".into(), "lm".into()])
+}
+
+impl TrainSpec {
+    fn rules(&self) -> Vec<String> {
+        match self {
+            TrainSpec::One(s) => vec![s.clone()],
+            TrainSpec::Many(v) => v.clone(),
+        }
+    }
+}
+
+/// Whether parameter `name` trains under `rules` (parts, `all`, or `*` patterns).
+fn trains(rules: &[String], name: &str) -> bool {
+    rules.iter().any(|rule| match rule.as_str() {
+        "all" => true,
+        "vision" => is_vision(name),
+        "projector" => is_projector(name),
+        "lm" => is_lm(name),
+        pattern => glob(pattern, name),
+    })
+}
+
+/// `*` matches any run of characters; everything else matches itself.
+fn glob(pattern: &str, text: &str) -> bool {
+    let parts: Vec<&str> = pattern.split('*').collect();
+    let [first, middle @ .., last] = parts.as_slice() else {
+        return pattern == text;
+    };
+    let Some(mut rest) = text.strip_prefix(first) else {
+        return false;
+    };
+    for part in middle {
+        match rest.find(part) {
+            Some(at) => rest = &rest[at + part.len()..],
+            None => return false,
+        }
+    }
+    rest.len() >= last.len() && rest.ends_with(last)
+}
+
+fn check_rules(ctx: &StageContext<'_>, rules: &[String], names: &[String]) -> anyhow::Result<()> {
+    for rule in rules {
+        if !names.iter().any(|n| trains(std::slice::from_ref(rule), n)) {
+            bail!(
+                "stage `{}`: `train` entry `{rule}` matches no parameter: use all, vision, projector, lm \
+                 or a pattern such as model.layers.*.mlp.*",
+                ctx.stage
+            );
+        }
+    }
+    Ok(())
+}
+
+impl Common {
+    fn config(&self, model: VlmConfig) -> VlmTrainConfig {
+        VlmTrainConfig {
+            model,
+            steps: self.steps,
+            batch_size: self.batch_size,
+            micro_batches: self.micro_batches,
+            lr: self.lr,
+            min_lr: self.min_lr,
+            warmup_steps: self.warmup_steps,
+            weight_decay: self.weight_decay,
+            max_grad_norm: self.max_grad_norm,
+            seed: self.seed,
+            checkpoint_every: self.checkpoint_every,
+            shuffle_buffer: self.shuffle_buffer,
+            lr_scale: PartScales {
+                vision: self.vision_lr_scale,
+                projector: 1.0,
+                lm: self.lm_lr_scale,
+            },
+        }
+    }
+}
+
+fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> anyhow::Result<T> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    serde_json::from_str(&text)
+        .with_context(|| format!("{} is not the JSON expected", path.display()))
+}
+
+fn is_data(path: &Path) -> bool {
+    super::lm_train::is_data(path)
+}
+
+fn is_clip(path: &Path) -> bool {
+    read_json::<serde_json::Value>(&path.join("config.json"))
+        .is_ok_and(|v| v["model"]["vision"].is_object())
+}
+
+fn is_hf_lm(path: &Path) -> bool {
+    read_json::<serde_json::Value>(&path.join("config.json"))
+        .is_ok_and(|v| v["hidden_size"].is_u64())
+}
+
+fn is_vlm(path: &Path) -> bool {
+    path.join(VLM_JSON).is_file()
+}
+
+/// Sequences of a split, with their counts as metrics.
+fn sequences(
+    ctx: &StageContext<'_>,
+    data: &Path,
+    split: &str,
+    tokenizer: &Tokenizer,
+    template: &ChatTemplate,
+    objective: Objective,
+    common: &Common,
+) -> anyhow::Result<Sequences> {
+    let records = read_split_records(&data.join(split))?;
+    let seqs = build(
+        &records,
+        tokenizer,
+        template,
+        objective,
+        common.max_len,
+        common.seed,
+    )?;
+    ctx.metric(&format!("{split}.too_long"), None, seqs.too_long as f64);
+    if split == "train" && seqs.usable() == 0 {
+        bail!(
+            "stage `{}`: no usable training conversation ({} too long for max_len = {}, {} without \
+             question–answer pairs)",
+            ctx.stage,
+            seqs.too_long,
+            common.max_len,
+            seqs.empty
+        );
+    }
+    Ok(seqs)
+}
+
+/// Write the VLM folder.
+fn write_vlm(
+    ctx: &StageContext<'_>,
+    params: &Params,
+    manifest: &VlmManifest,
+    tokenizer: &Path,
+) -> anyhow::Result<()> {
+    params.save(&ctx.out_dir.join("model.safetensors"))?;
+    std::fs::write(
+        ctx.out_dir.join(VLM_JSON),
+        serde_json::to_string_pretty(manifest)?,
+    )?;
+    std::fs::copy(tokenizer, ctx.out_dir.join("tokenizer.json"))
+        .context("copying the tokenizer")?;
+    Ok(())
+}
+
+impl Kind for VlmPretrain {
+    fn name(&self) -> &'static str {
+        "vlm-pretrain"
+    }
+
+    fn version(&self) -> &'static str {
+        "1"
+    }
+
+    fn run(&self, ctx: &StageContext<'_>) -> anyhow::Result<()> {
+        let p: PretrainParams = params::read(ctx)?;
+        let data = ctx.find_upstream("preprocess stage", is_data)?;
+        let clip_dir = ctx.find_upstream("clip-train stage", is_clip)?;
+        let lm_dir: PathBuf = match &p.lm {
+            Some(path) => {
+                super::download::require_input(ctx, path)?;
+                ctx.workspace.join(path)
+            }
+            None => ctx
+                .find_upstream("lm-train stage (or set `lm` to a Qwen2 folder)", is_hf_lm)?
+                .to_path_buf(),
+        };
+        let device = super::device(ctx)?;
+        let lm = load_hf_folder(&lm_dir, &device)?;
+        let tokenizer_path = lm.tokenizer.clone().ok_or_else(|| {
+            anyhow::anyhow!("{}: no tokenizer.json beside the model", lm_dir.display())
+        })?;
+        let tokenizer = Tokenizer::load(&tokenizer_path)?;
+        let clip: ClipTrainConfig = read_json(&clip_dir.join("config.json"))?;
+        let projector = match p.projector.as_str() {
+            "resampler" => ProjectorConfig::Resampler {
+                queries: p.queries,
+                heads: p.projector_heads,
+            },
+            "mlp" => ProjectorConfig::Mlp,
+            other => bail!(
+                "stage `{}`: unknown projector `{other}`: expected `resampler` or `mlp`",
+                ctx.stage
+            ),
+        };
+        let model = VlmConfig {
+            vision: clip.model.vision.clone(),
+            projector,
+            lm: lm.model.config().clone(),
+        };
+        let template = ChatTemplate::new(&tokenizer, model.image_tokens(), p.system.clone())?;
+        let objective = Objective::Caption;
+        let train_seqs = sequences(
+            ctx, data, "train", &tokenizer, &template, objective, &p.common,
+        )?;
+        let val_seqs = sequences(
+            ctx,
+            data,
+            "validation",
+            &tokenizer,
+            &template,
+            objective,
+            &p.common,
+        )?;
+
+        let train_vision = p.train_vision;
+        let params = Params::new(p.common.seed, &device)
+            .with_frozen(move |name| is_lm(name) || (is_vision(name) && !train_vision));
+        let cfg = p.common.config(model.clone());
+        let clip_weights = clip_dir.join("model.safetensors");
+        let mut hooks = StageHooks::new(ctx, p.common.steps);
+        let trained = train(
+            &cfg,
+            params,
+            &data.join("train"),
+            &train_seqs,
+            tokenizer.pad_id(),
+            ctx.checkpoint_dir,
+            &mut hooks,
+            |params, hooks| {
+                params.load_prefixed(&clip_weights, "vision.")?;
+                params.copy_from(&lm.params)?;
+                hooks.log(&format!(
+                    "vision tower from {}, language model from {}",
+                    clip_dir.display(),
+                    lm_dir.display()
+                ));
+                Ok(())
+            },
+        )?;
+        check_finished(trained.finish, p.common.steps)?;
+        let val_loss = mean_loss(
+            &trained.model,
+            &data.join("validation"),
+            &val_seqs,
+            tokenizer.pad_id(),
+            p.common.batch_size,
+            &device,
+        )?;
+        ctx.metric("val.loss", None, val_loss);
+        ctx.log(&format!("validation caption loss {val_loss:.4}"));
+        write_vlm(
+            ctx,
+            &trained.params,
+            &VlmManifest { model, template },
+            &tokenizer_path,
+        )?;
+        hooks.finish()
+    }
+}
+
+impl Kind for Finetune {
+    fn name(&self) -> &'static str {
+        "finetune"
+    }
+
+    fn version(&self) -> &'static str {
+        "1"
+    }
+
+    fn run(&self, ctx: &StageContext<'_>) -> anyhow::Result<()> {
+        let p: FinetuneParams = params::read(ctx)?;
+        let data = ctx.find_upstream("preprocess stage", is_data)?;
+        let base = ctx.find_upstream("vlm-pretrain stage", is_vlm)?;
+        let manifest: VlmManifest = read_json(&base.join(VLM_JSON))?;
+        let tokenizer_path = base.join("tokenizer.json");
+        let tokenizer = Tokenizer::load(&tokenizer_path)?;
+        let template = &manifest.template;
+        let objective = Objective::Answers {
+            shuffle_turns: p.shuffle_turns,
+        };
+        let train_seqs = sequences(
+            ctx, data, "train", &tokenizer, template, objective, &p.common,
+        )?;
+
+        let device = super::device(ctx)?;
+        let rules = p.train.rules();
+        let frozen_rules = rules.clone();
+        let params =
+            Params::new(p.common.seed, &device).with_frozen(move |n| !trains(&frozen_rules, n));
+        let cfg = p.common.config(manifest.model.clone());
+        let weights = base.join("model.safetensors");
+        let mut hooks = StageHooks::new(ctx, p.common.steps);
+        let trained = train(
+            &cfg,
+            params,
+            &data.join("train"),
+            &train_seqs,
+            tokenizer.pad_id(),
+            ctx.checkpoint_dir,
+            &mut hooks,
+            |params, hooks| {
+                let names: Vec<String> = params.vars().into_iter().map(|(n, _)| n).collect();
+                check_rules(ctx, &rules, &names)
+                    .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
+                params.load(&weights)?;
+                hooks.log(&format!("started from {}", weights.display()));
+                Ok(())
+            },
+        )?;
+        check_finished(trained.finish, p.common.steps)?;
+        let validation = data.join("validation");
+        let records = read_split_records(&validation)?;
+        let result = exact_match(
+            &trained.model,
+            &tokenizer,
+            template,
+            &validation,
+            &records,
+            p.eval_images,
+            p.common.batch_size,
+            &device,
+        )?;
+        ctx.metric("val.exact_match", None, result.accuracy);
+        ctx.metric("val.questions", None, result.questions as f64);
+        for (kind, (correct, asked)) in &result.per_kind {
+            ctx.metric(
+                &format!("val.exact_match.{kind}"),
+                None,
+                *correct as f64 / (*asked).max(1) as f64,
+            );
+        }
+        ctx.log(&format!(
+            "exact match {:.4} over {} questions",
+            result.accuracy, result.questions
+        ));
+        for (question, expected, answered) in &result.examples {
+            ctx.log(&format!(
+                "  {question} → {answered:?} (expected {expected:?})"
+            ));
+        }
+        std::fs::write(
+            ctx.out_dir.join("eval.json"),
+            serde_json::to_string_pretty(&result)?,
+        )?;
+        write_vlm(ctx, &trained.params, &manifest, &tokenizer_path)?;
+        hooks.finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn train_rules_cover_parts_and_patterns() {
+        let rules = |r: &[&str]| r.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let mlp = "model.layers.1.mlp.up_proj.weight";
+        assert!(trains(&rules(&["all"]), "vision.ln_post.weight"));
+        assert!(trains(&rules(&["lm"]), mlp));
+        assert!(trains(&rules(&["lm"]), "lm_head.weight"));
+        assert!(!trains(&rules(&["projector"]), mlp));
+        assert!(trains(&rules(&["model.layers.*.mlp.*"]), mlp));
+        assert!(!trains(
+            &rules(&["model.layers.*.mlp.*"]),
+            "model.layers.1.self_attn.q_proj.weight"
+        ));
+        assert!(trains(&rules(&["*.bias"]), "projector.fc1.bias"));
+        assert!(glob("a*b*c", "axxbyyc") && !glob("a*b*c", "axxbyy") && glob("abc", "abc"));
+        assert!(!glob("a*a", "a"), "the ends may not overlap");
+    }
+}
