@@ -2,6 +2,7 @@
 //! that prints a table also has `--json`.
 
 mod build;
+mod chat;
 mod dag;
 mod gc;
 mod log;
@@ -57,6 +58,8 @@ enum Command {
     Gc(gc::Args),
     /// Read-only SQL over the provenance database (schema in the README).
     Query(query::Args),
+    /// Talk to a trained VLM about an image (a chat-export bundle).
+    Chat(chat::Args),
 }
 
 /// Parse the command line, run it, and return the process exit code.
@@ -70,6 +73,12 @@ pub fn main() -> i32 {
     };
     init_tracing(cli.trace);
     let start = cli.dir.clone().unwrap_or_else(|| PathBuf::from("."));
+    if let Command::Chat(args) = cli.command {
+        return chat::run(&start, args).unwrap_or_else(|e| {
+            eprintln!("error: {e}");
+            e.exit_code()
+        });
+    }
     let Some(ws) = Workspace::find(&start) else {
         eprintln!(
             "error: no Stagefile in {} or any parent folder: run vlmflow inside a workspace, or pass -C DIR",
@@ -87,6 +96,7 @@ pub fn main() -> i32 {
         Command::Params(args) => params::run(&ws, args),
         Command::Gc(args) => gc::run(&ws, args),
         Command::Query(args) => query::run(&ws, args),
+        Command::Chat(_) => unreachable!("handled before the workspace is looked up"),
     };
     match result {
         Ok(code) => code,

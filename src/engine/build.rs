@@ -32,6 +32,9 @@ pub enum EngineError {
     /// The store could not be read or written (exit 1).
     #[error("{0}")]
     Store(#[from] StoreError),
+    /// A command other than a build failed while working (exit 1).
+    #[error("{0}")]
+    Failed(String),
 }
 
 impl From<rusqlite::Error> for EngineError {
@@ -44,7 +47,7 @@ impl EngineError {
     pub fn exit_code(&self) -> i32 {
         match self {
             EngineError::Stagefile(_) | EngineError::Usage(_) => 2,
-            EngineError::Store(_) => 1,
+            EngineError::Store(_) | EngineError::Failed(_) => 1,
         }
     }
 }

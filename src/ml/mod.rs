@@ -2,6 +2,7 @@
 //!
 //! Never imports the engine, stages, SQLite or the cache (DESIGN.md, "the one rule").
 
+pub mod bundle;
 pub mod clip_train;
 pub mod data;
 pub mod fused;

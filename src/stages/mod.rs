@@ -2,6 +2,7 @@
 //! its context for inputs and upstream artifacts, does its work, and hands back outputs (files in
 //! its out folder, or the declared outs of a command) and metrics through `StageContext`.
 
+mod chat_export;
 mod clip_train;
 mod cmd;
 mod download;
@@ -45,6 +46,7 @@ static KINDS: &[&dyn Kind] = &[
     &lm_train::LmTrain,
     &vlm_train::VlmPretrain,
     &vlm_train::Finetune,
+    &chat_export::ChatExport,
 ];
 
 pub fn all() -> &'static [&'static dyn Kind] {

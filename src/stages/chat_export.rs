@@ -1,0 +1,64 @@
+//! The `chat-export` kind: turn a trained VLM (a `finetune` or `vlm-pretrain` artifact) into a
+//! chat bundle (`ml::bundle`) that `vlmflow chat --bundle` loads, the language model also in the
+//! Hugging Face Qwen2 layout, and a `manifest.json` with the bundle's provenance: every stage
+//! that led to it, with its key, params, input digests and final metrics.
+
+use anyhow::Context;
+use serde::Deserialize;
+
+use super::vlm_train::{VLM_JSON, VlmManifest};
+use super::{Kind, StageContext, params};
+use crate::ml::bundle::{self, BundleInfo};
+use crate::ml::data::tokenizer::Tokenizer;
+use crate::ml::models::vlm::Vlm;
+use crate::ml::params::Params;
+
+pub struct ChatExport;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ChatExportParams {}
+
+impl Kind for ChatExport {
+    fn name(&self) -> &'static str {
+        "chat-export"
+    }
+
+    fn version(&self) -> &'static str {
+        "1"
+    }
+
+    fn run(&self, ctx: &StageContext<'_>) -> anyhow::Result<()> {
+        let _: ChatExportParams = params::read(ctx)?;
+        let source = ctx.find_upstream("finetune (or vlm-pretrain) stage", |p| {
+            p.join(VLM_JSON).is_file()
+        })?;
+        let manifest_path = source.join(VLM_JSON);
+        let text = std::fs::read_to_string(&manifest_path)
+            .with_context(|| format!("reading {}", manifest_path.display()))?;
+        let manifest: VlmManifest = serde_json::from_str(&text)
+            .with_context(|| format!("{} is not a VLM description", manifest_path.display()))?;
+        let tokenizer_path = source.join("tokenizer.json");
+        let tokenizer = Tokenizer::load(&tokenizer_path)?;
+        let params = Params::new(0, &candle_core::Device::Cpu);
+        let model = Vlm::new(&params, &manifest.model)?;
+        let weights = source.join("model.safetensors");
+        params
+            .load(&weights)
+            .with_context(|| format!("loading {}", weights.display()))?;
+        let stop_tokens = vec![manifest.template.im_end, tokenizer.eos_id()];
+        let info = BundleInfo::new(manifest.model, manifest.template, stop_tokens);
+        bundle::write(ctx.out_dir, &params, &model, &info, &tokenizer_path)?;
+        let provenance = serde_json::json!({
+            "bundle": { "format": bundle::FORMAT, "version": bundle::VERSION },
+            "exported_by": format!("vlmflow {}", env!("CARGO_PKG_VERSION")),
+            "lineage": ctx.lineage,
+        });
+        std::fs::write(
+            ctx.out_dir.join("manifest.json"),
+            serde_json::to_string_pretty(&provenance)?,
+        )?;
+        ctx.metric("parameters", None, params.num_params() as f64);
+        Ok(())
+    }
+}
