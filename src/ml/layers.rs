@@ -7,6 +7,7 @@
 
 use candle_core::{Result, Tensor};
 
+use super::models::lora::{Lora, LoraConfig};
 use super::ops;
 use super::params::Params;
 
@@ -18,6 +19,8 @@ pub const LN_EPS: f64 = 1e-5;
 pub struct Linear {
     pub weight: Tensor,
     pub bias: Option<Tensor>,
+    /// A low-rank update trained beside the (then frozen) weight.
+    pub lora: Option<Lora>,
 }
 
 impl Linear {
@@ -33,11 +36,23 @@ impl Linear {
             } else {
                 None
             },
+            lora: None,
         })
     }
 
+    /// Give this layer LoRA adapters, as parameters `lora_A` and `lora_B` under `p`.
+    pub fn attach_lora(&mut self, p: &Params, cfg: &LoraConfig) -> Result<()> {
+        let (d_out, d_in) = self.weight.dims2()?;
+        self.lora = Some(Lora::new(p, d_in, d_out, cfg)?);
+        Ok(())
+    }
+
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        ops::linear(x, &self.weight, self.bias.as_ref())
+        let y = ops::linear(x, &self.weight, self.bias.as_ref())?;
+        match &self.lora {
+            Some(lora) => y + lora.delta(x)?,
+            None => Ok(y),
+        }
     }
 }
 

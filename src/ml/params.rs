@@ -183,8 +183,13 @@ impl Params {
     /// [`Params::load`] for the parameters whose names start with `prefix` only (e.g. `vision.`
     /// from a CLIP checkpoint into a VLM); the others keep their values.
     pub fn load_prefixed(&self, path: &Path, prefix: &str) -> Result<()> {
+        self.load_matching(path, |name| name.starts_with(prefix))
+    }
+
+    /// [`Params::load`] for the parameters whose names pass `keep` only.
+    pub fn load_matching(&self, path: &Path, keep: impl Fn(&str) -> bool) -> Result<()> {
         let mut vars = self.vars();
-        vars.retain(|(name, _)| name.starts_with(prefix));
+        vars.retain(|(name, _)| keep(name));
         load_vars(&vars, path, &self.device)
     }
 }

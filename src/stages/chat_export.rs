@@ -46,8 +46,10 @@ impl Kind for ChatExport {
         params
             .load(&weights)
             .with_context(|| format!("loading {}", weights.display()))?;
+        // LoRA adapters, if the model has them, are folded into the weights.
+        let (params, model) = model.merged(&params)?;
         let stop_tokens = vec![manifest.template.im_end, tokenizer.eos_id()];
-        let info = BundleInfo::new(manifest.model, manifest.template, stop_tokens);
+        let info = BundleInfo::new(model.cfg.clone(), manifest.template, stop_tokens);
         bundle::write(ctx.out_dir, &params, &model, &info, &tokenizer_path)?;
         let provenance = serde_json::json!({
             "bundle": { "format": bundle::FORMAT, "version": bundle::VERSION },

@@ -111,6 +111,17 @@ impl Kind for LmTrain {
                 p.seed,
             )?;
             ctx.metric(&format!("{split}.too_long"), None, seqs.too_long as f64);
+            if split == "train" && seqs.usable() < p.batch_size {
+                bail!(
+                    "stage `{}`: {} training sequences fit max_len = {} ({} are longer), fewer than \
+                     one batch of {}: raise max_len or lower batch_size",
+                    ctx.stage,
+                    seqs.usable(),
+                    p.max_len,
+                    seqs.too_long,
+                    p.batch_size
+                );
+            }
             Ok(seqs)
         };
         let (train_seqs, val_seqs) = (sequences("train")?, sequences("validation")?);

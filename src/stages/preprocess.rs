@@ -17,6 +17,7 @@ use serde::Deserialize;
 
 use super::{Kind, StageContext, params};
 use crate::ml::data::captions::{CaptionRecord, read_jsonl, write_jsonl};
+use crate::ml::data::chat::CAPTION_PROMPT;
 use crate::ml::data::image::load_chw;
 use crate::ml::data::shards::{Record, ShardSpec, ShardWriter};
 use crate::ml::data::split::{Split, split_of};
@@ -72,7 +73,7 @@ impl Kind for Preprocess {
     }
 
     fn version(&self) -> &'static str {
-        "2"
+        "3"
     }
 
     fn run(&self, ctx: &StageContext<'_>) -> anyhow::Result<()> {
@@ -175,12 +176,15 @@ impl Preprocess {
             let path = ctx.workspace.join(&p.tokenizer);
             return Tokenizer::load(&path).map_err(Into::into);
         }
-        // Captions and the question–answer text the later stages train on share one vocabulary.
+        // Captions, the question–answer text and the chat template's words share one
+        // vocabulary (the template's once per record, so that they are merged like the rest).
         let texts = records.iter().flat_map(|r| {
-            std::iter::once(r.caption.as_str()).chain(
-                r.qa.iter()
-                    .flat_map(|q| [q.question.as_str(), q.answer.as_str()]),
-            )
+            [r.caption.as_str(), TEMPLATE_WORDS, CAPTION_PROMPT]
+                .into_iter()
+                .chain(
+                    r.qa.iter()
+                        .flat_map(|q| [q.question.as_str(), q.answer.as_str()]),
+                )
         });
         let config = BpeConfig {
             vocab_size: p.vocab_size,
@@ -189,6 +193,10 @@ impl Preprocess {
         Ok(train_bpe(texts, &config)?)
     }
 }
+
+/// The words the chat template adds around every conversation (see `ml::data::chat`), spaced
+/// as the byte-level tokenizer sees them there (" user" after the prefix space).
+const TEMPLATE_WORDS: &str = "system user assistant";
 
 enum Prepared {
     Ok(Record),

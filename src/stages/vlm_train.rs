@@ -18,6 +18,7 @@ use crate::ml::clip_train::TrainConfig as ClipTrainConfig;
 use crate::ml::data::chat::ChatTemplate;
 use crate::ml::data::conversations::{Objective, Sequences, build, read_split_records};
 use crate::ml::data::tokenizer::Tokenizer;
+use crate::ml::models::lora::{LoraConfig, is_adapter};
 use crate::ml::models::projector::ProjectorConfig;
 use crate::ml::models::qwen2_load::load_hf_folder;
 use crate::ml::models::vlm::{VlmConfig, is_lm, is_projector, is_vision};
@@ -142,9 +143,9 @@ fn default_projector() -> String {
 #[serde(deny_unknown_fields)]
 struct FinetuneParams {
     /// What trains: `"all"`, or a list of parts (`vision`, `projector`, `lm`) and parameter-name
-    /// patterns (`*` matches any run of characters, e.g. `model.layers.*.mlp.*`).
-    #[serde(default = "default_train")]
-    train: TrainSpec,
+    /// patterns (`*` matches any run of characters, e.g. `model.layers.*.mlp.*`). By default the
+    /// projector and the LM (with `lora`: the projector and the adapters).
+    train: Option<TrainSpec>,
     /// Give each conversation's turns an order of their own, so every question is sometimes
     /// asked first (as a one-question chat does).
     #[serde(default = "default_true")]
@@ -152,6 +153,9 @@ struct FinetuneParams {
     /// Held-out images whose questions are asked for the exact-match accuracy.
     #[serde(default = "default_eval_images")]
     eval_images: usize,
+    /// Train LoRA adapters on the language model's linear layers instead of its weights:
+    /// `{ rank = 8, alpha = 16, targets = ["q_proj", "v_proj"] }`. Merged by chat-export.
+    lora: Option<LoraConfig>,
     #[serde(flatten)]
     common: Common,
 }
@@ -163,10 +167,6 @@ enum TrainSpec {
     Many(Vec<String>),
 }
 
-fn default_train() -> TrainSpec {
-    TrainSpec::Many(vec!["projector".into(), "lm".into()])
-}
-
 impl TrainSpec {
     fn rules(&self) -> Vec<String> {
         match self {
@@ -176,8 +176,12 @@ impl TrainSpec {
     }
 }
 
-/// Whether parameter `name` trains under `rules` (parts, `all`, or `*` patterns).
+/// Whether parameter `name` trains under `rules` (parts, `all`, or `*` patterns). LoRA adapters
+/// always train; with them, the language model's own weights never do.
 fn trains(rules: &[String], name: &str) -> bool {
+    if is_adapter(name) {
+        return true;
+    }
     rules.iter().any(|rule| match rule.as_str() {
         "all" => true,
         "vision" => is_vision(name),
@@ -361,6 +365,7 @@ impl Kind for VlmPretrain {
             vision: clip.model.vision.clone(),
             projector,
             lm: lm.model.config().clone(),
+            lora: None,
         };
         let template = ChatTemplate::new(&tokenizer, model.image_tokens(), p.system.clone())?;
         let objective = Objective::Caption;
@@ -448,11 +453,28 @@ impl Kind for Finetune {
         )?;
 
         let device = super::device(ctx)?;
-        let rules = p.train.rules();
+        let with_lora = p.lora.is_some();
+        let rules = match &p.train {
+            Some(spec) => spec.rules(),
+            None if with_lora => vec!["projector".to_string()],
+            None => vec!["projector".to_string(), "lm".to_string()],
+        };
+        if with_lora && rules.iter().any(|r| r == "lm" || r == "all") {
+            bail!(
+                "stage `{}`: with `lora`, the language model's weights stay frozen and its adapters \
+                 train: drop `lm`/`all` from `train` (e.g. train = [\"projector\"])",
+                ctx.stage
+            );
+        }
         let frozen_rules = rules.clone();
-        let params =
-            Params::new(p.common.seed, &device).with_frozen(move |n| !trains(&frozen_rules, n));
-        let cfg = p.common.config(manifest.model.clone());
+        let params = Params::new(p.common.seed, &device).with_frozen(move |n| {
+            !trains(&frozen_rules, n) || (with_lora && is_lm(n) && !is_adapter(n))
+        });
+        let model = VlmConfig {
+            lora: p.lora.clone(),
+            ..manifest.model.clone()
+        };
+        let cfg = p.common.config(model.clone());
         let weights = base.join("model.safetensors");
         let mut hooks = StageHooks::new(ctx, p.common.steps);
         let trained = train(
@@ -467,7 +489,7 @@ impl Kind for Finetune {
                 let names: Vec<String> = params.vars().into_iter().map(|(n, _)| n).collect();
                 check_rules(ctx, &rules, &names)
                     .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
-                params.load(&weights)?;
+                params.load_matching(&weights, |n| !is_adapter(n))?;
                 hooks.log(&format!("started from {}", weights.display()));
                 Ok(())
             },
@@ -507,6 +529,10 @@ impl Kind for Finetune {
             ctx.out_dir.join("eval.json"),
             serde_json::to_string_pretty(&result)?,
         )?;
+        let manifest = VlmManifest {
+            model,
+            template: manifest.template,
+        };
         write_vlm(ctx, &trained.params, &manifest, &tokenizer_path)?;
         hooks.finish()
     }

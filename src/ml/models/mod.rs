@@ -2,6 +2,7 @@
 
 pub mod clip;
 pub mod lm_loss;
+pub mod lora;
 pub mod projector;
 pub mod qwen2;
 pub mod qwen2_config;

@@ -18,6 +18,7 @@
 
 use candle_core::{D, DType, Device, Result, Tensor};
 
+use super::lora::LoraConfig;
 use crate::ml::layers::{INIT_STD, Linear};
 use crate::ml::lm_ops::{Rotary, grouped_query_attention, rms_norm, swiglu};
 use crate::ml::ops::{self, MASKED};
@@ -44,6 +45,12 @@ impl RmsNorm {
     }
 }
 
+/// Init of a projection back into the residual stream: 1/√fan_in like every linear layer
+/// (`layers::Linear`), shrunk by 1/√(2·layers) so the stream's variance does not grow with depth.
+fn residual_std(fan_in: usize, cfg: &Qwen2Config) -> f64 {
+    (fan_in as f64).powf(-0.5) / (2.0 * cfg.num_hidden_layers as f64).sqrt()
+}
+
 #[derive(Clone, Debug)]
 struct Attention {
     q_proj: Linear,
@@ -57,7 +64,7 @@ struct Attention {
 impl Attention {
     fn new(p: &Params, cfg: &Qwen2Config) -> Result<Self> {
         let (c, kv) = (cfg.hidden_size, cfg.num_key_value_heads * cfg.head_dim());
-        let out_std = INIT_STD / (2.0 * cfg.num_hidden_layers as f64).sqrt();
+        let out_std = residual_std(c, cfg);
         Ok(Self {
             q_proj: Linear::new(&p.pp("q_proj"), c, c, true)?,
             k_proj: Linear::new(&p.pp("k_proj"), c, kv, true)?,
@@ -102,7 +109,7 @@ struct Mlp {
 impl Mlp {
     fn new(p: &Params, cfg: &Qwen2Config) -> Result<Self> {
         let (c, h) = (cfg.hidden_size, cfg.intermediate_size);
-        let out_std = INIT_STD / (2.0 * cfg.num_hidden_layers as f64).sqrt();
+        let out_std = residual_std(h, cfg);
         Ok(Self {
             gate_proj: Linear::new(&p.pp("gate_proj"), c, h, false)?,
             up_proj: Linear::new(&p.pp("up_proj"), c, h, false)?,
@@ -116,6 +123,27 @@ impl Mlp {
     }
 }
 
+/// The decoder layer's linear layers, by their last name (what LoRA `targets` name).
+const LINEARS: [&str; 7] = [
+    "q_proj",
+    "k_proj",
+    "v_proj",
+    "o_proj",
+    "gate_proj",
+    "up_proj",
+    "down_proj",
+];
+
+/// A linear layer's name within its decoder layer: `q_proj` → `self_attn.q_proj`.
+fn qualified(linear: &str) -> String {
+    let block = if ["gate_proj", "up_proj", "down_proj"].contains(&linear) {
+        "mlp"
+    } else {
+        "self_attn"
+    };
+    format!("{block}.{linear}")
+}
+
 #[derive(Clone, Debug)]
 struct DecoderLayer {
     input_layernorm: RmsNorm,
@@ -125,6 +153,33 @@ struct DecoderLayer {
 }
 
 impl DecoderLayer {
+    /// One of [`LINEARS`].
+    fn linear(&self, name: &str) -> &Linear {
+        let (a, m) = (&self.self_attn, &self.mlp);
+        match name {
+            "q_proj" => &a.q_proj,
+            "k_proj" => &a.k_proj,
+            "v_proj" => &a.v_proj,
+            "o_proj" => &a.o_proj,
+            "gate_proj" => &m.gate_proj,
+            "up_proj" => &m.up_proj,
+            _ => &m.down_proj,
+        }
+    }
+
+    fn linear_mut(&mut self, name: &str) -> &mut Linear {
+        let (a, m) = (&mut self.self_attn, &mut self.mlp);
+        match name {
+            "q_proj" => &mut a.q_proj,
+            "k_proj" => &mut a.k_proj,
+            "v_proj" => &mut a.v_proj,
+            "o_proj" => &mut a.o_proj,
+            "gate_proj" => &mut m.gate_proj,
+            "up_proj" => &mut m.up_proj,
+            _ => &mut m.down_proj,
+        }
+    }
+
     fn new(p: &Params, cfg: &Qwen2Config) -> Result<Self> {
         let (c, eps) = (cfg.hidden_size, cfg.rms_norm_eps);
         Ok(Self {
@@ -190,8 +245,8 @@ pub struct Qwen2 {
 
 impl Qwen2 {
     /// Builds the model from `p`: parameters already there (a loaded checkpoint) are used,
-    /// missing ones are created at random (normal(0, 0.02) weights, GPT-2's 1/√(2·layers) on the
-    /// residual projections, zero biases, unit norms).
+    /// missing ones are created at random (normal weights at 1/√fan_in, 1/√(2·layers) smaller on
+    /// the residual projections, embeddings at 0.02, zero biases, unit norms).
     pub fn new(p: &Params, cfg: &Qwen2Config) -> Result<Self> {
         cfg.validate().map_err(candle_core::Error::Msg)?;
         let (v, c) = (cfg.vocab_size, cfg.hidden_size);
@@ -215,6 +270,40 @@ impl Qwen2 {
 
     pub fn config(&self) -> &Qwen2Config {
         &self.cfg
+    }
+
+    /// Add LoRA adapters to every decoder layer's linear layers named in `cfg.targets`
+    /// (parameters `model.layers.N.<…>.lora_A` / `lora_B` in `p`).
+    pub fn attach_lora(&mut self, p: &Params, cfg: &LoraConfig) -> Result<()> {
+        if let Some(bad) = cfg.targets.iter().find(|t| !LINEARS.contains(&t.as_str())) {
+            candle_core::bail!(
+                "lora: unknown target `{bad}`: expected some of {}",
+                LINEARS.join(", ")
+            );
+        }
+        for (i, layer) in self.layers.iter_mut().enumerate() {
+            for target in &cfg.targets {
+                let name = format!("model.layers.{i}.{}", qualified(target));
+                layer.linear_mut(target).attach_lora(&p.pp(&name), cfg)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// For each layer with LoRA adapters, its weight with the update folded in, under the
+    /// weight's Hugging Face name: what replaces the base weights on export.
+    pub fn merged_lora_weights(&self) -> Result<Vec<(String, Tensor)>> {
+        let mut out = Vec::new();
+        for (i, layer) in self.layers.iter().enumerate() {
+            for target in LINEARS {
+                let linear = layer.linear(target);
+                if let Some(lora) = &linear.lora {
+                    let name = format!("model.layers.{i}.{}.weight", qualified(target));
+                    out.push((name, lora.merge(&linear.weight)?));
+                }
+            }
+        }
+        Ok(out)
     }
 
     pub fn device(&self) -> &Device {

@@ -10,6 +10,7 @@ use candle_core::{Result, Tensor};
 use serde::{Deserialize, Serialize};
 
 use super::lm_loss::next_token_loss;
+use super::lora::LoraConfig;
 use super::projector::{Projector, ProjectorConfig};
 use super::qwen2::Qwen2;
 use super::qwen2_config::Qwen2Config;
@@ -21,6 +22,9 @@ pub struct VlmConfig {
     pub vision: VisionConfig,
     pub projector: ProjectorConfig,
     pub lm: Qwen2Config,
+    /// LoRA adapters on the language model's linear layers (finetune), merged away on export.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lora: Option<LoraConfig>,
 }
 
 impl VlmConfig {
@@ -56,6 +60,10 @@ pub struct Vlm {
 
 impl Vlm {
     pub fn new(p: &Params, cfg: &VlmConfig) -> Result<Self> {
+        let mut lm = Qwen2::new(p, &cfg.lm)?;
+        if let Some(lora) = &cfg.lora {
+            lm.attach_lora(p, lora)?;
+        }
         Ok(Self {
             vision: VisionTransformer::new(&p.pp("vision"), &cfg.vision)?,
             projector: Projector::new(
@@ -64,9 +72,35 @@ impl Vlm {
                 cfg.vision.width,
                 cfg.lm.hidden_size,
             )?,
-            lm: Qwen2::new(p, &cfg.lm)?,
+            lm,
             cfg: cfg.clone(),
         })
+    }
+
+    /// The same model with its LoRA updates folded into the weights and no adapters (itself, in
+    /// a new store, when it has none): what is exported.
+    pub fn merged(&self, params: &Params) -> Result<(Params, Vlm)> {
+        let merged: std::collections::BTreeMap<String, Tensor> =
+            self.lm.merged_lora_weights()?.into_iter().collect();
+        let cfg = VlmConfig {
+            lora: None,
+            ..self.cfg.clone()
+        };
+        let out = Params::new(0, params.device());
+        let model = Vlm::new(&out, &cfg)?;
+        let source: std::collections::BTreeMap<String, candle_core::Var> =
+            params.vars().into_iter().collect();
+        for (name, var) in out.vars() {
+            let value = match merged.get(&name) {
+                Some(t) => t.clone(),
+                None => match source.get(&name) {
+                    Some(v) => v.as_tensor().clone(),
+                    None => candle_core::bail!("merging: the model has no {name}"),
+                },
+            };
+            var.set(&value)?;
+        }
+        Ok((out, model))
     }
 
     /// `(N, 3, H, W)` normalised images → `(N, image_tokens, hidden)`.

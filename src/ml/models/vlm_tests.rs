@@ -2,6 +2,7 @@ use candle_core::{D, DType, Device, Result, Tensor};
 
 use super::*;
 use crate::ml::data::chat::IGNORE;
+use crate::ml::models::lora::LoraConfig;
 use crate::ml::optim::{AdamW, AdamWConfig};
 use crate::ml::train::train_step;
 
@@ -24,6 +25,7 @@ fn tiny() -> VlmConfig {
             heads: 2,
         },
         lm,
+        lora: None,
     }
 }
 
@@ -151,5 +153,56 @@ fn a_step_with_the_lm_frozen_trains_the_rest_and_leaves_the_lm_alone() -> Result
             assert!(changed, "{name} did not train");
         }
     }
+    Ok(())
+}
+
+#[test]
+fn a_merged_lora_model_computes_what_the_adapted_one_does() -> Result<()> {
+    let cfg = VlmConfig {
+        lora: Some(LoraConfig {
+            rank: 2,
+            alpha: 4.0,
+            targets: vec!["q_proj".into(), "v_proj".into(), "down_proj".into()],
+        }),
+        ..tiny()
+    };
+    let p = Params::new(3, &Device::Cpu);
+    let vlm = Vlm::new(&p, &cfg)?;
+    // B starts at zero (the adapted model equals the base); give it values so merging matters.
+    for (name, var) in p.vars() {
+        if name.ends_with("lora_B") {
+            var.set(&Tensor::randn(0f32, 0.5, var.shape(), &Device::Cpu)?)?;
+        }
+    }
+    let (images, ids, _) = batch()?;
+    let adapted = vlm
+        .lm
+        .forward_embeds(&vlm.embed(&ids, Some((&images, 2)))?, None)?;
+    let (merged_params, merged) = vlm.merged(&p)?;
+    assert!(merged.cfg.lora.is_none());
+    assert!(
+        merged_params
+            .vars()
+            .iter()
+            .all(|(n, _)| !n.contains("lora"))
+    );
+    let folded = merged
+        .lm
+        .forward_embeds(&merged.embed(&ids, Some((&images, 2)))?, None)?;
+    let diff = (adapted - folded)?.abs()?.max_all()?.to_scalar::<f32>()?;
+    assert!(diff < 1e-4, "merged and adapted logits differ by {diff}");
+
+    let base = Vlm::new(&Params::new(3, &Device::Cpu), &tiny())?;
+    let plain = base
+        .lm
+        .forward_embeds(&base.embed(&ids, Some((&images, 2)))?, None)?;
+    let moved = (plain
+        - vlm
+            .lm
+            .forward_embeds(&vlm.embed(&ids, Some((&images, 2)))?, None)?)?
+    .abs()?
+    .max_all()?
+    .to_scalar::<f32>()?;
+    assert!(moved > 1e-3, "the adapters change the output ({moved})");
     Ok(())
 }

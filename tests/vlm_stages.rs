@@ -1,0 +1,202 @@
+//! The VLM half of the pipeline on tiny data: lm-train, vlm-pretrain, finetune and chat-export
+//! build, learn (losses fall), export a bundle with its provenance that `vlmflow chat` answers
+//! from, and a finetune edit reruns only finetune and chat-export (a revert restores them).
+
+mod common;
+
+use common::Ws;
+
+const PIPELINE: &str = r#"
+[stages.download]
+kind = "download"
+params = { source = "synthetic", count = 600, seed = 1 }
+
+[stages.preprocess]
+kind = "preprocess"
+needs = ["download"]
+params = { val_permille = 100 }
+
+[stages.clip-train]
+kind = "clip-train"
+needs = ["preprocess"]
+params = { steps = 40, batch_size = 32, lr = 2e-3, warmup_steps = 5 }
+
+[stages.lm-train]
+kind = "lm-train"
+needs = ["preprocess"]
+params = { steps = 40, batch_size = 32, lr = 3e-3, warmup_steps = 5 }
+
+[stages.vlm-pretrain]
+kind = "vlm-pretrain"
+needs = ["clip-train", "lm-train", "preprocess"]
+params = { steps = 30, batch_size = 32, lr = 2e-3, queries = 4 }
+
+[stages.finetune]
+kind = "finetune"
+needs = ["vlm-pretrain", "preprocess"]
+
+[stages.chat-export]
+kind = "chat-export"
+needs = ["finetune"]
+"#;
+
+const FINETUNE: &str = "steps = 40\nbatch_size = 32\nlr = 2e-3\neval_images = 30\n";
+
+fn metric(ws: &Ws, stage: &str, name: &str, step: Option<i64>) -> f64 {
+    let step = step.map_or("IS NULL".to_string(), |s| format!("= {s}"));
+    let rows = ws.query(&format!(
+        "SELECT m.value FROM metrics m JOIN stage_state s ON s.run_id = m.run_id \
+         WHERE s.stage = '{stage}' AND m.name = '{name}' AND m.step {step}"
+    ));
+    rows.first()
+        .and_then(|r| r["value"].as_f64())
+        .unwrap_or_else(|| panic!("no metric {name} ({step}) for {stage}: {rows:?}"))
+}
+
+/// Mean of a per-step metric over steps `from..=to`.
+fn mean(ws: &Ws, stage: &str, name: &str, from: i64, to: i64) -> f64 {
+    (from..=to)
+        .map(|s| metric(ws, stage, name, Some(s)))
+        .sum::<f64>()
+        / (to - from + 1) as f64
+}
+
+fn any_image(ws: &Ws) -> String {
+    let images = ws.files_under("out/download/images");
+    images[0].to_string_lossy().into_owned()
+}
+
+#[test]
+fn the_vlm_stages_train_export_a_bundle_and_chat_from_it() {
+    let ws = Ws::new(PIPELINE);
+    ws.params("finetune", FINETUNE);
+    ws.build_ok(&[]);
+
+    let (first, last) = (
+        mean(&ws, "lm-train", "train.loss", 1, 5),
+        mean(&ws, "lm-train", "train.loss", 36, 40),
+    );
+    assert!(last < first * 0.7, "lm-train loss {first} → {last}");
+    let (first, last) = (
+        mean(&ws, "finetune", "train.loss", 1, 5),
+        mean(&ws, "finetune", "train.loss", 36, 40),
+    );
+    assert!(last < first, "finetune loss {first} → {last}");
+    let exact = metric(&ws, "finetune", "val.exact_match", None);
+    assert!((0.0..=1.0).contains(&exact), "{exact}");
+    assert!(metric(&ws, "finetune", "val.questions", None) > 0.0);
+    assert!(metric(&ws, "vlm-pretrain", "val.loss", None).is_finite());
+
+    for file in [
+        "bundle.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "chat_template.jinja",
+        "lm/config.json",
+        "lm/model.safetensors",
+        "lm/tokenizer.json",
+        "manifest.json",
+    ] {
+        assert!(ws.exists(&format!("out/chat-export/{file}")), "{file}");
+    }
+    let manifest: serde_json::Value =
+        serde_json::from_str(&ws.read("out/chat-export/manifest.json")).unwrap();
+    let finetune = &manifest["lineage"]["finetune"];
+    assert_eq!(finetune["kind"], "finetune");
+    assert_eq!(finetune["key"].as_str().map(str::len), Some(64));
+    let upstream: Vec<&str> = finetune["upstream"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["stage"].as_str().unwrap())
+        .collect();
+    assert!(upstream.contains(&"vlm-pretrain") && upstream.contains(&"preprocess"));
+
+    // One-shot chat from the bundle, without a workspace.
+    let image = any_image(&ws);
+    let bundle = ws.path("out/chat-export");
+    let run = ws.run(&[
+        "chat",
+        "--bundle",
+        bundle.to_str().unwrap(),
+        "--image",
+        &image,
+        "--prompt",
+        "What colour is the shape?",
+    ]);
+    run.assert_code(0);
+
+    // Clear errors for the usual mistakes.
+    let missing = ws.run(&["chat", "--image", "nope.png", "--prompt", "hi"]);
+    missing.assert_code(2);
+    assert!(missing.stderr.contains("nope.png"), "{}", missing.stderr);
+    let empty = ws.run(&["chat", "--image", &image, "--prompt", "  "]);
+    empty.assert_code(2);
+    assert!(
+        empty.stderr.contains("--prompt is empty"),
+        "{}",
+        empty.stderr
+    );
+    let not_image = ws.run(&["chat", "--image", "Stagefile", "--prompt", "hi"]);
+    not_image.assert_code(2);
+    assert!(not_image.stderr.contains("image"), "{}", not_image.stderr);
+    let copy = ws.path("old-bundle");
+    std::fs::create_dir_all(&copy).unwrap();
+    let info = ws
+        .read("out/chat-export/bundle.json")
+        .replace("\"version\": 1", "\"version\": 99");
+    std::fs::write(copy.join("bundle.json"), info).unwrap();
+    let old = ws.run(&[
+        "chat",
+        "--bundle",
+        "old-bundle",
+        "--image",
+        &image,
+        "--prompt",
+        "hi",
+    ]);
+    old.assert_code(2);
+    assert!(old.stderr.contains("version 99"), "{}", old.stderr);
+}
+
+#[test]
+fn a_finetune_edit_reruns_finetune_and_export_and_a_revert_restores_them() {
+    let ws = Ws::new(PIPELINE);
+    ws.params("finetune", FINETUNE);
+    ws.build_ok(&[]);
+    let bundle = ws.read("out/chat-export/bundle.json");
+    let weights = std::fs::read(ws.path("out/chat-export/model.safetensors")).unwrap();
+
+    ws.params("finetune", &FINETUNE.replace("lr = 2e-3", "lr = 1e-3"));
+    let edited = ws.build_ok(&[]);
+    edited.assert_statuses(&[
+        ("download", "fresh"),
+        ("preprocess", "fresh"),
+        ("clip-train", "fresh"),
+        ("lm-train", "fresh"),
+        ("vlm-pretrain", "fresh"),
+        ("finetune", "ran"),
+        ("chat-export", "ran"),
+    ]);
+    assert_ne!(
+        std::fs::read(ws.path("out/chat-export/model.safetensors")).unwrap(),
+        weights
+    );
+
+    ws.params("finetune", FINETUNE);
+    let reverted = ws.build_ok(&[]);
+    reverted.assert_statuses(&[
+        ("download", "fresh"),
+        ("preprocess", "fresh"),
+        ("clip-train", "fresh"),
+        ("lm-train", "fresh"),
+        ("vlm-pretrain", "fresh"),
+        ("finetune", "restored"),
+        ("chat-export", "restored"),
+    ]);
+    assert_eq!(ws.read("out/chat-export/bundle.json"), bundle);
+    assert_eq!(
+        std::fs::read(ws.path("out/chat-export/model.safetensors")).unwrap(),
+        weights
+    );
+}
