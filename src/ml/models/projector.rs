@@ -23,7 +23,7 @@ pub enum ProjectorConfig {
 #[derive(Clone, Debug)]
 pub enum Projector {
     Mlp { fc1: Linear, fc2: Linear },
-    Resampler(Resampler),
+    Resampler(Box<Resampler>),
 }
 
 #[derive(Clone, Debug)]
@@ -62,7 +62,7 @@ impl Projector {
                     );
                 }
                 let linear = |name: &str, d_in| Linear::new(&p.pp(name), d_in, lm_width, true);
-                Projector::Resampler(Resampler {
+                Projector::Resampler(Box::new(Resampler {
                     queries: p.normal("queries", (queries, lm_width), INIT_STD)?,
                     kv_proj: Linear::new(&p.pp("kv_proj"), vision_width, lm_width, false)?,
                     ln_q: LayerNorm::new(&p.pp("ln_q"), lm_width)?,
@@ -74,7 +74,7 @@ impl Projector {
                     ln_post: LayerNorm::new(&p.pp("ln_post"), lm_width)?,
                     proj: Linear::new(&p.pp("proj"), lm_width, lm_width, false)?,
                     heads,
-                })
+                }))
             }
         })
     }
