@@ -36,9 +36,11 @@ pub struct Args {
 }
 
 /// Runs without a workspace when `--bundle` names the bundle.
-pub fn run(start: &Path, args: Args) -> Result<i32, EngineError> {
+pub fn run(start: &Path, mut args: Args) -> Result<i32, EngineError> {
+    // `-C DIR` means "as if started in DIR": relative paths are DIR's.
+    args.image = start.join(&args.image);
     let dir = match &args.bundle {
-        Some(dir) => dir.clone(),
+        Some(dir) => start.join(dir),
         None => stage_bundle(start, &args.stage)?,
     };
     let fail = |message: String| Err(EngineError::Usage(message));
