@@ -167,3 +167,84 @@ impl Bundle {
         self.tokenizer.decode(&tokens).map_err(data_err)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ml::data::tokenizer::{BpeConfig, train_bpe};
+    use crate::ml::models::projector::ProjectorConfig;
+    use crate::ml::models::qwen2_config::Qwen2Config;
+    use crate::ml::models::vit::VisionConfig;
+
+    #[test]
+    fn a_bundle_round_trips_to_the_same_logits_and_refuses_other_versions() -> Result<()> {
+        let dir = tempfile::tempdir().map_err(candle_core::Error::wrap)?;
+        let tok = train_bpe(
+            ["a red circle. What colour? red"].iter(),
+            &BpeConfig::default(),
+        )
+        .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
+        let tok_path = dir.path().join("source-tokenizer.json");
+        tok.save(&tok_path)
+            .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
+        let mut lm = Qwen2Config::small(tok.vocab_size());
+        lm.hidden_size = 32;
+        lm.intermediate_size = 64;
+        let cfg = VlmConfig {
+            vision: VisionConfig {
+                image_size: 16,
+                patch_size: 8,
+                width: 16,
+                layers: 1,
+                heads: 2,
+            },
+            projector: ProjectorConfig::Mlp,
+            lm,
+            lora: None,
+        };
+        let template = ChatTemplate::new(&tok, cfg.image_tokens(), None)
+            .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
+        let params = Params::new(9, &Device::Cpu);
+        let model = Vlm::new(&params, &cfg)?;
+        let info = BundleInfo::new(cfg.clone(), template.clone(), vec![template.im_end]);
+        let out = dir.path().join("bundle");
+        std::fs::create_dir_all(&out).map_err(candle_core::Error::wrap)?;
+        write(&out, &params, &model, &info, &tok_path)?;
+
+        let back = Bundle::load(&out, &Device::Cpu)?;
+        let image = Tensor::randn(0f32, 1.0, (1, 3, 16, 16), &Device::Cpu)?;
+        let prompt = template
+            .prompt(&tok, &[], "What colour?", true)
+            .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
+        let ids = Tensor::new(prompt.ids.as_slice(), &Device::Cpu)?.unsqueeze(0)?;
+        let at = prompt.image_at.unwrap();
+        let logits = |m: &Vlm| {
+            m.lm.forward_embeds(&m.embed(&ids, Some((&image, at)))?, None)
+        };
+        let diff = (logits(&model)? - logits(&back.model)?)?
+            .abs()?
+            .max_all()?
+            .to_scalar::<f32>()?;
+        assert_eq!(diff, 0.0);
+        // The LM alone, in the Hugging Face layout, gives the same logits for text.
+        let hf = crate::ml::models::qwen2_load::load_hf_folder(&out.join("lm"), &Device::Cpu)?;
+        let text = Tensor::new(&[[1u32, 5, 9]], &Device::Cpu)?;
+        let diff = (model.lm.forward_ids(&text, None)? - hf.model.forward_ids(&text, None)?)?
+            .abs()?
+            .max_all()?
+            .to_scalar::<f32>()?;
+        assert_eq!(diff, 0.0);
+
+        let info_path = out.join(INFO);
+        let edited = std::fs::read_to_string(&info_path)
+            .map_err(candle_core::Error::wrap)?
+            .replace("\"version\": 1", "\"version\": 2");
+        std::fs::write(&info_path, edited).map_err(candle_core::Error::wrap)?;
+        let err = Bundle::load(&out, &Device::Cpu).err().unwrap().to_string();
+        assert!(
+            err.contains("version 2") && err.contains("rebuild"),
+            "{err}"
+        );
+        Ok(())
+    }
+}
