@@ -11,6 +11,7 @@
 //! - [`chat`]: the ChatML template: conversations with an image → ids and loss labels.
 //! - [`conversations`]: training sequences (text, caption, answers) of a split, tokenized.
 //! - [`coco`]: COCO captions files (`captions_*.json`), told from JSON Lines by content.
+//! - [`llava`]: LLaVA-Instruct / SVIT conversation files (image + human/gpt turns).
 //! - [`cifar`]: CIFAR-10/100 binary batches, from the extracted folder or the `.tar.gz`.
 //! - [`braces`]: brace expansion of shard patterns (`shard-{00000..00099}.tar`).
 //! - [`webdataset`]: stream the samples (image + caption) of WebDataset tar shards.
@@ -27,6 +28,7 @@ pub mod coco;
 pub mod conversations;
 pub mod fetch;
 pub mod image;
+pub mod llava;
 pub mod rng;
 pub mod shapes;
 pub mod shards;

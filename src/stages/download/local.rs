@@ -1,6 +1,7 @@
 //! The `local` source: an image folder with a captions file, both declared inputs. The captions
-//! file is CSV/TSV/JSONL, or a COCO `captions_*.json` (told by its content: an object with
-//! `images` and `annotations` arrays). An image with several captions is copied once.
+//! file is CSV/TSV/JSONL, a COCO `captions_*.json` (told by its content: an object with `images`
+//! and `annotations` arrays), or a LLaVA-Instruct / SVIT conversations file (a list of samples
+//! with `conversations`). An image with several captions is copied once.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -11,6 +12,7 @@ use serde::Deserialize;
 use super::{require_input, write_index};
 use crate::ml::data::captions::{CaptionRecord, read_captions};
 use crate::ml::data::coco::{CaptionsPerImage, read_if_coco};
+use crate::ml::data::llava::read_if_llava;
 use crate::stages::StageContext;
 
 #[derive(Deserialize)]
@@ -75,7 +77,8 @@ pub(super) fn run(ctx: &StageContext<'_>, p: LocalParams) -> anyhow::Result<()> 
     Ok(())
 }
 
-/// The caption records, and how many listed images have no caption (COCO only; otherwise 0).
+/// The caption records, and how many listed images or samples were skipped while reading
+/// (COCO and conversations files; otherwise 0).
 fn read_records(
     ctx: &StageContext<'_>,
     captions: &Path,
@@ -89,6 +92,31 @@ fn read_records(
     } else {
         None
     };
+    if coco.is_none()
+        && json
+        && let Some(llava) = read_if_llava(captions)?
+    {
+        if per_image.is_some() {
+            bail!(
+                "stage `{}`: `captions_per_image` applies to COCO captions files, and {} is a \
+                 conversations file: remove the param",
+                ctx.stage,
+                captions.display()
+            );
+        }
+        ctx.metric("skipped_no_image", None, llava.without_image as f64);
+        ctx.metric("skipped_no_turns", None, llava.without_turns as f64);
+        let skipped = (llava.without_image + llava.without_turns) as u64;
+        if skipped > 0 {
+            ctx.log(&format!(
+                "skipped {} samples without an image and {} without a question and its answer in {}",
+                llava.without_image,
+                llava.without_turns,
+                captions.display()
+            ));
+        }
+        return Ok((llava.records, skipped));
+    }
     let Some(coco) = coco else {
         if per_image.is_some() {
             bail!(
