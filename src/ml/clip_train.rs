@@ -11,26 +11,16 @@ use super::data::batch::Batch;
 use super::data::image::normalize_into;
 use super::data::stream::TrainStream;
 use super::models::clip::{Clip, ClipConfig};
-use super::optim::{AdamW, AdamWConfig};
+use super::optim::AdamW;
 use super::params::Params;
-use super::schedule::WarmupCosine;
-use super::train_loop::{Finish, Hooks, LoopConfig, Objective, micro_rows, resume_or_init, run};
+use super::train_loop::{Finish, Hooks, Hyper, Objective, micro_rows, resume_or_init, run};
 
 /// Everything that shapes a training run (the stage's params, resolved).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct TrainConfig {
     pub model: ClipConfig,
-    pub steps: u64,
-    pub batch_size: usize,
-    /// Gradient accumulation: each step's batch runs as this many micro-batches.
-    pub micro_batches: usize,
-    pub lr: f64,
-    pub min_lr: f64,
-    pub warmup_steps: u64,
-    pub weight_decay: f64,
-    pub max_grad_norm: f64,
-    pub seed: u64,
-    pub checkpoint_every: u64,
+    #[serde(flatten)]
+    pub hyper: Hyper,
     pub shuffle_buffer: usize,
 }
 
@@ -50,13 +40,9 @@ pub fn train(
     device: &Device,
     hooks: &mut dyn Hooks,
 ) -> Result<Trained> {
-    let params = Params::new(cfg.seed, device);
+    let params = Params::new(cfg.hyper.seed, device);
     let model = Clip::new(&params, &cfg.model)?;
-    let adamw = AdamWConfig {
-        lr: cfg.lr,
-        weight_decay: cfg.weight_decay,
-        ..AdamWConfig::default()
-    };
+    let adamw = cfg.hyper.adamw();
     let mut opt = AdamW::with_default_groups(params.vars(), adamw)?;
     let start = resume_or_init(&params, &mut opt, checkpoint_dir, hooks, |hooks| {
         if let Some(path) = init_from {
@@ -67,23 +53,11 @@ pub fn train(
     })?;
     hooks.log(&format!("{} parameters", params.num_params()));
 
-    let loop_cfg = LoopConfig {
-        steps: cfg.steps,
-        micro_batches: cfg.micro_batches,
-        schedule: WarmupCosine {
-            peak_lr: cfg.lr,
-            min_lr: cfg.min_lr,
-            warmup_steps: cfg.warmup_steps,
-            total_steps: cfg.steps,
-        },
-        max_grad_norm: cfg.max_grad_norm,
-        checkpoint_every: cfg.checkpoint_every,
-        seed: cfg.seed,
-    };
+    let loop_cfg = cfg.hyper.loop_config();
     let stream = TrainStream::open(
         train_dir,
-        cfg.batch_size,
-        cfg.seed,
+        cfg.hyper.batch_size,
+        cfg.hyper.seed,
         cfg.shuffle_buffer,
         start,
     )

@@ -12,24 +12,15 @@ use super::data::rng::Rng;
 use super::models::lm_loss::next_token_loss;
 use super::models::qwen2::Qwen2;
 use super::models::qwen2_config::Qwen2Config;
-use super::optim::{AdamW, AdamWConfig};
+use super::optim::AdamW;
 use super::params::Params;
-use super::schedule::WarmupCosine;
-use super::train_loop::{Finish, Hooks, LoopConfig, Objective, micro_rows, resume_or_init, run};
+use super::train_loop::{Finish, Hooks, Hyper, Objective, micro_rows, resume_or_init, run};
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct LmTrainConfig {
     pub model: Qwen2Config,
-    pub steps: u64,
-    pub batch_size: usize,
-    pub micro_batches: usize,
-    pub lr: f64,
-    pub min_lr: f64,
-    pub warmup_steps: u64,
-    pub weight_decay: f64,
-    pub max_grad_norm: f64,
-    pub seed: u64,
-    pub checkpoint_every: u64,
+    #[serde(flatten)]
+    pub hyper: Hyper,
 }
 
 pub struct Trained {
@@ -47,32 +38,16 @@ pub fn train(
     device: &Device,
     hooks: &mut dyn Hooks,
 ) -> Result<Trained> {
-    let params = Params::new(cfg.seed, device);
+    let params = Params::new(cfg.hyper.seed, device);
     let model = Qwen2::new(&params, &cfg.model)?;
-    let adamw = AdamWConfig {
-        lr: cfg.lr,
-        weight_decay: cfg.weight_decay,
-        ..AdamWConfig::default()
-    };
+    let adamw = cfg.hyper.adamw();
     let mut opt = AdamW::with_default_groups(params.vars(), adamw)?;
     let start = resume_or_init(&params, &mut opt, checkpoint_dir, hooks, |_| Ok(()))?;
     hooks.log(&format!("{} parameters", params.num_params()));
-    let loop_cfg = LoopConfig {
-        steps: cfg.steps,
-        micro_batches: cfg.micro_batches,
-        schedule: WarmupCosine {
-            peak_lr: cfg.lr,
-            min_lr: cfg.min_lr,
-            warmup_steps: cfg.warmup_steps,
-            total_steps: cfg.steps,
-        },
-        max_grad_norm: cfg.max_grad_norm,
-        checkpoint_every: cfg.checkpoint_every,
-        seed: cfg.seed,
-    };
+    let loop_cfg = cfg.hyper.loop_config();
     let mut objective = TextObjective {
         model: &model,
-        order: SequenceOrder::new(train, cfg.batch_size, cfg.seed)?,
+        order: SequenceOrder::new(train, cfg.hyper.batch_size, cfg.hyper.seed)?,
         sequences: train,
         pad_id,
         device,

@@ -7,13 +7,89 @@ use std::time::Instant;
 
 use candle_core::{Result, Tensor};
 
-use super::optim::AdamW;
+use serde::{Deserialize, Serialize};
+
+use super::optim::{AdamW, AdamWConfig};
 use super::params::Params;
 use super::rng::Rng;
 use super::schedule::WarmupCosine;
 use super::train::{Checkpoint, TrainState, train_step};
 
-/// The loop's settings (the stage's params, resolved).
+/// The hyperparameters every trainer shares; a training stage's params hold them flattened,
+/// with these defaults.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Hyper {
+    /// Optimizer steps.
+    pub steps: u64,
+    /// Samples per step.
+    #[serde(default = "default_batch_size")]
+    pub batch_size: usize,
+    /// Gradient accumulation: each step's batch runs as this many micro-batches.
+    #[serde(default = "one")]
+    pub micro_batches: usize,
+    /// Peak learning rate (after linear warmup, before cosine decay to `min_lr`).
+    pub lr: f64,
+    #[serde(default)]
+    pub min_lr: f64,
+    #[serde(default)]
+    pub warmup_steps: u64,
+    /// AdamW's decoupled decay (never on norms, biases, embeddings).
+    #[serde(default = "default_weight_decay")]
+    pub weight_decay: f64,
+    /// The global gradient norm is clipped to this.
+    #[serde(default = "one_f64")]
+    pub max_grad_norm: f64,
+    /// Initial weights and data order.
+    #[serde(default)]
+    pub seed: u64,
+    #[serde(default = "default_checkpoint_every")]
+    pub checkpoint_every: u64,
+}
+
+fn default_batch_size() -> usize {
+    64
+}
+fn one() -> usize {
+    1
+}
+fn one_f64() -> f64 {
+    1.0
+}
+fn default_weight_decay() -> f64 {
+    0.05
+}
+fn default_checkpoint_every() -> u64 {
+    100
+}
+
+impl Hyper {
+    pub fn loop_config(&self) -> LoopConfig {
+        LoopConfig {
+            steps: self.steps,
+            micro_batches: self.micro_batches,
+            schedule: WarmupCosine {
+                peak_lr: self.lr,
+                min_lr: self.min_lr,
+                warmup_steps: self.warmup_steps,
+                total_steps: self.steps,
+            },
+            max_grad_norm: self.max_grad_norm,
+            checkpoint_every: self.checkpoint_every,
+            seed: self.seed,
+        }
+    }
+
+    pub fn adamw(&self) -> AdamWConfig {
+        AdamWConfig {
+            lr: self.lr,
+            weight_decay: self.weight_decay,
+            ..AdamWConfig::default()
+        }
+    }
+}
+
+/// The loop's settings.
 #[derive(Clone, Debug)]
 pub struct LoopConfig {
     pub steps: u64,

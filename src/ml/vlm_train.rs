@@ -14,24 +14,15 @@ use super::data::image::normalize_into;
 use super::data::stream::TrainStream;
 use super::lm_train::batch_tensors;
 use super::models::vlm::{Vlm, VlmConfig, is_lm, is_projector, is_vision};
-use super::optim::{AdamW, AdamWConfig, ParamGroup, no_decay};
+use super::optim::{AdamW, ParamGroup, no_decay};
 use super::params::Params;
-use super::schedule::WarmupCosine;
-use super::train_loop::{Finish, Hooks, LoopConfig, Objective, micro_rows, resume_or_init, run};
+use super::train_loop::{Finish, Hooks, Hyper, Objective, micro_rows, resume_or_init, run};
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct VlmTrainConfig {
     pub model: VlmConfig,
-    pub steps: u64,
-    pub batch_size: usize,
-    pub micro_batches: usize,
-    pub lr: f64,
-    pub min_lr: f64,
-    pub warmup_steps: u64,
-    pub weight_decay: f64,
-    pub max_grad_norm: f64,
-    pub seed: u64,
-    pub checkpoint_every: u64,
+    #[serde(flatten)]
+    pub hyper: Hyper,
     pub shuffle_buffer: usize,
     pub lr_scale: PartScales,
 }
@@ -65,11 +56,7 @@ pub fn train(
 ) -> Result<Trained> {
     let device = params.device().clone();
     let model = Vlm::new(&params, &cfg.model)?;
-    let adamw = AdamWConfig {
-        lr: cfg.lr,
-        weight_decay: cfg.weight_decay,
-        ..AdamWConfig::default()
-    };
+    let adamw = cfg.hyper.adamw();
     let groups = part_groups(params.trainable_vars(), cfg);
     if groups.is_empty() {
         candle_core::bail!("nothing to train: every parameter is frozen");
@@ -83,23 +70,11 @@ pub fn train(
         "{} parameters, {trainable} of them trained",
         params.num_params()
     ));
-    let loop_cfg = LoopConfig {
-        steps: cfg.steps,
-        micro_batches: cfg.micro_batches,
-        schedule: WarmupCosine {
-            peak_lr: cfg.lr,
-            min_lr: cfg.min_lr,
-            warmup_steps: cfg.warmup_steps,
-            total_steps: cfg.steps,
-        },
-        max_grad_norm: cfg.max_grad_norm,
-        checkpoint_every: cfg.checkpoint_every,
-        seed: cfg.seed,
-    };
+    let loop_cfg = cfg.hyper.loop_config();
     let stream = TrainStream::open(
         train_dir,
-        cfg.batch_size,
-        cfg.seed,
+        cfg.hyper.batch_size,
+        cfg.hyper.seed,
         cfg.shuffle_buffer,
         start,
     )
@@ -147,7 +122,7 @@ fn part_groups(
             .filter(|(n, _)| belongs(n))
             .cloned()
             .partition(|(n, _)| no_decay(n));
-        for (suffix, wd, params) in [("decay", cfg.weight_decay, d), ("no_decay", 0.0, nd)] {
+        for (suffix, wd, params) in [("decay", cfg.hyper.weight_decay, d), ("no_decay", 0.0, nd)] {
             if !params.is_empty() {
                 groups.push(ParamGroup {
                     name: format!("{part}.{suffix}"),

@@ -12,6 +12,7 @@ use super::training::{StageHooks, check_finished};
 use super::{Kind, StageContext, params};
 use crate::ml::clip_train::{TrainConfig, train};
 use crate::ml::models::clip::ClipConfig;
+use crate::ml::train_loop::Hyper;
 
 pub struct ClipTrain;
 
@@ -21,47 +22,17 @@ struct ClipTrainParams {
     /// `small` (32 px, sized for 2 CPU cores) or `vit-b16` (the seed's 150M-parameter shape).
     #[serde(default = "default_model")]
     model: String,
-    steps: u64,
-    #[serde(default = "default_batch_size")]
-    batch_size: usize,
-    #[serde(default = "one")]
-    micro_batches: usize,
-    lr: f64,
-    #[serde(default)]
-    min_lr: f64,
-    #[serde(default)]
-    warmup_steps: u64,
-    #[serde(default = "default_weight_decay")]
-    weight_decay: f64,
-    #[serde(default = "default_max_grad_norm")]
-    max_grad_norm: f64,
-    #[serde(default)]
-    seed: u64,
-    #[serde(default = "default_checkpoint_every")]
-    checkpoint_every: u64,
+    /// Records in the shuffle buffer.
     #[serde(default = "default_shuffle_buffer")]
     shuffle_buffer: usize,
     /// A needed stage whose `model.safetensors` to start from, instead of random weights.
     init_from: Option<String>,
+    #[serde(flatten)]
+    train: Hyper,
 }
 
 fn default_model() -> String {
     "small".into()
-}
-fn default_batch_size() -> usize {
-    64
-}
-fn one() -> usize {
-    1
-}
-fn default_weight_decay() -> f64 {
-    0.05
-}
-fn default_max_grad_norm() -> f64 {
-    1.0
-}
-fn default_checkpoint_every() -> u64 {
-    100
 }
 fn default_shuffle_buffer() -> usize {
     4096
@@ -93,22 +64,14 @@ impl Kind for ClipTrain {
                 ctx.stage
             ),
         };
+        let steps = p.train.steps;
         let cfg = TrainConfig {
             model,
-            steps: p.steps,
-            batch_size: p.batch_size,
-            micro_batches: p.micro_batches,
-            lr: p.lr,
-            min_lr: p.min_lr,
-            warmup_steps: p.warmup_steps,
-            weight_decay: p.weight_decay,
-            max_grad_norm: p.max_grad_norm,
-            seed: p.seed,
-            checkpoint_every: p.checkpoint_every,
+            hyper: p.train,
             shuffle_buffer: p.shuffle_buffer,
         };
         let device = super::device(ctx)?;
-        let mut hooks = StageHooks::new(ctx, p.steps);
+        let mut hooks = StageHooks::new(ctx, steps);
         let trained = train(
             &cfg,
             &data.join("train"),
@@ -117,7 +80,7 @@ impl Kind for ClipTrain {
             &device,
             &mut hooks,
         )?;
-        check_finished(trained.finish, p.steps)?;
+        check_finished(trained.finish, steps)?;
         trained
             .params
             .save(&ctx.out_dir.join("model.safetensors"))?;

@@ -17,6 +17,7 @@ use crate::ml::data::tokenizer::Tokenizer;
 use crate::ml::lm_train::{LmTrainConfig, evaluate, train};
 use crate::ml::models::qwen2_config::Qwen2Config;
 use crate::ml::models::qwen2_load::save_hf_folder;
+use crate::ml::train_loop::Hyper;
 
 pub struct LmTrain;
 
@@ -26,46 +27,15 @@ struct LmTrainParams {
     /// `small` (2 layers, 128 wide: the offline default).
     #[serde(default = "default_model")]
     model: String,
-    steps: u64,
-    #[serde(default = "default_batch_size")]
-    batch_size: usize,
-    #[serde(default = "one")]
-    micro_batches: usize,
-    lr: f64,
-    #[serde(default)]
-    min_lr: f64,
-    #[serde(default)]
-    warmup_steps: u64,
-    #[serde(default = "default_weight_decay")]
-    weight_decay: f64,
-    #[serde(default = "default_max_grad_norm")]
-    max_grad_norm: f64,
-    #[serde(default)]
-    seed: u64,
-    #[serde(default = "default_checkpoint_every")]
-    checkpoint_every: u64,
     /// Sequences longer than this many tokens are left out (and counted).
     #[serde(default = "default_max_len")]
     max_len: usize,
+    #[serde(flatten)]
+    train: Hyper,
 }
 
 fn default_model() -> String {
     "small".into()
-}
-fn default_batch_size() -> usize {
-    64
-}
-fn one() -> usize {
-    1
-}
-fn default_weight_decay() -> f64 {
-    0.05
-}
-fn default_max_grad_norm() -> f64 {
-    1.0
-}
-fn default_checkpoint_every() -> u64 {
-    100
 }
 fn default_max_len() -> usize {
     128
@@ -108,10 +78,10 @@ impl Kind for LmTrain {
                 &template,
                 Objective::Text,
                 p.max_len,
-                p.seed,
+                p.train.seed,
             )?;
             ctx.metric(&format!("{split}.too_long"), None, seqs.too_long as f64);
-            if split == "train" && seqs.usable() < p.batch_size {
+            if split == "train" && seqs.usable() < p.train.batch_size {
                 bail!(
                     "stage `{}`: {} training sequences fit max_len = {} ({} are longer), fewer than \
                      one batch of {}: raise max_len or lower batch_size",
@@ -119,27 +89,19 @@ impl Kind for LmTrain {
                     seqs.usable(),
                     p.max_len,
                     seqs.too_long,
-                    p.batch_size
+                    p.train.batch_size
                 );
             }
             Ok(seqs)
         };
         let (train_seqs, val_seqs) = (sequences("train")?, sequences("validation")?);
+        let (steps, batch_size) = (p.train.steps, p.train.batch_size);
         let cfg = LmTrainConfig {
             model,
-            steps: p.steps,
-            batch_size: p.batch_size,
-            micro_batches: p.micro_batches,
-            lr: p.lr,
-            min_lr: p.min_lr,
-            warmup_steps: p.warmup_steps,
-            weight_decay: p.weight_decay,
-            max_grad_norm: p.max_grad_norm,
-            seed: p.seed,
-            checkpoint_every: p.checkpoint_every,
+            hyper: p.train,
         };
         let device = super::device(ctx)?;
-        let mut hooks = StageHooks::new(ctx, p.steps);
+        let mut hooks = StageHooks::new(ctx, steps);
         let trained = train(
             &cfg,
             &train_seqs,
@@ -148,12 +110,12 @@ impl Kind for LmTrain {
             &device,
             &mut hooks,
         )?;
-        check_finished(trained.finish, p.steps)?;
+        check_finished(trained.finish, steps)?;
         let val_loss = evaluate(
             &trained.model,
             &val_seqs,
             tokenizer.pad_id(),
-            p.batch_size,
+            batch_size,
             &device,
         )?;
         ctx.metric("val.loss", None, val_loss);

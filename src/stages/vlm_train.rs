@@ -23,6 +23,7 @@ use crate::ml::models::projector::ProjectorConfig;
 use crate::ml::models::qwen2_load::load_hf_folder;
 use crate::ml::models::vlm::{VlmConfig, is_lm, is_projector, is_vision};
 use crate::ml::params::Params;
+use crate::ml::train_loop::Hyper;
 use crate::ml::vlm_eval::{exact_match, mean_loss};
 use crate::ml::vlm_train::{PartScales, VlmTrainConfig, train};
 
@@ -42,56 +43,25 @@ pub const VLM_JSON: &str = "vlm.json";
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Common {
-    steps: u64,
-    #[serde(default = "default_batch_size")]
-    batch_size: usize,
-    #[serde(default = "one")]
-    micro_batches: usize,
-    /// The projector's learning rate; the other parts train at `lr × <part>_lr_scale`.
-    lr: f64,
+    /// The other parts train at `lr × <part>_lr_scale` (`lr` is the projector's).
     #[serde(default = "default_vision_lr_scale")]
     vision_lr_scale: f64,
     #[serde(default = "default_lm_lr_scale")]
     lm_lr_scale: f64,
-    #[serde(default)]
-    min_lr: f64,
-    #[serde(default)]
-    warmup_steps: u64,
-    #[serde(default = "default_weight_decay")]
-    weight_decay: f64,
-    #[serde(default = "default_max_grad_norm")]
-    max_grad_norm: f64,
-    #[serde(default)]
-    seed: u64,
-    #[serde(default = "default_checkpoint_every")]
-    checkpoint_every: u64,
     #[serde(default = "default_shuffle_buffer")]
     shuffle_buffer: usize,
     /// Conversations longer than this many tokens (image included) are left out and counted.
     #[serde(default = "default_max_len")]
     max_len: usize,
+    #[serde(flatten)]
+    train: Hyper,
 }
 
-fn default_batch_size() -> usize {
-    64
-}
-fn one() -> usize {
-    1
-}
 fn default_vision_lr_scale() -> f64 {
     0.1
 }
 fn default_lm_lr_scale() -> f64 {
     0.3
-}
-fn default_weight_decay() -> f64 {
-    0.0
-}
-fn default_max_grad_norm() -> f64 {
-    1.0
-}
-fn default_checkpoint_every() -> u64 {
-    100
 }
 fn default_shuffle_buffer() -> usize {
     4096
@@ -226,16 +196,7 @@ impl Common {
     fn config(&self, model: VlmConfig) -> VlmTrainConfig {
         VlmTrainConfig {
             model,
-            steps: self.steps,
-            batch_size: self.batch_size,
-            micro_batches: self.micro_batches,
-            lr: self.lr,
-            min_lr: self.min_lr,
-            warmup_steps: self.warmup_steps,
-            weight_decay: self.weight_decay,
-            max_grad_norm: self.max_grad_norm,
-            seed: self.seed,
-            checkpoint_every: self.checkpoint_every,
+            hyper: self.train.clone(),
             shuffle_buffer: self.shuffle_buffer,
             lr_scale: PartScales {
                 vision: self.vision_lr_scale,
@@ -288,7 +249,7 @@ fn sequences(
         template,
         objective,
         common.max_len,
-        common.seed,
+        common.train.seed,
     )?;
     ctx.metric(&format!("{split}.too_long"), None, seqs.too_long as f64);
     if split == "train" && seqs.usable() == 0 {
@@ -383,11 +344,11 @@ impl Kind for VlmPretrain {
         )?;
 
         let train_vision = p.train_vision;
-        let params = Params::new(p.common.seed, &device)
+        let params = Params::new(p.common.train.seed, &device)
             .with_frozen(move |name| is_lm(name) || (is_vision(name) && !train_vision));
         let cfg = p.common.config(model.clone());
         let clip_weights = clip_dir.join("model.safetensors");
-        let mut hooks = StageHooks::new(ctx, p.common.steps);
+        let mut hooks = StageHooks::new(ctx, p.common.train.steps);
         let trained = train(
             &cfg,
             params,
@@ -407,13 +368,13 @@ impl Kind for VlmPretrain {
                 Ok(())
             },
         )?;
-        check_finished(trained.finish, p.common.steps)?;
+        check_finished(trained.finish, p.common.train.steps)?;
         let val_loss = mean_loss(
             &trained.model,
             &data.join("validation"),
             &val_seqs,
             tokenizer.pad_id(),
-            p.common.batch_size,
+            p.common.train.batch_size,
             &device,
         )?;
         ctx.metric("val.loss", None, val_loss);
@@ -467,7 +428,7 @@ impl Kind for Finetune {
             );
         }
         let frozen_rules = rules.clone();
-        let params = Params::new(p.common.seed, &device).with_frozen(move |n| {
+        let params = Params::new(p.common.train.seed, &device).with_frozen(move |n| {
             !trains(&frozen_rules, n) || (with_lora && is_lm(n) && !is_adapter(n))
         });
         let model = VlmConfig {
@@ -476,7 +437,7 @@ impl Kind for Finetune {
         };
         let cfg = p.common.config(model.clone());
         let weights = base.join("model.safetensors");
-        let mut hooks = StageHooks::new(ctx, p.common.steps);
+        let mut hooks = StageHooks::new(ctx, p.common.train.steps);
         let trained = train(
             &cfg,
             params,
@@ -494,7 +455,7 @@ impl Kind for Finetune {
                 Ok(())
             },
         )?;
-        check_finished(trained.finish, p.common.steps)?;
+        check_finished(trained.finish, p.common.train.steps)?;
         let validation = data.join("validation");
         let records = read_split_records(&validation)?;
         let result = exact_match(
@@ -504,7 +465,7 @@ impl Kind for Finetune {
             &validation,
             &records,
             p.eval_images,
-            p.common.batch_size,
+            p.common.train.batch_size,
             &device,
         )?;
         ctx.metric("val.exact_match", None, result.accuracy);
