@@ -18,7 +18,6 @@ use super::train::{Checkpoint, TrainState, train_step};
 /// The hyperparameters every trainer shares; a training stage's params hold them flattened,
 /// with these defaults.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Hyper {
     /// Optimizer steps.
     pub steps: u64,

@@ -39,9 +39,10 @@ pub struct VlmManifest {
 
 pub const VLM_JSON: &str = "vlm.json";
 
-/// The training params both kinds share.
+/// The params both kinds share besides `Hyper`. Flattened, like `Hyper`, into each kind's params
+/// (one level only: serde's `deny_unknown_fields` on the outer struct then refuses a misspelt
+/// name; it cannot see through a flatten inside a flatten).
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 struct Common {
     /// The other parts train at `lr × <part>_lr_scale` (`lr` is the projector's).
     #[serde(default = "default_vision_lr_scale")]
@@ -53,8 +54,6 @@ struct Common {
     /// Conversations longer than this many tokens (image included) are left out and counted.
     #[serde(default = "default_max_len")]
     max_len: usize,
-    #[serde(flatten)]
-    train: Hyper,
 }
 
 fn default_vision_lr_scale() -> f64 {
@@ -103,6 +102,8 @@ struct PretrainParams {
     system: Option<String>,
     #[serde(flatten)]
     common: Common,
+    #[serde(flatten)]
+    hyper: Hyper,
 }
 
 fn default_projector() -> String {
@@ -128,6 +129,8 @@ struct FinetuneParams {
     lora: Option<LoraConfig>,
     #[serde(flatten)]
     common: Common,
+    #[serde(flatten)]
+    hyper: Hyper,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -193,10 +196,10 @@ fn check_rules(ctx: &StageContext<'_>, rules: &[String], names: &[String]) -> an
 }
 
 impl Common {
-    fn config(&self, model: VlmConfig) -> VlmTrainConfig {
+    fn config(&self, model: VlmConfig, train: &Hyper) -> VlmTrainConfig {
         VlmTrainConfig {
             model,
-            hyper: self.train.clone(),
+            hyper: train.clone(),
             shuffle_buffer: self.shuffle_buffer,
             lr_scale: PartScales {
                 vision: self.vision_lr_scale,
@@ -232,33 +235,28 @@ fn is_vlm(path: &Path) -> bool {
     path.join(VLM_JSON).is_file()
 }
 
-/// Sequences of a split, with their counts as metrics.
+/// Sequences of the split in `split_dir` (`train` or `validation`), with their counts as metrics.
 fn sequences(
     ctx: &StageContext<'_>,
-    data: &Path,
-    split: &str,
+    split_dir: &Path,
     tokenizer: &Tokenizer,
     template: &ChatTemplate,
     objective: Objective,
-    common: &Common,
+    max_len: usize,
+    seed: u64,
 ) -> anyhow::Result<Sequences> {
-    let records = read_split_records(&data.join(split))?;
-    let seqs = build(
-        &records,
-        tokenizer,
-        template,
-        objective,
-        common.max_len,
-        common.train.seed,
-    )?;
+    let split = split_dir
+        .file_name()
+        .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+    let records = read_split_records(split_dir)?;
+    let seqs = build(&records, tokenizer, template, objective, max_len, seed)?;
     ctx.metric(&format!("{split}.too_long"), None, seqs.too_long as f64);
     if split == "train" && seqs.usable() == 0 {
         bail!(
-            "stage `{}`: no usable training conversation ({} too long for max_len = {}, {} without \
+            "stage `{}`: no usable training conversation ({} too long for max_len = {max_len}, {} without \
              question–answer pairs)",
             ctx.stage,
             seqs.too_long,
-            common.max_len,
             seqs.empty
         );
     }
@@ -331,24 +329,30 @@ impl Kind for VlmPretrain {
         let template = ChatTemplate::new(&tokenizer, model.image_tokens(), p.system.clone())?;
         let objective = Objective::Caption;
         let train_seqs = sequences(
-            ctx, data, "train", &tokenizer, &template, objective, &p.common,
-        )?;
-        let val_seqs = sequences(
             ctx,
-            data,
-            "validation",
+            &data.join("train"),
             &tokenizer,
             &template,
             objective,
-            &p.common,
+            p.common.max_len,
+            p.hyper.seed,
+        )?;
+        let val_seqs = sequences(
+            ctx,
+            &data.join("validation"),
+            &tokenizer,
+            &template,
+            objective,
+            p.common.max_len,
+            p.hyper.seed,
         )?;
 
         let train_vision = p.train_vision;
-        let params = Params::new(p.common.train.seed, &device)
+        let params = Params::new(p.hyper.seed, &device)
             .with_frozen(move |name| is_lm(name) || (is_vision(name) && !train_vision));
-        let cfg = p.common.config(model.clone());
+        let cfg = p.common.config(model.clone(), &p.hyper);
         let clip_weights = clip_dir.join("model.safetensors");
-        let mut hooks = StageHooks::new(ctx, p.common.train.steps);
+        let mut hooks = StageHooks::new(ctx, p.hyper.steps);
         let trained = train(
             &cfg,
             params,
@@ -368,13 +372,13 @@ impl Kind for VlmPretrain {
                 Ok(())
             },
         )?;
-        check_finished(trained.finish, p.common.train.steps)?;
+        check_finished(trained.finish, p.hyper.steps)?;
         let val_loss = mean_loss(
             &trained.model,
             &data.join("validation"),
             &val_seqs,
             tokenizer.pad_id(),
-            p.common.train.batch_size,
+            p.hyper.batch_size,
             &device,
         )?;
         ctx.metric("val.loss", None, val_loss);
@@ -410,7 +414,13 @@ impl Kind for Finetune {
             shuffle_turns: p.shuffle_turns,
         };
         let train_seqs = sequences(
-            ctx, data, "train", &tokenizer, template, objective, &p.common,
+            ctx,
+            &data.join("train"),
+            &tokenizer,
+            template,
+            objective,
+            p.common.max_len,
+            p.hyper.seed,
         )?;
 
         let device = super::device(ctx)?;
@@ -428,16 +438,16 @@ impl Kind for Finetune {
             );
         }
         let frozen_rules = rules.clone();
-        let params = Params::new(p.common.train.seed, &device).with_frozen(move |n| {
+        let params = Params::new(p.hyper.seed, &device).with_frozen(move |n| {
             !trains(&frozen_rules, n) || (with_lora && is_lm(n) && !is_adapter(n))
         });
         let model = VlmConfig {
             lora: p.lora.clone(),
             ..manifest.model.clone()
         };
-        let cfg = p.common.config(model.clone());
+        let cfg = p.common.config(model.clone(), &p.hyper);
         let weights = base.join("model.safetensors");
-        let mut hooks = StageHooks::new(ctx, p.common.train.steps);
+        let mut hooks = StageHooks::new(ctx, p.hyper.steps);
         let trained = train(
             &cfg,
             params,
@@ -455,7 +465,7 @@ impl Kind for Finetune {
                 Ok(())
             },
         )?;
-        check_finished(trained.finish, p.common.train.steps)?;
+        check_finished(trained.finish, p.hyper.steps)?;
         let validation = data.join("validation");
         let records = read_split_records(&validation)?;
         let result = exact_match(
@@ -465,7 +475,7 @@ impl Kind for Finetune {
             &validation,
             &records,
             p.eval_images,
-            p.common.train.batch_size,
+            p.hyper.batch_size,
             &device,
         )?;
         ctx.metric("val.exact_match", None, result.accuracy);
@@ -502,6 +512,25 @@ impl Kind for Finetune {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_level_of_the_params_is_read_and_a_misspelt_one_refused() {
+        let ok: FinetuneParams = serde_json::from_value(serde_json::json!({
+            "steps": 5, "lr": 0.1, "batch_size": 8, "max_len": 99, "eval_images": 3
+        }))
+        .unwrap();
+        assert_eq!(
+            (ok.hyper.batch_size, ok.common.max_len, ok.eval_images),
+            (8, 99, 3)
+        );
+        let err = serde_json::from_value::<PretrainParams>(serde_json::json!({
+            "steps": 5, "lr": 0.1, "querys": 4
+        }))
+        .err()
+        .unwrap()
+        .to_string();
+        assert!(err.contains("unknown field `querys`"), "{err}");
+    }
 
     #[test]
     fn train_rules_cover_parts_and_patterns() {
