@@ -200,3 +200,88 @@ fn a_finetune_edit_reruns_finetune_and_export_and_a_revert_restores_them() {
         weights
     );
 }
+
+/// A Hugging Face Qwen2 folder as `transformers` shards it, written from a random model whose
+/// vocabulary is `tokenizer`'s: `config.json`, two safetensors shards and their index.
+fn write_sharded_hf_folder(dir: &std::path::Path, tokenizer: &std::path::Path) {
+    use candle_core::{Device, Tensor};
+    use std::collections::HashMap;
+    use vlmflow::ml::data::tokenizer::Tokenizer;
+    use vlmflow::ml::models::qwen2::Qwen2;
+    use vlmflow::ml::models::qwen2_config::Qwen2Config;
+    use vlmflow::ml::models::qwen2_load::save_hf_folder;
+    use vlmflow::ml::params::Params;
+
+    let vocab = Tokenizer::load(tokenizer).unwrap().vocab_size();
+    let mut cfg = Qwen2Config::small(vocab);
+    cfg.hidden_size = 64;
+    cfg.intermediate_size = 128;
+    let model = Qwen2::new(&Params::new(5, &Device::Cpu), &cfg).unwrap();
+    save_hf_folder(dir, &model).unwrap();
+    let single = dir.join("model.safetensors");
+    let tensors = candle_core::safetensors::load(&single, &Device::Cpu).unwrap();
+    std::fs::remove_file(&single).unwrap();
+    let (mut shards, mut weight_map) = (vec![HashMap::new(), HashMap::new()], HashMap::new());
+    for (i, (name, t)) in tensors.into_iter().enumerate() {
+        let file = format!("model-0000{}-of-00002.safetensors", i % 2 + 1);
+        weight_map.insert(name.clone(), file);
+        // bf16 on disk, as Qwen2.5 ships.
+        let t: Tensor = t.to_dtype(candle_core::DType::BF16).unwrap();
+        shards[i % 2].insert(name, t);
+    }
+    for (i, shard) in shards.iter().enumerate() {
+        let path = dir.join(format!("model-0000{}-of-00002.safetensors", i + 1));
+        candle_core::safetensors::save(shard, path).unwrap();
+    }
+    let index = serde_json::json!({ "metadata": {}, "weight_map": weight_map });
+    std::fs::write(dir.join("model.safetensors.index.json"), index.to_string()).unwrap();
+    std::fs::copy(tokenizer, dir.join("tokenizer.json")).unwrap();
+}
+
+#[test]
+fn vlm_pretrain_takes_a_hugging_face_language_model_from_a_folder() {
+    let ws = Ws::new(
+        r#"
+[stages.download]
+kind = "download"
+params = { source = "synthetic", count = 300, seed = 2 }
+
+[stages.preprocess]
+kind = "preprocess"
+needs = ["download"]
+params = { val_permille = 100 }
+
+[stages.clip-train]
+kind = "clip-train"
+needs = ["preprocess"]
+params = { steps = 5, batch_size = 32, lr = 1e-3 }
+"#,
+    );
+    ws.build_ok(&[]);
+    write_sharded_hf_folder(&ws.path("qwen"), &ws.path("out/preprocess/tokenizer.json"));
+    ws.stagefile(&format!(
+        "{}\n{}",
+        ws.read("Stagefile"),
+        r#"
+[stages.vlm-pretrain]
+kind = "vlm-pretrain"
+needs = ["clip-train", "preprocess"]
+inputs = ["qwen"]
+params = { lm = "qwen", steps = 4, batch_size = 16, lr = 1e-3, queries = 4 }
+"#
+    ));
+    let run = ws.build_ok(&[]);
+    assert_eq!(run.status_of("vlm-pretrain"), "ran");
+    let vlm: serde_json::Value =
+        serde_json::from_str(&ws.read("out/vlm-pretrain/vlm.json")).unwrap();
+    assert_eq!(vlm["model"]["lm"]["hidden_size"], 64);
+
+    // Without the folder among the inputs, the stage says what to add.
+    ws.stagefile(&ws.read("Stagefile").replace("inputs = [\"qwen\"]\n", ""));
+    let err = ws.build(&["--force", "vlm-pretrain"]);
+    err.assert_code(1);
+    assert!(
+        err.stdout.contains("inputs") || err.stderr.contains("inputs"),
+        "{err}"
+    );
+}
