@@ -9,6 +9,7 @@ mod download;
 mod lm_train;
 mod params;
 mod preprocess;
+mod train_rules;
 mod training;
 mod vlm_train;
 mod zero_shot;
