@@ -226,12 +226,13 @@ fn main() -> Result<()> {
         std::env::var("CANDLE_NUM_THREADS").unwrap_or_default(),
     );
     println!(
-        "  {:.1} ms/step ({:.0} samples/s) = forward {:.1} + backward {:.1} + clip/adamw {:.1} ms; loss {loss:.3}",
+        "  {:.1} ms/step ({:.prec$} samples/s) = forward {:.1} + backward {:.1} + clip/adamw {:.1} ms; loss {loss:.3}",
         per * 1e3,
         batch as f64 / per,
         ms(ph.forward),
         ms(ph.backward),
         ms(ph.optimizer),
+        prec = if batch as f64 / per < 100.0 { 2 } else { 0 },
     );
     Ok(())
 }

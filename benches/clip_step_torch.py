@@ -183,7 +183,7 @@ def main():
     )
     ms = {k: v * 1e3 / steps for k, v in phases.items()}
     print(
-        f"  {per * 1e3:.1f} ms/step ({b / per:.0f} samples/s) = forward {ms['forward']:.1f}"
+        f"  {per * 1e3:.1f} ms/step ({b / per:.{2 if b / per < 100 else 0}f} samples/s) = forward {ms['forward']:.1f}"
         f" + backward {ms['backward']:.1f} + clip/adamw {ms['optimizer']:.1f} ms; loss {loss:.3f}"
     )
 
