@@ -3,6 +3,7 @@
 //!
 //!     RAYON_NUM_THREADS=2 cargo bench --bench vlm_step             # both steps
 //!     RAYON_NUM_THREADS=2 cargo bench --bench vlm_step -- vlm      # or `lm`
+//!     RAYON_NUM_THREADS=2 cargo bench --bench vlm_step -- attention   # the LM's attention alone
 //!
 //! - `vlm`: the default finetune model: the `small` CLIP's ViT (32 px, 8-px patches, 128 wide,
 //!   4 layers, 4 heads), frozen; a 16-query, 4-head resampler; `Qwen2Config::small(512)` (2
@@ -12,6 +13,9 @@
 //!   finetune stage's learning rates (1e-3, LM × 0.3) and weight decay (0).
 //! - `lm`: the `lm-train` step: `Qwen2Config::small(512)` on 64 × 100 tokens, every position
 //!   labelled, lr 2e-3, weight decay 0.05.
+//! - `attention` (only when named): the `lm` step's two layers of causal grouped-query
+//!   attention (`lm_ops::grouped_query_attention`: key/value heads repeated, then the fused
+//!   attention op) on random q, k, v, forward and backward, to see its share of the step.
 //!
 //! One step is what the stages run: `Vlm::loss` (or the LM's hidden states and
 //! `next_token_loss`), backward, global-norm clipping to 1.0, AdamW, through
@@ -26,11 +30,13 @@ use std::time::{Duration, Instant};
 
 use candle_core::{Device, Result, Tensor};
 use vlmflow::ml::data::chat::IGNORE;
+use vlmflow::ml::lm_ops::grouped_query_attention;
 use vlmflow::ml::models::lm_loss::next_token_loss;
 use vlmflow::ml::models::projector::ProjectorConfig;
 use vlmflow::ml::models::qwen2::{Qwen2, Qwen2Config};
 use vlmflow::ml::models::vit::VisionConfig;
 use vlmflow::ml::models::vlm::{Vlm, VlmConfig, is_lm, is_projector, is_vision};
+use vlmflow::ml::ops::causal_mask;
 use vlmflow::ml::optim::{AdamW, AdamWConfig, ParamGroup, clip_grad_norm, no_decay};
 use vlmflow::ml::params::Params;
 use vlmflow::ml::rng::Rng;
@@ -256,6 +262,49 @@ fn lm(steps: usize, batch: usize, t: usize) -> Result<()> {
     )
 }
 
+/// The `lm` step's attention (2 layers) alone: forward and backward of
+/// `grouped_query_attention` at its shapes, inputs that need gradients, `sum` as the loss.
+fn attention(steps: usize, batch: usize, t: usize) -> Result<()> {
+    let dev = Device::Cpu;
+    let cfg = Qwen2Config::small(VOCAB);
+    let (h, kv) = (cfg.num_attention_heads, cfg.num_key_value_heads);
+    let (c, ckv) = (cfg.hidden_size, kv * cfg.head_dim());
+    let mut rng = Rng::new(3);
+    let mut var = |width: usize| {
+        let v: Vec<f32> = (0..batch * t * width)
+            .map(|_| rng.normal() as f32)
+            .collect();
+        candle_core::Var::from_vec(v, (batch, t, width), &dev)
+    };
+    let (q, k, v) = (var(c)?, var(ckv)?, var(ckv)?);
+    let mask = causal_mask(t, &dev)?;
+    let layers = cfg.num_hidden_layers;
+    let (mut fwd, mut bwd) = (Duration::ZERO, Duration::ZERO);
+    for i in 0..steps + 2 {
+        let t0 = Instant::now();
+        let y = grouped_query_attention(&q, &k, &v, h, kv, Some(&mask))?;
+        let t1 = Instant::now();
+        y.sum_all()?.backward()?;
+        let t2 = Instant::now();
+        if i >= 2 {
+            fwd += t1 - t0;
+            bwd += t2 - t1;
+        }
+    }
+    let ms = |d: Duration| d.as_secs_f64() * 1e3 * layers as f64 / steps as f64;
+    println!(
+        "attention (the lm step's {layers} layers): batch {batch} × {t} tokens, {h} heads / {kv} key-value heads, causal"
+    );
+    println!(
+        "  forward {:.1} + backward {:.1} = {:.1} ms per step; load average {}",
+        ms(fwd),
+        ms(bwd),
+        ms(fwd + bwd),
+        load()
+    );
+    Ok(())
+}
+
 fn main() -> Result<()> {
     if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
         // SAFETY: set before any other thread exists (as `src/main.rs` does).
@@ -278,6 +327,9 @@ fn main() -> Result<()> {
     }
     if wanted("lm") {
         lm(steps, batch, env("LM_STEP_TOKENS", 100))?;
+    }
+    if only.iter().any(|a| a == "attention") {
+        attention(steps, batch, env("LM_STEP_TOKENS", 100))?;
     }
     Ok(())
 }

@@ -14,8 +14,11 @@ Both: logits only at labelled positions, cross-entropy, backward, clip_grad_norm
 AdamW(betas 0.9/0.98, eps 1e-6). Tokens/s counts every sequence position.
 
     python3 -m venv /tmp/venv && /tmp/venv/bin/pip install torch
-    /tmp/venv/bin/python benches/vlm_step_torch.py [vlm|lm] [--steps 10] [--threads 2]
+    /tmp/venv/bin/python benches/vlm_step_torch.py [vlm|lm|attention] [--steps 10] [--threads 2]
         [--attn sdpa|math] [--hf]
+
+`attention` (only when named): the lm step's two layers of causal grouped-query attention alone
+(key/value heads repeated, then attention), forward and backward, as in vlm_step.rs.
 
 --attn: the decoder's attention as F.scaled_dot_product_attention (what transformers uses by
 default) or written out (matmul, mask, softmax, matmul). --hf: the decoder is transformers'
@@ -298,9 +301,36 @@ def run_lm(args):
     )
 
 
+def run_attention(args):
+    b, t = args.batch, args.lm_tokens
+    h, kv, d, layers = QWEN2_SMALL["heads"], QWEN2_SMALL["kv_heads"], 32, QWEN2_SMALL["layers"]
+    q = torch.randn(b, h, t, d, requires_grad=True)
+    k = torch.randn(b, kv, t, d, requires_grad=True)
+    v = torch.randn(b, kv, t, d, requires_grad=True)
+    mask = torch.full((t, t), float("-inf")).triu(1)
+    fwd = bwd = 0.0
+    for i in range(args.steps + 2):
+        t0 = time.perf_counter()
+        kk, vv = k.repeat_interleave(h // kv, dim=1), v.repeat_interleave(h // kv, dim=1)
+        if args.attn == "sdpa":
+            y = F.scaled_dot_product_attention(q, kk, vv, is_causal=True)
+        else:
+            y = torch.softmax((q / math.sqrt(d)) @ kk.transpose(-1, -2) + mask, dim=-1) @ vv
+        y = y.transpose(1, 2).reshape(b, t, h * d)
+        t1 = time.perf_counter()
+        y.sum().backward()
+        t2 = time.perf_counter()
+        if i >= 2:
+            fwd, bwd = fwd + t1 - t0, bwd + t2 - t1
+    ms = lambda x: x * 1e3 * layers / args.steps
+    load = " ".join(open("/proc/loadavg").read().split()[:3])
+    print(f"attention (the lm step's {layers} layers): batch {b} x {t} tokens, {h} heads / {kv} key-value heads, causal")
+    print(f"  forward {ms(fwd):.1f} + backward {ms(bwd):.1f} = {ms(fwd + bwd):.1f} ms per step; load average {load}")
+
+
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("only", nargs="*", help="vlm, lm (default: both)")
+    ap.add_argument("only", nargs="*", help="vlm, lm (default: both), attention")
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--batch", type=int, default=64)
@@ -309,8 +339,8 @@ def main():
     ap.add_argument("--attn", choices=["sdpa", "math"], default="sdpa")
     ap.add_argument("--hf", action="store_true", help="transformers' Qwen2Model as the decoder")
     args = ap.parse_args()
-    if set(args.only) - {"vlm", "lm"}:
-        ap.error(f"unknown step {args.only}: vlm or lm")
+    if set(args.only) - {"vlm", "lm", "attention"}:
+        ap.error(f"unknown step {args.only}: vlm, lm or attention")
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     load = " ".join(open("/proc/loadavg").read().split()[:3])
@@ -323,6 +353,8 @@ def main():
         run_vlm(args)
     if not args.only or "lm" in args.only:
         run_lm(args)
+    if "attention" in args.only:
+        run_attention(args)
 
 
 if __name__ == "__main__":
