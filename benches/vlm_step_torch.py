@@ -22,18 +22,22 @@ AdamW(betas 0.9/0.98, eps 1e-6). Tokens/s counts every sequence position.
 
 --attn: the decoder's attention as F.scaled_dot_product_attention (what transformers uses by
 default) or written out (matmul, mask, softmax, matmul). --hf: the decoder is transformers'
-Qwen2Model (pip install transformers) instead of the one below.
+Qwen2Model (pip install transformers) instead of the one below. --check-hf: load one Qwen2Model's
+weights into the decoder below (both attentions) and print the largest difference of their hidden
+states, then exit.
 """
 
 import argparse
 import math
+import sys
 import time
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from clip_step_torch import Attention, Vit, no_decay
+sys.dont_write_bytecode = True  # importing the CLIP twin leaves no __pycache__ in benches/
+from clip_step_torch import Attention, Vit, no_decay  # noqa: E402
 
 VOCAB, IMAGE_AT, LABELLED, IGNORE = 512, 4, 20, -100
 QWEN2_SMALL = dict(vocab=VOCAB, width=128, layers=2, heads=4, kv_heads=2, hidden=512, theta=1e4, eps=1e-6)
@@ -328,6 +332,23 @@ def run_attention(args):
     print(f"  forward {ms(fwd):.1f} + backward {ms(bwd):.1f} = {ms(fwd + bwd):.1f} ms per step; load average {load}")
 
 
+def check_hf():
+    """The decoder below computes what transformers' Qwen2Model does."""
+    torch.manual_seed(0)
+    hf = HfQwen2(**QWEN2_SMALL)
+    state = {
+        k.replace("mlp.", "").replace("self_attn.", ""): v for k, v in hf.model.state_dict().items()
+    }
+    x = torch.randn(3, 20, QWEN2_SMALL["width"])
+    with torch.no_grad():
+        ref = hf.hidden_states(x)
+        for attn in ("sdpa", "math"):
+            own = Qwen2(**QWEN2_SMALL, attn=attn)
+            own.load_state_dict(state, strict=True)
+            diff = (own.hidden_states(x) - ref).abs().max().item()
+            print(f"own Qwen2 ({attn}) vs transformers Qwen2Model: max |difference| {diff:.1e}")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("only", nargs="*", help="vlm, lm (default: both), attention")
@@ -338,7 +359,10 @@ def main():
     ap.add_argument("--lm-tokens", type=int, default=100)
     ap.add_argument("--attn", choices=["sdpa", "math"], default="sdpa")
     ap.add_argument("--hf", action="store_true", help="transformers' Qwen2Model as the decoder")
+    ap.add_argument("--check-hf", action="store_true", help="compare the decoder with transformers'")
     args = ap.parse_args()
+    if args.check_hf:
+        return check_hf()
     if set(args.only) - {"vlm", "lm", "attention"}:
         ap.error(f"unknown step {args.only}: vlm, lm or attention")
     torch.set_num_threads(args.threads)
