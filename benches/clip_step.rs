@@ -22,6 +22,9 @@
 //! | composite ops + glibc + candle's pool ("as is")      | 411     | 156       |
 //! | 1 thread: PyTorch / fused + mimalloc                 | 139 / 141–153 | 460 / 420–455 |
 //!
+//! Re-measured 2026-11-24 on an idle machine (ranges over 6 runs, 2 for "as is"): PyTorch
+//! 75–84 ms, fused ops + mimalloc 89–102 ms, "as is" 413–417 ms; the other rows are older.
+//!
 //! `vit-b16` is `ClipConfig::vit_b16` (224-px images, 16-px patches, ViT 768 wide × 12 layers,
 //! text 512 wide × 12 layers, embed 512) with CLIP's 49,408-token vocabulary and 77-token
 //! captions: see the README's Performance section for its numbers.
