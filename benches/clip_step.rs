@@ -1,7 +1,9 @@
-//! CLIP training-step throughput on CPU: the `small` config, batch 64, forward + backward +
-//! clip + AdamW, in samples per second. Compare with `benches/clip_step_torch.py`.
+//! CLIP training-step throughput on CPU: the `small` config, batch 64 (or ViT-B/16's shape,
+//! batch 8), forward + backward + clip + AdamW, in samples per second. Compare with
+//! `benches/clip_step_torch.py`.
 //!
 //!     RAYON_NUM_THREADS=2 cargo bench --bench clip_step
+//!     RAYON_NUM_THREADS=2 cargo bench --bench clip_step -- vit-b16          # ~150M parameters
 //!     VLMFLOW_ALLOC=system RAYON_NUM_THREADS=2 cargo bench --bench clip_step   # glibc malloc
 //!     RAYON_NUM_THREADS=2 cargo bench --bench clip_step -- --composite        # no fused ops
 //!
@@ -20,8 +22,16 @@
 //! | composite ops + glibc + candle's pool ("as is")      | 411     | 156       |
 //! | 1 thread: PyTorch / fused + mimalloc                 | 139 / 141–153 | 460 / 420–455 |
 //!
-//! Environment: `CLIP_STEP_STEPS` (timed steps, default 10), `CLIP_STEP_BATCH` (default 64),
-//! `CLIP_STEP_TOKENS` (padded caption length, default 16).
+//! Re-measured 2026-11-24 on an idle machine (ranges over 6 runs, 2 for "as is"): PyTorch
+//! 75–84 ms, fused ops + mimalloc 89–102 ms, "as is" 413–417 ms; the other rows are older.
+//!
+//! `vit-b16` is `ClipConfig::vit_b16` (224-px images, 16-px patches, ViT 768 wide × 12 layers,
+//! text 512 wide × 12 layers, embed 512) with CLIP's 49,408-token vocabulary and 77-token
+//! captions: see the README's Performance section for its numbers.
+//!
+//! Environment: `CLIP_STEP_STEPS` (timed steps, default 10; 3 for `vit-b16`), `CLIP_STEP_BATCH`
+//! (default 64; 8), `CLIP_STEP_TOKENS` (padded caption length, default 16; 77),
+//! `CLIP_STEP_VOCAB` (default 64; 49,408).
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -131,12 +141,25 @@ fn main() -> Result<()> {
         std::process::exit(cmd.status()?.code().unwrap_or(1));
     }
     let composite = std::env::args().any(|a| a == "--composite");
-    let (steps, batch, t) = (
-        env("CLIP_STEP_STEPS", 10),
-        env("CLIP_STEP_BATCH", 64),
-        env("CLIP_STEP_TOKENS", 16),
+    // `cargo bench` passes `--bench`: the model is the one argument without a leading dash.
+    let model_name = std::env::args()
+        .skip(1)
+        .find(|a| !a.starts_with('-'))
+        .unwrap_or_else(|| "small".into());
+    // (config, steps, batch, tokens, vocabulary) defaults per model.
+    let (config, d_steps, d_batch, d_tokens, d_vocab): (fn(usize) -> ClipConfig, _, _, _, _) =
+        match model_name.as_str() {
+            "small" => (ClipConfig::small, 10, 64, 16, 64),
+            "vit-b16" => (ClipConfig::vit_b16, 3, 8, 77, 49_408),
+            other => candle_core::bail!("clip_step: unknown model `{other}`: small or vit-b16"),
+        };
+    let (steps, batch, t, vocab) = (
+        env("CLIP_STEP_STEPS", d_steps),
+        env("CLIP_STEP_BATCH", d_batch),
+        env("CLIP_STEP_TOKENS", d_tokens),
+        env("CLIP_STEP_VOCAB", d_vocab),
     );
-    let cfg = ClipConfig::small(64);
+    let cfg = config(vocab);
     let dev = Device::Cpu;
     let params = Params::new(0, &dev);
     let model = Clip::new(&params, &cfg)?;
@@ -149,7 +172,9 @@ fn main() -> Result<()> {
         .map(|_| rng.normal() as f32)
         .collect();
     let images = Tensor::from_vec(px, (batch, 3, s, s), &dev)?;
-    let toks: Vec<u32> = (0..batch * t).map(|_| rng.below(64) as u32).collect();
+    let toks: Vec<u32> = (0..batch * t)
+        .map(|_| rng.below(vocab as u64) as u32)
+        .collect();
     let tokens = Tensor::from_vec(toks, (batch, t), &dev)?;
     let lens: Vec<u32> = (0..batch)
         .map(|_| 4 + rng.below(t as u64 - 3) as u32)
@@ -183,12 +208,20 @@ fn main() -> Result<()> {
         }
         Ok((ph, start.elapsed(), loss))
     };
-    run(2)?; // warm up: first-touch page faults, rayon pools
+    let load_before = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let load_before = load_before.trim();
+    run(if steps > 3 { 2 } else { 1 })?; // warm up: first-touch page faults, rayon pools
     let (ph, total, loss) = run(steps)?;
     let per = total.as_secs_f64() / steps as f64;
     let ms = |d: Duration| d.as_secs_f64() * 1e3 / steps as f64;
+    if let Ok(load) = std::fs::read_to_string("/proc/loadavg") {
+        println!(
+            "load average {} (before the timed steps: {load_before})",
+            load.trim()
+        );
+    }
     println!(
-        "clip_step small: batch {batch}, {t} tokens, {} params, alloc {}, ops {}, threads {} (candle {})",
+        "clip_step {model_name}: batch {batch}, {t} tokens, vocabulary {vocab}, {} params, alloc {}, ops {}, threads {} (candle {})",
         params.num_params(),
         if use_system() { "system" } else { "mimalloc" },
         if composite { "composite" } else { "fused" },
@@ -196,12 +229,13 @@ fn main() -> Result<()> {
         std::env::var("CANDLE_NUM_THREADS").unwrap_or_default(),
     );
     println!(
-        "  {:.1} ms/step ({:.0} samples/s) = forward {:.1} + backward {:.1} + clip/adamw {:.1} ms; loss {loss:.3}",
+        "  {:.1} ms/step ({:.prec$} samples/s) = forward {:.1} + backward {:.1} + clip/adamw {:.1} ms; loss {loss:.3}",
         per * 1e3,
         batch as f64 / per,
         ms(ph.forward),
         ms(ph.backward),
         ms(ph.optimizer),
+        prec = if batch as f64 / per < 100.0 { 2 } else { 0 },
     );
     Ok(())
 }

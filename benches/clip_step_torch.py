@@ -3,9 +3,11 @@
 
 `small` config (32-px images, 8-px patches, ViT 128×4 layers×4 heads; causal text 128×3×4;
 embed 64), batch 64, 16-token captions, forward + backward + clip-norm + AdamW, 2 threads.
+`--model vit-b16`: ViT-B/16's shape (224-px images, 16-px patches, ViT 768×12×12; text
+512×12×8 over CLIP's 49,408-token vocabulary, 77-token captions; embed 512), batch 8.
 
     python3 -m venv /tmp/venv && /tmp/venv/bin/pip install torch
-    /tmp/venv/bin/python benches/clip_step_torch.py [--steps 10] [--threads 2]
+    /tmp/venv/bin/python benches/clip_step_torch.py [--model vit-b16] [--steps 10] [--threads 2]
 """
 
 import argparse
@@ -86,12 +88,22 @@ class Text(nn.Module):
         return self.ln_final(x[torch.arange(n), lengths - 1])
 
 
+# (vision: size, patch, width, layers, heads; text: vocab, max_len, width, layers, heads; embed),
+# as `ClipConfig::small` / `ClipConfig::vit_b16`; plus the bench's batch, caption length, steps.
+MODELS = {
+    "small": dict(vision=(32, 8, 128, 4, 4), text=(64, 32, 128, 3, 4), embed=64,
+                  batch=64, tokens=16, steps=10),
+    "vit-b16": dict(vision=(224, 16, 768, 12, 12), text=(49408, 77, 512, 12, 8), embed=512,
+                    batch=8, tokens=77, steps=3),
+}
+
+
 class Clip(nn.Module):
-    def __init__(self, embed=64):
+    def __init__(self, vision=MODELS["small"]["vision"], text=MODELS["small"]["text"], embed=64):
         super().__init__()
-        self.vision, self.text = Vit(), Text()
-        self.visual_projection = nn.Linear(128, embed, bias=False)
-        self.text_projection = nn.Linear(128, embed, bias=False)
+        self.vision, self.text = Vit(*vision), Text(*text)
+        self.visual_projection = nn.Linear(vision[2], embed, bias=False)
+        self.text_projection = nn.Linear(text[2], embed, bias=False)
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
 
     def loss(self, img, tokens, lengths):
@@ -113,15 +125,18 @@ def no_decay(name):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--model", choices=sorted(MODELS), default="small")
+    ap.add_argument("--steps", type=int, help="timed steps (10; 3 for vit-b16)")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--batch", type=int, default=64)
-    ap.add_argument("--tokens", type=int, default=16)
+    ap.add_argument("--batch", type=int, help="64; 8 for vit-b16")
+    ap.add_argument("--tokens", type=int, help="caption length: 16; 77 for vit-b16")
     args = ap.parse_args()
+    m = MODELS[args.model]
+    steps = args.steps or m["steps"]
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
 
-    model = Clip()
+    model = Clip(m["vision"], m["text"], m["embed"])
     named = list(model.named_parameters())
     opt = torch.optim.AdamW(
         [
@@ -132,9 +147,10 @@ def main():
         betas=(0.9, 0.98),
         eps=1e-6,
     )
-    b, t = args.batch, args.tokens
-    img = torch.randn(b, 3, 32, 32)
-    tokens = torch.randint(0, 64, (b, t))
+    b, t = args.batch or m["batch"], args.tokens or m["tokens"]
+    size, vocab = m["vision"][0], m["text"][0]
+    img = torch.randn(b, 3, size, size)
+    tokens = torch.randint(0, vocab, (b, t))
     lengths = torch.randint(4, t + 1, (b,))
 
     def step(phases):
@@ -151,21 +167,23 @@ def main():
             phases[k] += d
         return loss.item()
 
-    for _ in range(2):
+    for _ in range(2 if steps > 3 else 1):
         step({"forward": 0, "backward": 0, "optimizer": 0})
+    load_before = open("/proc/loadavg").read().strip()
     phases = {"forward": 0.0, "backward": 0.0, "optimizer": 0.0}
     start = time.perf_counter()
-    for _ in range(args.steps):
+    for _ in range(steps):
         loss = step(phases)
-    per = (time.perf_counter() - start) / args.steps
+    per = (time.perf_counter() - start) / steps
     n_params = sum(p.numel() for p in model.parameters())
+    print(f"load average {open('/proc/loadavg').read().strip()} (before the timed steps: {load_before})")
     print(
-        f"clip_step_torch small: batch {b}, {t} tokens, {n_params} params, "
+        f"clip_step_torch {args.model}: batch {b}, {t} tokens, vocabulary {vocab}, {n_params} params, "
         f"torch {torch.__version__}, threads {torch.get_num_threads()}"
     )
-    ms = {k: v * 1e3 / args.steps for k, v in phases.items()}
+    ms = {k: v * 1e3 / steps for k, v in phases.items()}
     print(
-        f"  {per * 1e3:.1f} ms/step ({b / per:.0f} samples/s) = forward {ms['forward']:.1f}"
+        f"  {per * 1e3:.1f} ms/step ({b / per:.{2 if b / per < 100 else 0}f} samples/s) = forward {ms['forward']:.1f}"
         f" + backward {ms['backward']:.1f} + clip/adamw {ms['optimizer']:.1f} ms; loss {loss:.3f}"
     )
 
