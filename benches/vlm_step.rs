@@ -35,12 +35,13 @@ use vlmflow::ml::models::lm_loss::next_token_loss;
 use vlmflow::ml::models::projector::ProjectorConfig;
 use vlmflow::ml::models::qwen2::{Qwen2, Qwen2Config};
 use vlmflow::ml::models::vit::VisionConfig;
-use vlmflow::ml::models::vlm::{Vlm, VlmConfig, is_lm, is_projector, is_vision};
+use vlmflow::ml::models::vlm::{Vlm, VlmConfig, is_vision};
 use vlmflow::ml::ops::causal_mask;
-use vlmflow::ml::optim::{AdamW, AdamWConfig, ParamGroup, clip_grad_norm, no_decay};
+use vlmflow::ml::optim::{AdamW, AdamWConfig, clip_grad_norm};
 use vlmflow::ml::params::Params;
 use vlmflow::ml::rng::Rng;
 use vlmflow::ml::train::train_step;
+use vlmflow::ml::vlm_train::{PartScales, part_groups};
 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -80,30 +81,6 @@ fn vlm_config() -> VlmConfig {
         lm: Qwen2Config::small(VOCAB),
         lora: None,
     }
-}
-
-/// The finetune stage's optimizer groups: projector at lr, LM at 0.3 × lr, no weight decay
-/// (as `ml::vlm_train`'s `part_groups`, which is private).
-fn finetune_groups(trainable: Vec<(String, candle_core::Var)>) -> Vec<ParamGroup> {
-    type Part = (&'static str, fn(&str) -> bool, f64);
-    let parts: [Part; 2] = [("projector", is_projector, 1.0), ("lm", is_lm, 0.3)];
-    let mut groups = Vec::new();
-    for (part, belongs, lr_scale) in parts {
-        let (nd, d): (Vec<_>, Vec<_>) = trainable
-            .iter()
-            .filter(|(n, _)| belongs(n))
-            .cloned()
-            .partition(|(n, _)| no_decay(n));
-        for (suffix, params) in [("decay", d), ("no_decay", nd)] {
-            groups.push(ParamGroup {
-                name: format!("{part}.{suffix}"),
-                lr_scale,
-                weight_decay: 0.0,
-                params,
-            });
-        }
-    }
-    groups
 }
 
 #[derive(Default)]
@@ -183,11 +160,16 @@ fn vlm(steps: usize, batch: usize, t: usize) -> Result<()> {
     }
     let params = Params::new(0, &dev).with_frozen(is_vision);
     let model = Vlm::new(&params, &cfg)?;
+    // The finetune stage's groups: projector at lr, LM at 0.3 × lr (the vision tower is frozen).
+    let scales = PartScales {
+        vision: 0.1,
+        projector: 1.0,
+        lm: 0.3,
+    };
     let mut opt = AdamW::new(
-        finetune_groups(params.trainable_vars()),
+        part_groups(params.trainable_vars(), &scales, 0.05),
         AdamWConfig {
             lr: 1e-3,
-            weight_decay: 0.0,
             ..AdamWConfig::default()
         },
     )?;

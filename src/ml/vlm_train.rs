@@ -57,7 +57,11 @@ pub fn train(
     let device = params.device().clone();
     let model = Vlm::new(&params, &cfg.model)?;
     let adamw = cfg.hyper.adamw();
-    let groups = part_groups(params.trainable_vars(), cfg);
+    let groups = part_groups(
+        params.trainable_vars(),
+        &cfg.lr_scale,
+        cfg.hyper.weight_decay,
+    );
     if groups.is_empty() {
         candle_core::bail!("nothing to train: every parameter is frozen");
     }
@@ -105,15 +109,16 @@ pub fn train(
 }
 
 /// Optimizer groups: each part at its learning-rate scale, split into decay and no-decay.
-fn part_groups(
+pub fn part_groups(
     trainable: Vec<(String, candle_core::Var)>,
-    cfg: &VlmTrainConfig,
+    scales: &PartScales,
+    weight_decay: f64,
 ) -> Vec<ParamGroup> {
     type Part = (&'static str, fn(&str) -> bool, f64);
     let parts: [Part; 3] = [
-        ("vision", is_vision, cfg.lr_scale.vision),
-        ("projector", is_projector, cfg.lr_scale.projector),
-        ("lm", is_lm, cfg.lr_scale.lm),
+        ("vision", is_vision, scales.vision),
+        ("projector", is_projector, scales.projector),
+        ("lm", is_lm, scales.lm),
     ];
     let mut groups = Vec::new();
     for (part, belongs, scale) in parts {
@@ -122,7 +127,7 @@ fn part_groups(
             .filter(|(n, _)| belongs(n))
             .cloned()
             .partition(|(n, _)| no_decay(n));
-        for (suffix, wd, params) in [("decay", cfg.hyper.weight_decay, d), ("no_decay", 0.0, nd)] {
+        for (suffix, wd, params) in [("decay", weight_decay, d), ("no_decay", 0.0, nd)] {
             if !params.is_empty() {
                 groups.push(ParamGroup {
                     name: format!("{part}.{suffix}"),
