@@ -13,7 +13,7 @@ use super::data::stream::TrainStream;
 use super::models::clip::{Clip, ClipConfig};
 use super::optim::AdamW;
 use super::params::Params;
-use super::train_loop::{Finish, Hooks, Hyper, Objective, micro_rows, resume_or_init, run};
+use super::train_loop::{Hooks, Hyper, Objective, Trained, micro_rows, resume_or_init, run};
 
 /// Everything that shapes a training run (the stage's params, resolved).
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -22,12 +22,6 @@ pub struct TrainConfig {
     #[serde(flatten)]
     pub hyper: Hyper,
     pub shuffle_buffer: usize,
-}
-
-pub struct Trained {
-    pub params: Params,
-    pub model: Clip,
-    pub finish: Finish,
 }
 
 /// Train on the shards in `train_dir`, keeping checkpoints in `checkpoint_dir` (resuming from the
@@ -39,7 +33,7 @@ pub fn train(
     init_from: Option<&Path>,
     device: &Device,
     hooks: &mut dyn Hooks,
-) -> Result<Trained> {
+) -> Result<Trained<Clip>> {
     let params = Params::new(cfg.hyper.seed, device);
     let model = Clip::new(&params, &cfg.model)?;
     let adamw = cfg.hyper.adamw();
@@ -69,13 +63,12 @@ pub fn train(
         device,
         batch: None,
     };
-    let config = serde_json::to_value(cfg).map_err(candle_core::Error::wrap)?;
     let finish = run(
         &loop_cfg,
         &mut opt,
         start,
         checkpoint_dir,
-        &config,
+        cfg,
         &mut objective,
         hooks,
     )?;

@@ -14,19 +14,13 @@ use super::models::qwen2::Qwen2;
 use super::models::qwen2_config::Qwen2Config;
 use super::optim::AdamW;
 use super::params::Params;
-use super::train_loop::{Finish, Hooks, Hyper, Objective, micro_rows, resume_or_init, run};
+use super::train_loop::{Hooks, Hyper, Objective, Trained, micro_rows, resume_or_init, run};
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct LmTrainConfig {
     pub model: Qwen2Config,
     #[serde(flatten)]
     pub hyper: Hyper,
-}
-
-pub struct Trained {
-    pub params: Params,
-    pub model: Qwen2,
-    pub finish: Finish,
 }
 
 /// Train a fresh model on `train` (resuming from `checkpoint_dir` when it holds a checkpoint).
@@ -37,7 +31,7 @@ pub fn train(
     checkpoint_dir: &Path,
     device: &Device,
     hooks: &mut dyn Hooks,
-) -> Result<Trained> {
+) -> Result<Trained<Qwen2>> {
     let params = Params::new(cfg.hyper.seed, device);
     let model = Qwen2::new(&params, &cfg.model)?;
     let adamw = cfg.hyper.adamw();
@@ -53,13 +47,12 @@ pub fn train(
         device,
         batch: None,
     };
-    let config = serde_json::to_value(cfg).map_err(candle_core::Error::wrap)?;
     let finish = run(
         &loop_cfg,
         &mut opt,
         start,
         checkpoint_dir,
-        &config,
+        cfg,
         &mut objective,
         hooks,
     )?;

@@ -131,6 +131,13 @@ pub trait Hooks {
     fn log(&mut self, line: &str);
 }
 
+/// What a trainer hands back: the parameters, the model built on them, how the run ended.
+pub struct Trained<M> {
+    pub params: Params,
+    pub model: M,
+    pub finish: Finish,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Finish {
     Done,
@@ -159,16 +166,18 @@ pub fn resume_or_init(
     Ok(0)
 }
 
-/// Train from step `start` to `cfg.steps`. `config` is recorded in each checkpoint.
+/// Train from step `start` to `cfg.steps`. `config` (the trainer's whole configuration) is
+/// recorded in each checkpoint.
 pub fn run(
     cfg: &LoopConfig,
     opt: &mut AdamW,
     start: u64,
     checkpoint_dir: &Path,
-    config: &serde_json::Value,
+    config: &impl Serialize,
     objective: &mut dyn Objective,
     hooks: &mut dyn Hooks,
 ) -> Result<Finish> {
+    let config = serde_json::to_value(config).map_err(candle_core::Error::wrap)?;
     let save = |opt: &AdamW, step: u64| {
         let state = TrainState {
             step,

@@ -16,7 +16,7 @@ use super::lm_train::batch_tensors;
 use super::models::vlm::{Vlm, VlmConfig, is_lm, is_projector, is_vision};
 use super::optim::{AdamW, ParamGroup, no_decay};
 use super::params::Params;
-use super::train_loop::{Finish, Hooks, Hyper, Objective, micro_rows, resume_or_init, run};
+use super::train_loop::{Hooks, Hyper, Objective, Trained, micro_rows, resume_or_init, run};
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct VlmTrainConfig {
@@ -35,12 +35,6 @@ pub struct PartScales {
     pub lm: f64,
 }
 
-pub struct Trained {
-    pub params: Params,
-    pub model: Vlm,
-    pub finish: Finish,
-}
-
 /// Train on the shards in `train_dir` and their `sequences`. `params` carries the frozen rule;
 /// `init` loads pretrained weights into it when there is no checkpoint to resume from.
 #[allow(clippy::too_many_arguments)]
@@ -53,7 +47,7 @@ pub fn train(
     checkpoint_dir: &Path,
     hooks: &mut dyn Hooks,
     init: impl FnOnce(&Params, &mut dyn Hooks) -> Result<()>,
-) -> Result<Trained> {
+) -> Result<Trained<Vlm>> {
     let device = params.device().clone();
     let model = Vlm::new(&params, &cfg.model)?;
     let adamw = cfg.hyper.adamw();
@@ -91,13 +85,12 @@ pub fn train(
         device: &device,
         batch: None,
     };
-    let config = serde_json::to_value(cfg).map_err(candle_core::Error::wrap)?;
     let finish = run(
         &loop_cfg,
         &mut opt,
         start,
         checkpoint_dir,
-        &config,
+        cfg,
         &mut objective,
         hooks,
     )?;
