@@ -145,8 +145,9 @@ pub enum Finish {
     Stopped(u64),
 }
 
-/// Resume from the checkpoint in `checkpoint_dir` if there is one (returning its step), or
-/// else call `init` (load pretrained weights) and start at 0.
+/// Call `init` (load pretrained weights), then resume from the checkpoint in `checkpoint_dir` if
+/// there is one, returning its step (else 0). `init` runs on resume too: a checkpoint holds only
+/// what the optimizer trains, so frozen weights (a VLM's language model) come from their source.
 pub fn resume_or_init(
     params: &Params,
     opt: &mut AdamW,
@@ -154,6 +155,7 @@ pub fn resume_or_init(
     hooks: &mut dyn Hooks,
     init: impl FnOnce(&mut dyn Hooks) -> Result<()>,
 ) -> Result<u64> {
+    init(hooks)?;
     if Checkpoint::read_state(checkpoint_dir).is_ok() {
         let state = Checkpoint::load(checkpoint_dir, params, opt)?;
         hooks.log(&format!(
@@ -162,7 +164,6 @@ pub fn resume_or_init(
         ));
         return Ok(state.step);
     }
-    init(hooks)?;
     Ok(0)
 }
 
@@ -222,4 +223,66 @@ pub fn micro_rows(rows: usize, i: usize, n: usize) -> (usize, usize) {
     let size = rows.div_ceil(n.max(1));
     let start = (i * size).min(rows);
     (start, size.min(rows - start))
+}
+
+#[cfg(test)]
+mod tests {
+    use candle_core::{DType, Device, Tensor};
+
+    use super::*;
+
+    struct Quiet;
+
+    impl Hooks for Quiet {
+        fn step(&mut self, _: &StepReport) {}
+        fn stop_requested(&self) -> bool {
+            false
+        }
+        fn log(&mut self, _: &str) {}
+    }
+
+    fn value(p: &Params, name: &str) -> Result<f32> {
+        let vars: std::collections::BTreeMap<_, _> = p.vars().into_iter().collect();
+        vars[name].as_tensor().sum_all()?.to_scalar::<f32>()
+    }
+
+    #[test]
+    fn a_resume_takes_frozen_weights_from_init_and_trained_ones_from_the_checkpoint() -> Result<()>
+    {
+        let dir = tempfile::tempdir().map_err(candle_core::Error::wrap)?;
+        let ckpt = dir.path().join("ckpt");
+        let build = || -> Result<(Params, AdamW)> {
+            let p = Params::new(0, &Device::Cpu).with_frozen(|n| n.starts_with("frozen."));
+            p.pp("frozen").normal("w", 4, 1.0)?;
+            p.pp("trained").normal("w", 4, 1.0)?;
+            let opt = AdamW::with_default_groups(p.trainable_vars(), AdamWConfig::default())?;
+            Ok((p, opt))
+        };
+        let set = |p: &Params, name: &str, v: f32| -> Result<()> {
+            let vars: std::collections::BTreeMap<_, _> = p.vars().into_iter().collect();
+            vars[name].set(&Tensor::full(v, 4, &Device::Cpu)?.to_dtype(DType::F32)?)
+        };
+        let (first, opt) = build()?;
+        set(&first, "trained.w", 2.0)?;
+        let state = TrainState {
+            step: 0,
+            config: serde_json::Value::Null,
+            rng: Rng::new(0),
+            data_position: 0,
+        };
+        Checkpoint::save(&ckpt, &opt, &state)?;
+
+        let (again, mut opt) = build()?;
+        let start = resume_or_init(&again, &mut opt, &ckpt, &mut Quiet, |_| {
+            set(&again, "frozen.w", 3.0)
+        })?;
+        assert_eq!(start, 0);
+        assert_eq!(value(&again, "frozen.w")?, 12.0, "init ran on resume");
+        assert_eq!(
+            value(&again, "trained.w")?,
+            8.0,
+            "the checkpoint's trained weights"
+        );
+        Ok(())
+    }
 }
