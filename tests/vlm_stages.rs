@@ -285,3 +285,38 @@ params = { lm = "qwen", steps = 4, batch_size = 16, lr = 1e-3, queries = 4 }
         "{err}"
     );
 }
+
+#[test]
+fn an_interrupted_vlm_pretrain_resumes_to_the_same_weights() {
+    // The checkpoint holds only what trains (the projector); the frozen LM and vision tower must
+    // come back from their stages on resume, or the resumed run diverges.
+    let pipeline = PIPELINE.replace(
+        "params = { steps = 30, batch_size = 32, lr = 2e-3, queries = 4 }",
+        "params = { steps = 150, batch_size = 32, lr = 2e-3, queries = 4, checkpoint_every = 10 }",
+    );
+    let ws = Ws::new(&pipeline);
+    ws.params("finetune", FINETUNE);
+    ws.build_ok(&["vlm-pretrain"]);
+    let weights = || std::fs::read(ws.path("out/vlm-pretrain/model.safetensors")).unwrap();
+    let uninterrupted = weights();
+
+    let mut child = ws.spawn(&["build", "--force", "vlm-pretrain", "vlm-pretrain"]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while ws.files_under("cache/checkpoints").is_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    // SAFETY: signalling our own child process.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    assert_eq!(child.wait().unwrap().code(), Some(130), "interrupted");
+
+    ws.build_ok(&["--force", "vlm-pretrain", "vlm-pretrain"]);
+    let log = ws.run(&["log", "vlm-pretrain", "-n", "1", "--verbose"]);
+    assert!(
+        log.stdout.contains("resumed from the checkpoint at step"),
+        "{log}"
+    );
+    assert!(
+        weights() == uninterrupted,
+        "resumed weights differ from the uninterrupted run's"
+    );
+}
