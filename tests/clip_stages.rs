@@ -28,16 +28,6 @@ needs = ["clip-train", "preprocess"]
 const TRAIN: &str =
     "steps = 60\nbatch_size = 32\nlr = 2e-3\nwarmup_steps = 10\ncheckpoint_every = 20\n";
 
-fn metric(ws: &Ws, stage: &str, name: &str) -> f64 {
-    let rows = ws.query(&format!(
-        "SELECT m.value FROM metrics m JOIN stage_state s ON s.run_id = m.run_id \
-         WHERE s.stage = '{stage}' AND m.name = '{name}' AND m.step IS NULL"
-    ));
-    rows.first()
-        .and_then(|r| r["value"].as_f64())
-        .unwrap_or_else(|| panic!("no metric {name} for {stage}: {rows:?}"))
-}
-
 #[test]
 fn a_tiny_clip_trains_and_classifies_above_chance() {
     let ws = Ws::new(PIPELINE);
@@ -65,12 +55,12 @@ fn a_tiny_clip_trains_and_classifies_above_chance() {
     );
     assert_eq!(losses.len(), 60, "one loss per step");
     let first = losses[0]["value"].as_f64().unwrap();
-    let last = metric(&ws, "clip-train", "train.loss_final");
+    let last = ws.metric("clip-train", "train.loss_final", None);
     assert!(last < first * 0.8, "loss falls: {first} → {last}");
     // 30 classes: chance is 1/30 top-1 and 5/30 top-5.
     let (top1, top5) = (
-        metric(&ws, "zero-shot-eval", "top1"),
-        metric(&ws, "zero-shot-eval", "top5"),
+        ws.metric("zero-shot-eval", "top1", None),
+        ws.metric("zero-shot-eval", "top5", None),
     );
     assert!(
         top1 > 2.0 / 30.0 && top5 > 8.0 / 30.0,

@@ -6,16 +6,6 @@ mod common;
 
 use common::Ws;
 
-fn metric(ws: &Ws, stage: &str, name: &str) -> f64 {
-    let rows = ws.query(&format!(
-        "SELECT m.value FROM metrics m JOIN stage_state s ON s.run_id = m.run_id \
-         WHERE s.stage = '{stage}' AND m.name = '{name}'"
-    ));
-    rows.first()
-        .and_then(|r| r["value"].as_f64())
-        .unwrap_or_else(|| panic!("no metric {name} for {stage}: {rows:?}"))
-}
-
 /// A PNG of the shapes generator and its caption.
 fn shape(i: u64) -> (Vec<u8>, String) {
     let config = vlmflow::ml::data::shapes::ShapesConfig {
@@ -95,11 +85,11 @@ params = { val_permille = 0 }
     );
     write_shards(&ws);
     ws.build_ok(&[]);
-    assert_eq!(metric(&ws, "download", "images_ok"), 6.0);
-    assert_eq!(metric(&ws, "download", "images_skipped"), 2.0);
-    assert_eq!(metric(&ws, "download", "skipped_no_caption"), 1.0);
-    assert_eq!(metric(&ws, "download", "skipped_truncated"), 1.0);
-    assert_eq!(metric(&ws, "download", "shards"), 2.0);
+    assert_eq!(ws.metric("download", "images_ok", None), 6.0);
+    assert_eq!(ws.metric("download", "images_skipped", None), 2.0);
+    assert_eq!(ws.metric("download", "skipped_no_caption", None), 1.0);
+    assert_eq!(ws.metric("download", "skipped_truncated", None), 1.0);
+    assert_eq!(ws.metric("download", "shards", None), 2.0);
     assert!(ws.exists("out/download/images/shard-000/000000.png"));
     assert!(ws.exists("out/download/images/shard-001/000012.jpg"));
     let captions = ws.read("out/download/captions.jsonl");
@@ -110,8 +100,8 @@ params = { val_permille = 0 }
         "no labels, no classes"
     );
     // The corrupt image passes download and is skipped by preprocess.
-    assert_eq!(metric(&ws, "preprocess", "records_train"), 5.0);
-    assert_eq!(metric(&ws, "preprocess", "skipped_corrupt"), 1.0);
+    assert_eq!(ws.metric("preprocess", "records_train", None), 5.0);
+    assert_eq!(ws.metric("preprocess", "skipped_corrupt", None), 1.0);
     let log = ws.run(&["log", "download", "--verbose"]);
     assert!(
         log.stdout.contains("data/shard-001.tar is cut short"),
@@ -212,12 +202,12 @@ fn a_coco_captions_file_gives_one_record_per_caption_and_copies_each_image_once(
     let ws = Ws::new(COCO_STAGEFILE);
     write_coco(&ws);
     ws.build_ok(&[]);
-    assert_eq!(metric(&ws, "download", "records"), 3.0);
-    assert_eq!(metric(&ws, "download", "images_ok"), 2.0);
-    assert_eq!(metric(&ws, "download", "images_skipped"), 2.0);
-    assert_eq!(metric(&ws, "download", "skipped_missing"), 1.0);
-    assert_eq!(metric(&ws, "download", "skipped_no_caption"), 1.0);
-    assert_eq!(metric(&ws, "download", "skipped_unknown_image"), 1.0);
+    assert_eq!(ws.metric("download", "records", None), 3.0);
+    assert_eq!(ws.metric("download", "images_ok", None), 2.0);
+    assert_eq!(ws.metric("download", "images_skipped", None), 2.0);
+    assert_eq!(ws.metric("download", "skipped_missing", None), 1.0);
+    assert_eq!(ws.metric("download", "skipped_no_caption", None), 1.0);
+    assert_eq!(ws.metric("download", "skipped_unknown_image", None), 1.0);
     assert_eq!(ws.files_under("out/download/images").len(), 2);
     let captions = ws.read("out/download/captions.jsonl");
     let lines: Vec<&str> = captions.lines().collect();
@@ -227,7 +217,7 @@ fn a_coco_captions_file_gives_one_record_per_caption_and_copies_each_image_once(
     ws.stagefile(&COCO_STAGEFILE.replace("images =", "captions_per_image = \"first\", images ="));
     let first = ws.build_ok(&[]);
     assert_eq!(first.status_of("download"), "ran", "{first}");
-    assert_eq!(metric(&ws, "download", "records"), 2.0);
+    assert_eq!(ws.metric("download", "records", None), 2.0);
     assert!(
         !ws.read("out/download/captions.jsonl")
             .contains("another caption")
@@ -321,8 +311,8 @@ params = { source = "cifar100", path = "data/cifar-100-binary.tar.gz", split = "
     );
     write_cifar100_archive(&ws);
     ws.build_ok(&[]);
-    assert_eq!(metric(&ws, "download", "images_ok"), 3.0);
-    assert_eq!(metric(&ws, "download", "classes"), 3.0);
+    assert_eq!(ws.metric("download", "images_ok", None), 3.0);
+    assert_eq!(ws.metric("download", "classes", None), 3.0);
     let classes: Vec<String> = serde_json::from_str(&ws.read("out/download/classes.json")).unwrap();
     assert_eq!(classes, ["vehicles 1", "aquatic mammals", "fish"]);
     let records: Vec<serde_json::Value> = ws

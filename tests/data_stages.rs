@@ -5,16 +5,6 @@ mod common;
 
 use common::Ws;
 
-fn metric(ws: &Ws, stage: &str, name: &str) -> f64 {
-    let rows = ws.query(&format!(
-        "SELECT m.value FROM metrics m JOIN stage_state s ON s.run_id = m.run_id \
-         WHERE s.stage = '{stage}' AND m.name = '{name}'"
-    ));
-    rows.first()
-        .and_then(|r| r["value"].as_f64())
-        .unwrap_or_else(|| panic!("no metric {name} for {stage}: {rows:?}"))
-}
-
 const SYNTHETIC: &str = r#"
 [stages.download]
 kind = "download"
@@ -31,10 +21,10 @@ fn synthetic_data_becomes_shards_with_a_held_out_split() {
     let ws = Ws::new(SYNTHETIC);
     ws.build_ok(&[]);
     assert_eq!(ws.files_under("out/download/images").len(), 300);
-    assert_eq!(metric(&ws, "download", "images_ok"), 300.0);
+    assert_eq!(ws.metric("download", "images_ok", None), 300.0);
     let (train, validation) = (
-        metric(&ws, "preprocess", "records_train"),
-        metric(&ws, "preprocess", "records_validation"),
+        ws.metric("preprocess", "records_train", None),
+        ws.metric("preprocess", "records_validation", None),
     );
     assert_eq!(train + validation, 300.0);
     assert!(
@@ -109,10 +99,10 @@ params = { val_permille = 0 }
     ws.write("raw/captions.csv", &csv);
 
     ws.build_ok(&[]);
-    assert_eq!(metric(&ws, "download", "images_ok"), 4.0);
-    assert_eq!(metric(&ws, "download", "images_skipped"), 1.0);
-    assert_eq!(metric(&ws, "preprocess", "records_train"), 3.0);
-    assert_eq!(metric(&ws, "preprocess", "skipped_corrupt"), 1.0);
+    assert_eq!(ws.metric("download", "images_ok", None), 4.0);
+    assert_eq!(ws.metric("download", "images_skipped", None), 1.0);
+    assert_eq!(ws.metric("preprocess", "records_train", None), 3.0);
+    assert_eq!(ws.metric("preprocess", "skipped_corrupt", None), 1.0);
     let log = ws.run(&["log", "preprocess", "--verbose"]);
     assert!(
         log.stdout.contains("broken.png"),

@@ -42,21 +42,10 @@ needs = ["finetune"]
 
 const FINETUNE: &str = "steps = 40\nbatch_size = 32\nlr = 2e-3\neval_images = 30\n";
 
-fn metric(ws: &Ws, stage: &str, name: &str, step: Option<i64>) -> f64 {
-    let step = step.map_or("IS NULL".to_string(), |s| format!("= {s}"));
-    let rows = ws.query(&format!(
-        "SELECT m.value FROM metrics m JOIN stage_state s ON s.run_id = m.run_id \
-         WHERE s.stage = '{stage}' AND m.name = '{name}' AND m.step {step}"
-    ));
-    rows.first()
-        .and_then(|r| r["value"].as_f64())
-        .unwrap_or_else(|| panic!("no metric {name} ({step}) for {stage}: {rows:?}"))
-}
-
 /// Mean of a per-step metric over steps `from..=to`.
 fn mean(ws: &Ws, stage: &str, name: &str, from: i64, to: i64) -> f64 {
     (from..=to)
-        .map(|s| metric(ws, stage, name, Some(s)))
+        .map(|s| ws.metric(stage, name, Some(s)))
         .sum::<f64>()
         / (to - from + 1) as f64
 }
@@ -82,10 +71,10 @@ fn the_vlm_stages_train_export_a_bundle_and_chat_from_it() {
         mean(&ws, "finetune", "train.loss", 36, 40),
     );
     assert!(last < first, "finetune loss {first} → {last}");
-    let exact = metric(&ws, "finetune", "val.exact_match", None);
+    let exact = ws.metric("finetune", "val.exact_match", None);
     assert!((0.0..=1.0).contains(&exact), "{exact}");
-    assert!(metric(&ws, "finetune", "val.questions", None) > 0.0);
-    assert!(metric(&ws, "vlm-pretrain", "val.loss", None).is_finite());
+    assert!(ws.metric("finetune", "val.questions", None) > 0.0);
+    assert!(ws.metric("vlm-pretrain", "val.loss", None).is_finite());
 
     for file in [
         "bundle.json",

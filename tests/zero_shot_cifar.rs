@@ -81,16 +81,6 @@ kind = "zero-shot-eval"
 needs = ["clip-train", "prep-test"]
 "#;
 
-fn metric(ws: &Ws, stage: &str, name: &str) -> f64 {
-    let rows = ws.query(&format!(
-        "SELECT m.value FROM metrics m JOIN stage_state s ON s.run_id = m.run_id \
-         WHERE s.stage = '{stage}' AND m.name = '{name}' AND m.step IS NULL"
-    ));
-    rows.first()
-        .and_then(|r| r["value"].as_f64())
-        .unwrap_or_else(|| panic!("no metric {name} for {stage}: {rows:?}"))
-}
-
 #[test]
 fn a_clip_trained_on_cifar_train_batches_classifies_the_test_batch() {
     let ws = Ws::new(PIPELINE);
@@ -98,12 +88,12 @@ fn a_clip_trained_on_cifar_train_batches_classifies_the_test_batch() {
     ws.build_ok(&[]);
 
     // Train batches: 5 × 40 images, all in the train split; the test batch: 30, all validation.
-    assert_eq!(metric(&ws, "cifar-train", "images_ok"), 200.0);
-    assert_eq!(metric(&ws, "prep-train", "records_train"), 200.0);
-    assert_eq!(metric(&ws, "prep-train", "records_validation"), 0.0);
-    assert_eq!(metric(&ws, "cifar-test", "images_ok"), 30.0);
-    assert_eq!(metric(&ws, "prep-test", "records_train"), 0.0);
-    assert_eq!(metric(&ws, "prep-test", "records_validation"), 30.0);
+    assert_eq!(ws.metric("cifar-train", "images_ok", None), 200.0);
+    assert_eq!(ws.metric("prep-train", "records_train", None), 200.0);
+    assert_eq!(ws.metric("prep-train", "records_validation", None), 0.0);
+    assert_eq!(ws.metric("cifar-test", "images_ok", None), 30.0);
+    assert_eq!(ws.metric("prep-test", "records_train", None), 0.0);
+    assert_eq!(ws.metric("prep-test", "records_validation", None), 30.0);
     assert!(ws.exists("out/cifar-test/images/test_batch/00029.png"));
     let first = ws.read("out/cifar-test/captions.jsonl");
     let first = first.lines().next().unwrap();
@@ -121,15 +111,15 @@ fn a_clip_trained_on_cifar_train_batches_classifies_the_test_batch() {
         serde_json::from_str(&ws.read("out/prep-test/meta.json")).unwrap();
     assert_eq!(meta["classes"], serde_json::json!(names));
 
-    assert_eq!(metric(&ws, "zero-shot-eval", "images"), 30.0);
+    assert_eq!(ws.metric("zero-shot-eval", "images", None), 30.0);
     let per_class = ws.query(
         "SELECT m.name FROM metrics m JOIN stage_state s ON s.run_id = m.run_id \
          WHERE s.stage = 'zero-shot-eval' AND m.name LIKE 'per_class.%'",
     );
     assert_eq!(per_class.len(), 10, "{per_class:?}");
     let (top1, top5) = (
-        metric(&ws, "zero-shot-eval", "top1"),
-        metric(&ws, "zero-shot-eval", "top5"),
+        ws.metric("zero-shot-eval", "top1", None),
+        ws.metric("zero-shot-eval", "top5", None),
     );
     // Ten classes: chance is 0.1 top-1 and 0.5 top-5.
     assert!(

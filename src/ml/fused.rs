@@ -311,7 +311,7 @@ fn gelu_grad(x: f32) -> f32 {
 }
 
 /// `out[i] = f(a[i], b[i])` in 4096-element chunks, in parallel when large.
-fn zip_map(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32 + Sync + Send) -> Vec<f32> {
+pub(crate) fn zip_map(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32 + Sync + Send) -> Vec<f32> {
     let mut out = vec![0f32; a.len()];
     let body = |((o, a), b): ((&mut [f32], &[f32]), &[f32])| {
         for ((o, &a), &b) in o.iter_mut().zip(a).zip(b) {

@@ -6,10 +6,9 @@
 use std::sync::Arc;
 
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
-use rayon::prelude::*;
 
 use super::fused::{
-    PAR_MIN, cpu_tensor, map_rows, rows_cols, rows_with_partials, slice, sum8, with_data,
+    cpu_tensor, map_rows, rows_cols, rows_with_partials, slice, sum8, with_data, zip_map,
 };
 
 // ---------------------------------------------------------------- RMSNorm
@@ -170,26 +169,6 @@ fn sigmoid(x: f32) -> f32 {
     1.0 / (1.0 + (-x).exp())
 }
 
-/// `out[i] = f(a[i], b[i])`, in parallel when large.
-fn zip2(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32 + Sync + Send) -> Vec<f32> {
-    let mut out = vec![0f32; a.len()];
-    const CHUNK: usize = 4096;
-    let body = |((o, a), b): ((&mut [f32], &[f32]), &[f32])| {
-        for ((o, &a), &b) in o.iter_mut().zip(a).zip(b) {
-            *o = f(a, b);
-        }
-    };
-    if a.len() >= PAR_MIN {
-        out.par_chunks_mut(CHUNK)
-            .zip(a.par_chunks(CHUNK))
-            .zip(b.par_chunks(CHUNK))
-            .for_each(body);
-    } else {
-        body(((&mut out[..], a), b));
-    }
-    out
-}
-
 impl CustomOp2 for SwiGlu {
     fn name(&self) -> &'static str {
         "fused-swiglu"
@@ -210,7 +189,7 @@ impl CustomOp2 for SwiGlu {
                 l2.shape()
             );
         }
-        let y = zip2(a, b, |a, b| a * sigmoid(a) * b);
+        let y = zip_map(a, b, |a, b| a * sigmoid(a) * b);
         Ok((CpuStorage::F32(y), l1.shape().clone()))
     }
 
@@ -225,12 +204,12 @@ impl CustomOp2 for SwiGlu {
         let (da, db) = with_data(gate, |a| {
             with_data(up, |b| {
                 with_data(grad, |g| {
-                    let gb = zip2(g, b, |g, b| g * b);
-                    let da = zip2(a, &gb, |a, gb| {
+                    let gb = zip_map(g, b, |g, b| g * b);
+                    let da = zip_map(a, &gb, |a, gb| {
                         let s = sigmoid(a);
                         gb * s * (1.0 + a * (1.0 - s))
                     });
-                    let db = zip2(a, g, |a, g| g * a * sigmoid(a));
+                    let db = zip_map(a, g, |a, g| g * a * sigmoid(a));
                     Ok((da, db))
                 })
             })

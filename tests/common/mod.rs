@@ -162,6 +162,18 @@ impl Ws {
     }
 
     /// The single integer a `SELECT count(*) …` (or similar) answers.
+    /// A metric of `stage`'s current run: the final value (`step` None) or the value at a step.
+    pub fn metric(&self, stage: &str, name: &str, step: Option<i64>) -> f64 {
+        let step = step.map_or("IS NULL".to_string(), |s| format!("= {s}"));
+        let rows = self.query(&format!(
+            "SELECT m.value FROM metrics m JOIN stage_state s ON s.run_id = m.run_id \
+             WHERE s.stage = '{stage}' AND m.name = '{name}' AND m.step {step}"
+        ));
+        rows.first()
+            .and_then(|r| r["value"].as_f64())
+            .unwrap_or_else(|| panic!("no metric {name} ({step}) for {stage}: {rows:?}"))
+    }
+
     pub fn query_i64(&self, sql: &str) -> i64 {
         let rows = self.query(sql);
         assert_eq!(rows.len(), 1, "expected one row from {sql}: {rows:?}");
