@@ -33,11 +33,7 @@ impl Kind for ChatExport {
         let source = ctx.find_upstream("finetune (or vlm-pretrain) stage", |p| {
             p.join(VLM_JSON).is_file()
         })?;
-        let manifest_path = source.join(VLM_JSON);
-        let text = std::fs::read_to_string(&manifest_path)
-            .with_context(|| format!("reading {}", manifest_path.display()))?;
-        let manifest: VlmManifest = serde_json::from_str(&text)
-            .with_context(|| format!("{} is not a VLM description", manifest_path.display()))?;
+        let manifest: VlmManifest = super::read_json(&source.join(VLM_JSON))?;
         let tokenizer_path = source.join("tokenizer.json");
         let tokenizer = Tokenizer::load(&tokenizer_path)?;
         let params = Params::new(0, &candle_core::Device::Cpu);

@@ -95,6 +95,15 @@ fn cuda_device(ctx: &StageContext<'_>) -> anyhow::Result<candle_core::Device> {
     )
 }
 
+/// Read a JSON file of an upstream artifact; errors name the file.
+pub(crate) fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> anyhow::Result<T> {
+    use anyhow::Context;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    serde_json::from_str(&text)
+        .with_context(|| format!("{} is not the JSON expected", path.display()))
+}
+
 /// Live progress of a running stage, shown as a bar on a terminal and as periodic lines elsewhere.
 pub trait Progress: Send + Sync {
     fn update(&self, position: u64, length: Option<u64>, message: &str);

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
 
+use super::lm_train::is_data;
 use super::train_rules::{TrainSpec, check_rules, trains};
 use super::training::{StageHooks, check_finished};
 use super::{Kind, StageContext, params};
@@ -149,24 +150,13 @@ impl Common {
     }
 }
 
-fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> anyhow::Result<T> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    serde_json::from_str(&text)
-        .with_context(|| format!("{} is not the JSON expected", path.display()))
-}
-
-fn is_data(path: &Path) -> bool {
-    super::lm_train::is_data(path)
-}
-
 fn is_clip(path: &Path) -> bool {
-    read_json::<serde_json::Value>(&path.join("config.json"))
+    super::read_json::<serde_json::Value>(&path.join("config.json"))
         .is_ok_and(|v| v["model"]["vision"].is_object())
 }
 
 fn is_hf_lm(path: &Path) -> bool {
-    read_json::<serde_json::Value>(&path.join("config.json"))
+    super::read_json::<serde_json::Value>(&path.join("config.json"))
         .is_ok_and(|v| v["hidden_size"].is_u64())
 }
 
@@ -247,7 +237,7 @@ impl Kind for VlmPretrain {
             anyhow::anyhow!("{}: no tokenizer.json beside the model", lm_dir.display())
         })?;
         let tokenizer = Tokenizer::load(&tokenizer_path)?;
-        let clip: ClipTrainConfig = read_json(&clip_dir.join("config.json"))?;
+        let clip: ClipTrainConfig = super::read_json(&clip_dir.join("config.json"))?;
         let projector = match p.projector.as_str() {
             "resampler" => ProjectorConfig::Resampler {
                 queries: p.queries,
@@ -345,7 +335,7 @@ impl Kind for Finetune {
         let p: FinetuneParams = params::read(ctx)?;
         let data = ctx.find_upstream("preprocess stage", is_data)?;
         let base = ctx.find_upstream("vlm-pretrain stage", is_vlm)?;
-        let manifest: VlmManifest = read_json(&base.join(VLM_JSON))?;
+        let manifest: VlmManifest = super::read_json(&base.join(VLM_JSON))?;
         let tokenizer_path = base.join("tokenizer.json");
         let tokenizer = Tokenizer::load(&tokenizer_path)?;
         let template = &manifest.template;

@@ -57,7 +57,7 @@ impl Kind for ZeroShotEval {
             );
         }
         let (model_dir, data_dir) = upstreams(ctx, &p.split)?;
-        let cfg: TrainConfig = read_json(&model_dir.join("config.json"))?;
+        let cfg: TrainConfig = super::read_json(&model_dir.join("config.json"))?;
         let device = super::device(ctx)?;
         let params = Params::new(0, &device);
         let model = Clip::new(&params, &cfg.model)?;
@@ -66,7 +66,7 @@ impl Kind for ZeroShotEval {
             .load(&weights)
             .with_context(|| format!("loading {}", weights.display()))?;
         let tokenizer = Tokenizer::load(&model_dir.join("tokenizer.json"))?;
-        let meta: serde_json::Value = read_json(&data_dir.join("meta.json"))?;
+        let meta: serde_json::Value = super::read_json(&data_dir.join("meta.json"))?;
         let classes: Vec<String> =
             serde_json::from_value(meta["classes"].clone()).unwrap_or_default();
         if classes.is_empty() {
@@ -108,14 +108,6 @@ impl Kind for ZeroShotEval {
         confusion_image(&result.confusion, 12).save(ctx.out_dir.join("confusion.png"))?;
         Ok(())
     }
-}
-
-/// Read an upstream artifact's JSON file; errors name the file.
-fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> anyhow::Result<T> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    serde_json::from_str(&text)
-        .with_context(|| format!("{} is not the JSON expected", path.display()))
 }
 
 /// The needed model stage (with model.safetensors) and data stage (with the split's shards).
