@@ -190,6 +190,73 @@ fn a_finetune_edit_reruns_finetune_and_export_and_a_revert_restores_them() {
     );
 }
 
+fn tensors(ws: &Ws, rel: &str) -> std::collections::HashMap<String, candle_core::Tensor> {
+    candle_core::safetensors::load(ws.path(rel), &candle_core::Device::Cpu).unwrap()
+}
+
+fn same(a: &candle_core::Tensor, b: &candle_core::Tensor) -> bool {
+    a.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+        == b.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+}
+
+#[test]
+fn a_lora_finetune_trains_only_adapters_and_the_export_merges_them() {
+    let ws = Ws::new(PIPELINE);
+    ws.params(
+        "finetune",
+        &format!(
+            "{FINETUNE}lora = {{ rank = 4, alpha = 8, targets = [\"q_proj\", \"v_proj\"] }}\n"
+        ),
+    );
+    ws.build_ok(&[]);
+    let (first, last) = (
+        mean(&ws, "finetune", "train.loss", 1, 5),
+        mean(&ws, "finetune", "train.loss", 36, 40),
+    );
+    assert!(last < first, "finetune loss {first} → {last}");
+
+    let base = tensors(&ws, "out/vlm-pretrain/model.safetensors");
+    let tuned = tensors(&ws, "out/finetune/model.safetensors");
+    let exported = tensors(&ws, "out/chat-export/model.safetensors");
+    let q = "model.layers.0.self_attn.q_proj.weight";
+    let k = "model.layers.0.self_attn.k_proj.weight";
+    // finetune keeps the adapters beside the frozen weights, and they trained.
+    assert!(same(&tuned[q], &base[q]) && same(&tuned[k], &base[k]));
+    let b = &tuned["model.layers.0.self_attn.q_proj.lora_B"];
+    assert!(
+        b.abs()
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
+            > 0.0
+    );
+    assert!(!tuned.contains_key("model.layers.0.self_attn.k_proj.lora_A"));
+    // The export has no adapters: q_proj carries the merged update, k_proj is untouched.
+    assert!(
+        !exported.keys().any(|n| n.contains("lora_")),
+        "adapters exported"
+    );
+    assert!(!same(&exported[q], &base[q]), "q_proj not merged");
+    assert!(same(&exported[k], &base[k]));
+    let vlm: serde_json::Value = serde_json::from_str(&ws.read("out/finetune/vlm.json")).unwrap();
+    assert_eq!(vlm["model"]["lora"]["rank"], 4);
+
+    let image = any_image(&ws);
+    let bundle = ws.path("out/chat-export");
+    ws.run(&[
+        "chat",
+        "--bundle",
+        bundle.to_str().unwrap(),
+        "--image",
+        &image,
+        "--prompt",
+        "What shape is it?",
+    ])
+    .assert_code(0);
+}
+
 /// A Hugging Face Qwen2 folder as `transformers` shards it, written from a random model whose
 /// vocabulary is `tokenizer`'s: `config.json`, two safetensors shards and their index.
 fn write_sharded_hf_folder(dir: &std::path::Path, tokenizer: &std::path::Path) {
