@@ -3,8 +3,10 @@
 //! {"from": "gpt", "value": "…"}, …]}`. Told from other `.json` caption files by content (an
 //! array whose first element has `conversations`). Each sample becomes one record whose
 //! question–answer pairs are its human → gpt turns, in order, the `<image>` marker removed (the
-//! chat template places the image itself). Samples without an image (text-only) or without a
-//! complete turn are skipped and counted.
+//! chat template places the image itself). A single-turn sample's answer is also its caption:
+//! LLaVA's pretraining set (LCS-558K) is in this form, a describe instruction → the caption, so
+//! the caption objectives (clip-train, vlm-pretrain) can use it. Samples without an image
+//! (text-only) or without a complete turn are skipped and counted.
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -58,10 +60,13 @@ pub fn read_if_llava(path: &Path) -> Result<Option<Conversations>> {
             out.without_turns += 1;
             continue;
         }
+        let caption = match qa.as_slice() {
+            [only] => only.answer.clone(),
+            _ => String::new(),
+        };
         out.records.push(CaptionRecord {
             image,
-            // The objective is the conversation; CLIP-style caption training has no use for it.
-            caption: String::new(),
+            caption,
             label: None,
             qa,
             split: None,
@@ -127,6 +132,7 @@ mod tests {
         assert_eq!(got.records.len(), 1);
         let r = &got.records[0];
         assert_eq!(r.image, "coco/1.jpg");
+        assert_eq!(r.caption, "", "a conversation is not a caption");
         let pairs: Vec<(&str, &str)> =
             r.qa.iter()
                 .map(|q| (q.question.as_str(), q.answer.as_str()))
@@ -137,6 +143,29 @@ mod tests {
                 ("What is on the table?", "A red apple."),
                 ("Is it ripe?", "Yes.")
             ]
+        );
+    }
+
+    #[test]
+    fn a_single_turn_sample_answers_with_its_caption() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("blip_laion_cc_sbu_558k.json");
+        std::fs::write(
+            &path,
+            r#"[{"id": "004539375", "image": "00453/004539375.jpg", "conversations": [
+                {"from": "human", "value": "Render a clear and concise summary of the photo.\n<image>"},
+                {"from": "gpt", "value": "select luxury furniture 3 - inch gel memory foam mattress topper"}]}]"#,
+        )
+        .unwrap();
+        let got = read_if_llava(&path).unwrap().unwrap();
+        let r = &got.records[0];
+        assert_eq!(
+            r.caption,
+            "select luxury furniture 3 - inch gel memory foam mattress topper"
+        );
+        assert_eq!(
+            r.qa[0].question,
+            "Render a clear and concise summary of the photo."
         );
     }
 

@@ -31,7 +31,7 @@ impl Kind for Download {
     }
 
     fn version(&self) -> &'static str {
-        "1"
+        "2"
     }
 
     fn run(&self, ctx: &StageContext<'_>) -> anyhow::Result<()> {
