@@ -14,8 +14,8 @@
 //! - `lm`: the `lm-train` step: `Qwen2Config::small(512)` on 64 × 100 tokens, every position
 //!   labelled, lr 2e-3, weight decay 0.05.
 //! - `attention` (only when named): the `lm` step's two layers of causal grouped-query
-//!   attention (`lm_ops::grouped_query_attention`: key/value heads repeated, then the fused
-//!   attention op) on random q, k, v, forward and backward, to see its share of the step.
+//!   attention (`ops::grouped_attention`, the fused op) on random q, k, v, forward and backward,
+//!   to see its share of the step.
 //!
 //! One step is what the stages run: `Vlm::loss` (or the LM's hidden states and
 //! `next_token_loss`), backward, global-norm clipping to 1.0, AdamW, through
@@ -30,13 +30,13 @@ use std::time::{Duration, Instant};
 
 use candle_core::{Device, Result, Tensor};
 use vlmflow::ml::data::chat::IGNORE;
-use vlmflow::ml::lm_ops::grouped_query_attention;
 use vlmflow::ml::models::lm_loss::next_token_loss;
 use vlmflow::ml::models::projector::ProjectorConfig;
 use vlmflow::ml::models::qwen2::{Qwen2, Qwen2Config};
 use vlmflow::ml::models::vit::VisionConfig;
 use vlmflow::ml::models::vlm::{Vlm, VlmConfig, is_vision};
 use vlmflow::ml::ops::causal_mask;
+use vlmflow::ml::ops::grouped_attention;
 use vlmflow::ml::optim::{AdamW, AdamWConfig, clip_grad_norm};
 use vlmflow::ml::params::Params;
 use vlmflow::ml::rng::Rng;
@@ -245,7 +245,7 @@ fn lm(steps: usize, batch: usize, t: usize) -> Result<()> {
 }
 
 /// The `lm` step's attention (2 layers) alone: forward and backward of
-/// `grouped_query_attention` at its shapes, inputs that need gradients, `sum` as the loss.
+/// `grouped_attention` at its shapes, inputs that need gradients, `sum` as the loss.
 fn attention(steps: usize, batch: usize, t: usize) -> Result<()> {
     let dev = Device::Cpu;
     let cfg = Qwen2Config::small(VOCAB);
@@ -264,7 +264,7 @@ fn attention(steps: usize, batch: usize, t: usize) -> Result<()> {
     let (mut fwd, mut bwd) = (Duration::ZERO, Duration::ZERO);
     for i in 0..steps + 2 {
         let t0 = Instant::now();
-        let y = grouped_query_attention(&q, &k, &v, h, kv, Some(&mask))?;
+        let y = grouped_attention(&q, &k, &v, h, kv, Some(&mask))?;
         let t1 = Instant::now();
         y.sum_all()?.backward()?;
         let t2 = Instant::now();

@@ -6,8 +6,8 @@
 //! GEMMs straight into fresh buffers (dx = g w, dw = gᵀ x) and a column sum (db).
 
 use super::fused::with_data;
+use super::matmul::{Mat, MatMut, all_threads, matmul_into};
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
-use gemm::Parallelism;
 
 /// Linear with bias. Args: x `(M, K)`, w `(N, K)`, b `(N)`.
 pub struct Linear;
@@ -16,78 +16,6 @@ pub struct LinearNoBias;
 
 fn f32s<'a>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [f32]> {
     super::fused::slice(s, l, "fused linear")
-}
-
-fn parallelism() -> Parallelism {
-    match rayon::current_num_threads() {
-        1 => Parallelism::None,
-        n => Parallelism::Rayon(n),
-    }
-}
-
-/// A row-major matrix view for `gemm`: pointer, rows, cols, row stride, column stride.
-/// A transpose is the same memory with the strides swapped.
-#[derive(Clone, Copy)]
-struct Mat {
-    ptr: *const f32,
-    rows: usize,
-    cols: usize,
-    rs: isize,
-    cs: isize,
-}
-
-impl Mat {
-    fn new(data: &[f32], rows: usize, cols: usize) -> Self {
-        assert_eq!(data.len(), rows * cols);
-        Self {
-            ptr: data.as_ptr(),
-            rows,
-            cols,
-            rs: cols as isize,
-            cs: 1,
-        }
-    }
-
-    fn t(self) -> Self {
-        Self {
-            rows: self.cols,
-            cols: self.rows,
-            rs: self.cs,
-            cs: self.rs,
-            ..self
-        }
-    }
-}
-
-/// `dst (a.rows × b.cols) = [dst +] a·b`, `dst` contiguous row-major.
-fn matmul_into(dst: &mut [f32], a: Mat, b: Mat, accumulate: bool) {
-    assert_eq!(a.cols, b.rows);
-    assert_eq!(dst.len(), a.rows * b.cols);
-    // SAFETY: every view lies inside its slice (checked by the asserts in Mat::new and above);
-    // dst does not alias the inputs (it is a fresh buffer).
-    unsafe {
-        gemm::gemm(
-            a.rows,
-            b.cols,
-            a.cols,
-            dst.as_mut_ptr(),
-            1,
-            b.cols as isize,
-            accumulate,
-            a.ptr,
-            a.cs,
-            a.rs,
-            b.ptr,
-            b.cs,
-            b.rs,
-            if accumulate { 1.0 } else { 0.0 },
-            1.0,
-            false,
-            false,
-            false,
-            parallelism(),
-        )
-    }
 }
 
 fn dims(x: &Layout, w: &Layout) -> Result<(usize, usize, usize)> {
@@ -106,10 +34,12 @@ fn forward(x: &[f32], w: &[f32], b: Option<&[f32]>, m: usize, k: usize, n: usize
         None => vec![0f32; m * n],
     };
     matmul_into(
-        &mut y,
+        MatMut::new(&mut y, m, n),
         Mat::new(x, m, k),
         Mat::new(w, n, k).t(),
+        1.0,
         b.is_some(),
+        all_threads(),
     );
     y
 }
@@ -121,8 +51,10 @@ fn backward(x: &Tensor, w: &Tensor, g: &Tensor) -> Result<(Tensor, Tensor)> {
     with_data(x, |xs| {
         with_data(w, |ws| {
             with_data(g, |gs| {
-                matmul_into(&mut dx, Mat::new(gs, m, n), Mat::new(ws, n, k), false);
-                matmul_into(&mut dw, Mat::new(gs, m, n).t(), Mat::new(xs, m, k), false);
+                let g = Mat::new(gs, m, n);
+                let (dx, dw) = (MatMut::new(&mut dx, m, k), MatMut::new(&mut dw, n, k));
+                matmul_into(dx, g, Mat::new(ws, n, k), 1.0, false, all_threads());
+                matmul_into(dw, g.t(), Mat::new(xs, m, k), 1.0, false, all_threads());
                 Ok(())
             })
         })

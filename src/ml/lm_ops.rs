@@ -1,5 +1,5 @@
 //! The differentiable ops a Llama/Qwen2-style decoder adds to `ops`: RMSNorm, rotary position
-//! embeddings, the SwiGLU gate and grouped-query attention.
+//! embeddings and the SwiGLU gate (grouped-query attention is `ops::grouped_attention`).
 //!
 //! Like `ops`, each has a composite form built from candle primitives with a working backward
 //! (candle-nn's `rms_norm` and `rope` have none: CANDLE-NOTES.md) and, for f32 CPU tensors, a
@@ -10,7 +10,7 @@ use std::sync::Arc;
 use candle_core::{D, Device, Result, Tensor};
 
 use super::fused_lm;
-use super::ops::{self, fused_ok};
+use super::ops::fused_ok;
 
 // ---------------------------------------------------------------- RMSNorm
 
@@ -132,56 +132,6 @@ impl Rotary {
         let yb = (b.broadcast_mul(&cos)? + a.broadcast_mul(&sin)?)?;
         Tensor::cat(&[ya, yb], 3)?.reshape((n, t, c))
     }
-}
-
-// ---------------------------------------------------------------- Grouped-query attention
-
-/// `(N, T, KV·d)` → `(N, T, KV·rep·d)`: each key/value head repeated for the `rep` query heads
-/// that share it (query head `h` reads key/value head `h / rep`, as Hugging Face's `repeat_kv`).
-pub fn repeat_kv(x: &Tensor, kv_heads: usize, rep: usize) -> Result<Tensor> {
-    if rep == 1 {
-        return Ok(x.clone());
-    }
-    let (n, t, c) = x.dims3()?;
-    let d = c / kv_heads;
-    x.reshape((n, t, kv_heads, 1, d))?
-        .broadcast_as((n, t, kv_heads, rep, d))?
-        .contiguous()?
-        .reshape((n, t, kv_heads * rep * d))
-}
-
-/// Attention with `heads` query heads sharing `kv_heads` key/value heads.
-///
-/// `q`: `(N, Tq, H·d)`; `k`, `v`: `(N, Tk, KV·d)` (`Tk ≥ Tq` when earlier keys come from a
-/// cache); `mask`: additive, broadcastable to `(N, 1, Tq, Tk)`. Returns `(N, Tq, H·d)`.
-/// When `Tq = Tk` this is `ops::multi_head_attention` (one fused op on CPU).
-pub fn grouped_query_attention(
-    q: &Tensor,
-    k: &Tensor,
-    v: &Tensor,
-    heads: usize,
-    kv_heads: usize,
-    mask: Option<&Tensor>,
-) -> Result<Tensor> {
-    if kv_heads == 0 || !heads.is_multiple_of(kv_heads) {
-        candle_core::bail!(
-            "attention: {heads} query heads cannot share {kv_heads} key/value heads"
-        );
-    }
-    let rep = heads / kv_heads;
-    let (k, v) = (repeat_kv(k, kv_heads, rep)?, repeat_kv(v, kv_heads, rep)?);
-    let (n, tq, c) = q.dims3()?;
-    let tk = k.dim(1)?;
-    if tq == tk {
-        return ops::multi_head_attention(q, &k, &v, heads, mask);
-    }
-    let split = |x: &Tensor, t: usize| -> Result<Tensor> {
-        x.reshape((n, t, heads, c / heads))?
-            .transpose(1, 2)?
-            .contiguous()
-    };
-    let y = ops::attention(&split(q, tq)?, &split(&k, tk)?, &split(&v, tk)?, mask)?;
-    y.transpose(1, 2)?.contiguous()?.reshape((n, tq, c))
 }
 
 #[cfg(test)]

@@ -5,14 +5,17 @@
 pub mod bundle;
 pub mod clip_train;
 pub mod data;
+pub mod fast_math;
 pub mod fused;
 pub mod fused_attention;
 pub mod fused_linear;
 pub mod fused_lm;
+pub mod fused_loss;
 pub mod generate;
 pub mod layers;
 pub mod lm_ops;
 pub mod lm_train;
+pub mod matmul;
 pub mod models;
 pub mod ops;
 pub mod optim;

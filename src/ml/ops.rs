@@ -69,6 +69,29 @@ pub fn softmax_composite(x: &Tensor) -> Result<Tensor> {
     e.broadcast_div(&e.sum_keepdim(D::Minus1)?)
 }
 
+// ---------------------------------------------------------------- Cross-entropy
+
+/// Per-row cross-entropy of logits `(M, V)` against class indices `targets` `(M)` (any integer
+/// dtype): `logsumexp(x[r]) − x[r, targets[r]]`, shape `(M)`.
+pub fn cross_entropy(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
+    if fused_ok(logits) {
+        let targets = targets.to_dtype(DType::U32)?.to_vec1::<u32>()?;
+        let op = super::fused_loss::CrossEntropy { targets };
+        logits.contiguous()?.apply_op1(op)
+    } else {
+        cross_entropy_composite(logits, targets)
+    }
+}
+
+pub fn cross_entropy_composite(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
+    // Subtracting the row max (a constant for the gradient) keeps exp finite.
+    let max = logits.max_keepdim(D::Minus1)?.detach();
+    let shifted = logits.broadcast_sub(&max)?;
+    let log_z = shifted.exp()?.sum_keepdim(D::Minus1)?.log()?;
+    let targets = targets.to_dtype(DType::U32)?.unsqueeze(1)?;
+    (log_z - shifted.gather(&targets, 1)?)?.squeeze(1)
+}
+
 // ---------------------------------------------------------------- GELU
 
 /// GELU with the tanh approximation (PyTorch `approximate="tanh"`, candle `Tensor::gelu`): its
@@ -141,10 +164,7 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>) -> R
 
 /// Multi-head attention on `(N, T, C)` queries and `(N, S, C)` keys and values (S = T for
 /// self-attention): heads are the C/`heads`-wide column blocks. Returns `(N, T, C)`, heads side
-/// by side, ready for the output projection.
-///
-/// `mask` as for `attention`. On CPU with a head-independent mask (broadcastable to
-/// `(N, 1, T, T)`) this is one fused op (`fused_attention.rs`).
+/// by side, ready for the output projection. `mask` as for `attention`.
 pub fn multi_head_attention(
     q: &Tensor,
     k: &Tensor,
@@ -152,34 +172,78 @@ pub fn multi_head_attention(
     heads: usize,
     mask: Option<&Tensor>,
 ) -> Result<Tensor> {
-    let (n, t, c) = q.dims3()?;
+    grouped_attention(q, k, v, heads, heads, mask)
+}
+
+/// Attention with `heads` query heads sharing `kv_heads` key/value heads (grouped-query
+/// attention; `kv_heads = heads` is plain multi-head attention).
+///
+/// `q`: `(N, Tq, H·d)`; `k`, `v`: `(N, Tk, KV·d)` (`Tk > Tq` when earlier keys come from a KV
+/// cache, or for cross-attention); `mask`: additive, broadcastable to `(N, H, Tq, Tk)`. Returns
+/// `(N, Tq, H·d)`. On CPU with a head-independent mask (broadcastable to `(N, 1, Tq, Tk)`) this
+/// is one fused op (`fused_attention.rs`).
+pub fn grouped_attention(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    heads: usize,
+    kv_heads: usize,
+    mask: Option<&Tensor>,
+) -> Result<Tensor> {
+    if kv_heads == 0 || !heads.is_multiple_of(kv_heads) {
+        candle_core::bail!(
+            "attention: {heads} query heads cannot share {kv_heads} key/value heads"
+        );
+    }
+    let (n, tq, c) = q.dims3()?;
+    let tk = k.dim(1)?;
     let per_head = mask.is_none_or(|m| m.rank() < 4 || m.dim(1).is_ok_and(|h| h == 1));
-    if fused_ok(q) && per_head && k.dim(1)? == t {
+    if fused_ok(q) && per_head {
         let mask = match mask {
             None => None,
             Some(m) => {
                 let shared = m.rank() < 3 || m.dim(0)? == 1;
                 let mn = if shared { 1 } else { n };
                 let m = m
-                    .broadcast_as((mn, 1, t, t))?
+                    .broadcast_as((mn, 1, tq, tk))?
                     .flatten_all()?
                     .to_vec1::<f32>()?;
                 Some((m, mn))
             }
         };
-        let op = super::fused_attention::Attention { heads, mask };
+        let op = super::fused_attention::Attention {
+            heads,
+            kv_heads,
+            mask,
+        };
         return q
             .contiguous()?
             .apply_op3(&k.contiguous()?, &v.contiguous()?, op);
     }
-    let split = |x: &Tensor| -> Result<Tensor> {
+    let rep = heads / kv_heads;
+    let (k, v) = (repeat_kv(k, kv_heads, rep)?, repeat_kv(v, kv_heads, rep)?);
+    let split = |x: &Tensor, t: usize| -> Result<Tensor> {
         // (N, T, C) -> (N, H, T, d)
-        x.reshape((n, x.dim(1)?, heads, c / heads))?
+        x.reshape((n, t, heads, c / heads))?
             .transpose(1, 2)?
             .contiguous()
     };
-    let y = attention(&split(q)?, &split(k)?, &split(v)?, mask)?;
-    y.transpose(1, 2)?.contiguous()?.reshape((n, t, c))
+    let y = attention(&split(q, tq)?, &split(&k, tk)?, &split(&v, tk)?, mask)?;
+    y.transpose(1, 2)?.contiguous()?.reshape((n, tq, c))
+}
+
+/// `(N, T, KV·d)` → `(N, T, KV·rep·d)`: each key/value head repeated for the `rep` query heads
+/// that share it (query head `h` reads key/value head `h / rep`, as Hugging Face's `repeat_kv`).
+pub fn repeat_kv(x: &Tensor, kv_heads: usize, rep: usize) -> Result<Tensor> {
+    if rep == 1 {
+        return Ok(x.clone());
+    }
+    let (n, t, c) = x.dims3()?;
+    let d = c / kv_heads;
+    x.reshape((n, t, kv_heads, 1, d))?
+        .broadcast_as((n, t, kv_heads, rep, d))?
+        .contiguous()?
+        .reshape((n, t, kv_heads * rep * d))
 }
 
 /// `(T, T)` additive mask: position i sees positions ≤ i.

@@ -145,6 +145,101 @@ fn fused_multi_head_attention_matches_composite() -> Result<()> {
 }
 
 #[test]
+fn grouped_query_attention_shares_kv_heads_and_matches_composite() -> Result<()> {
+    let mut rng = Rng::new(4);
+    let dev = Device::Cpu;
+    let (n, t, d) = (2, 6, 8);
+    let q = randn(&mut rng, &[n, t, 4 * d], 1.0)?;
+    let k = randn(&mut rng, &[n, t, 2 * d], 1.0)?;
+    let v = randn(&mut rng, &[n, t, 2 * d], 1.0)?;
+    let mask = causal_mask(t, &dev)?;
+    check(&[q.clone(), k.clone(), v.clone()], |x| {
+        grouped_attention(&x[0], &x[1], &x[2], 4, 2, Some(&mask))
+    })?;
+    // Query heads 0 and 1 read kv head 0; 2 and 3 read kv head 1.
+    let y = grouped_attention(&q, &k, &v, 4, 2, Some(&mask))?;
+    for h in 0..4 {
+        let head = |x: &Tensor, i: usize| x.narrow(D::Minus1, i * d, d);
+        let one = multi_head_attention(
+            &head(&q, h)?,
+            &head(&k, h / 2)?,
+            &head(&v, h / 2)?,
+            1,
+            Some(&mask),
+        )?;
+        assert!(max_abs_diff(&head(&y, h)?, &one)? < 1e-6, "head {h}");
+    }
+    Ok(())
+}
+
+#[test]
+fn attention_of_the_last_queries_over_all_keys_equals_the_full_causal_rows() -> Result<()> {
+    // What a KV cache relies on: queries t0..T against all T keys (mask for the offset) give the
+    // same rows as the full causal attention.
+    let mut rng = Rng::new(5);
+    let dev = Device::Cpu;
+    let (n, t, d, t0) = (2, 7, 8, 4);
+    let q = randn(&mut rng, &[n, t, 2 * d], 1.0)?;
+    let k = randn(&mut rng, &[n, t, d], 1.0)?;
+    let v = randn(&mut rng, &[n, t, d], 1.0)?;
+    let full = grouped_attention(&q, &k, &v, 2, 1, Some(&causal_mask(t, &dev)?))?;
+    let mask = causal_mask(t, &dev)?.narrow(0, t0, t - t0)?;
+    let tail = grouped_attention(&q.narrow(1, t0, t - t0)?, &k, &v, 2, 1, Some(&mask))?;
+    assert!(max_abs_diff(&full.narrow(1, t0, t - t0)?, &tail)? < 1e-6);
+    Ok(())
+}
+#[test]
+fn fused_attention_blocks_match_composite_on_long_masked_rows() -> Result<()> {
+    // 70 query rows: three row blocks, the last partial; left padding leaves rows that see no
+    // key at all (uniform, as the composite's softmax of equal scores).
+    let mut rng = Rng::new(9);
+    let dev = Device::Cpu;
+    let (n, t, d) = (2, 70, 8);
+    let causal = causal_mask(t, &dev)?;
+    let left_pad: Vec<f32> = [0usize, 37]
+        .iter()
+        .flat_map(|&pad| (0..t * t).map(move |k| if k % t < pad { MASKED } else { 0.0 }))
+        .collect();
+    let left_pad = Tensor::from_vec(left_pad, (n, 1, t, t), &dev)?.broadcast_add(&causal)?;
+    for mask in [None, Some(&causal), Some(&left_pad)] {
+        let q = randn(&mut rng, &[n, t, 4 * d], 1.0)?;
+        let k = randn(&mut rng, &[n, t, 2 * d], 1.0)?;
+        let v = randn(&mut rng, &[n, t, 2 * d], 1.0)?;
+        check(&[q, k, v], |x| {
+            grouped_attention(&x[0], &x[1], &x[2], 4, 2, mask)
+        })?;
+    }
+    // Fewer queries than keys (a KV cache's last rows; a resampler's queries).
+    let tq = 40;
+    let q = randn(&mut rng, &[n, tq, 2 * d], 1.0)?;
+    let k = randn(&mut rng, &[n, t, 2 * d], 1.0)?;
+    let v = randn(&mut rng, &[n, t, 2 * d], 1.0)?;
+    check(&[q.clone(), k.clone(), v.clone()], |x| {
+        multi_head_attention(&x[0], &x[1], &x[2], 2, None)
+    })?;
+    let tail = causal.narrow(0, t - tq, tq)?;
+    check(&[q, k, v], |x| {
+        multi_head_attention(&x[0], &x[1], &x[2], 2, Some(&tail))
+    })
+}
+
+#[test]
+fn fused_cross_entropy_matches_composite() -> Result<()> {
+    let mut rng = Rng::new(10);
+    // Enough rows for the parallel path; one row far from the others in scale.
+    let (m, v) = (300, 97);
+    let mut logits = randn(&mut rng, &[m, v], 3.0)?;
+    logits = logits.slice_assign(&[0..1, 0..v], &(logits.narrow(0, 0, 1)? * 40.0)?)?;
+    let targets: Vec<u32> = (0..m as u32).map(|r| (r * 31) % v as u32).collect();
+    let targets = Tensor::from_vec(targets, m, &Device::Cpu)?;
+    check(&[logits], |x| cross_entropy(&x[0], &targets))?;
+    let bad = Tensor::from_vec(vec![v as u32; m], m, &Device::Cpu)?;
+    let err = cross_entropy(&randn(&mut rng, &[m, v], 1.0)?, &bad).unwrap_err();
+    assert!(err.to_string().contains("outside a vocabulary"), "{err}");
+    Ok(())
+}
+
+#[test]
 fn fused_linear_matches_composite() -> Result<()> {
     let mut rng = Rng::new(8);
     // Big enough for gemm's parallel path; 3-D input to exercise the row folding.

@@ -16,12 +16,12 @@
 //! uses to line prompts of different lengths up at their ends, is given as a count per row: the
 //! pads are masked out as keys, and positions count from each row's first real token.
 
-use candle_core::{D, DType, Device, Result, Tensor};
+use candle_core::{DType, Device, Result, Tensor};
 
 use super::lora::LoraConfig;
 use crate::ml::layers::{INIT_STD, Linear};
-use crate::ml::lm_ops::{Rotary, grouped_query_attention, rms_norm, swiglu};
-use crate::ml::ops::{self, MASKED};
+use crate::ml::lm_ops::{Rotary, rms_norm, swiglu};
+use crate::ml::ops::{self, MASKED, grouped_attention};
 use crate::ml::params::Params;
 
 pub use super::qwen2_config::Qwen2Config;
@@ -94,7 +94,7 @@ impl Attention {
             }
             (*ck, *cv) = (Some(k.clone()), Some(v.clone()));
         }
-        let y = grouped_query_attention(&q, &k, &v, self.heads, self.kv_heads, mask)?;
+        let y = grouped_attention(&q, &k, &v, self.heads, self.kv_heads, mask)?;
         self.o_proj.forward(&y)
     }
 }
@@ -507,13 +507,8 @@ fn attention_mask(
 /// where `mask` `(N, T)` is 1 (a masked loss: padding, prompt tokens). Differentiable.
 pub fn masked_cross_entropy(logits: &Tensor, targets: &Tensor, mask: &Tensor) -> Result<Tensor> {
     let (n, t, v) = logits.dims3()?;
-    let logits = logits.reshape((n * t, v))?;
-    let max = logits.max_keepdim(D::Minus1)?.detach();
-    let shifted = logits.broadcast_sub(&max)?;
-    let log_z = shifted.exp()?.sum_keepdim(D::Minus1)?.log()?;
-    let targets = targets.to_dtype(DType::U32)?.reshape((n * t, 1))?;
-    let picked = shifted.gather(&targets, 1)?;
-    let nll = (log_z - picked)?.reshape((n, t))?;
+    let nll = ops::cross_entropy(&logits.reshape((n * t, v))?, &targets.flatten_all()?)?
+        .reshape((n, t))?;
     let count = mask.to_dtype(DType::F32)?.sum_all()?.to_scalar::<f32>()?;
     let mask = mask.to_dtype(nll.dtype())?;
     if count == 0.0 {
