@@ -7,8 +7,8 @@
 //!     VLMFLOW_ALLOC=system RAYON_NUM_THREADS=2 cargo bench --bench clip_step   # glibc malloc
 //!     RAYON_NUM_THREADS=2 cargo bench --bench clip_step -- --composite        # no fused ops
 //!
-//! Unless set, `CANDLE_NUM_THREADS=1` and (with mimalloc) `MIMALLOC_PURGE_DELAY=-1` are used:
-//! see `main`. `CANDLE_NUM_THREADS=2` shows candle's default.
+//! Unless set, `CANDLE_NUM_THREADS=1` is used and mimalloc keeps freed memory, as in the
+//! `vlmflow` binary: see `main` and `src/alloc.rs`. `CANDLE_NUM_THREADS=2` shows candle's default.
 //!
 //! Measured on the 2-core dev machine (AMD EPYC, shared; best of 3 runs, 2 threads, 16 tokens):
 //!
@@ -122,23 +122,15 @@ struct Phases {
 }
 
 fn main() -> Result<()> {
-    // Both settings are read once at start-up, so set them (unless given) by re-running
-    // ourselves. CANDLE_NUM_THREADS=1: candle's elementwise pool spin-waits, and on 2 cores it
-    // fights the matmul threads (~25% of a step); the heavy elementwise work is in our fused
-    // ops, which use rayon. MIMALLOC_PURGE_DELAY=-1: mimalloc otherwise hands pages back to
-    // the OS after 10 ms idle and faults them in again next step (~5%).
-    let unset = |k: &str| std::env::var_os(k).is_none();
-    if unset("CANDLE_NUM_THREADS") || (!use_system() && unset("MIMALLOC_PURGE_DELAY")) {
-        let exe = std::env::current_exe()?;
-        let mut cmd = std::process::Command::new(exe);
-        cmd.args(std::env::args_os().skip(1));
-        if unset("CANDLE_NUM_THREADS") {
-            cmd.env("CANDLE_NUM_THREADS", "1");
-        }
-        if unset("MIMALLOC_PURGE_DELAY") {
-            cmd.env("MIMALLOC_PURGE_DELAY", "-1");
-        }
-        std::process::exit(cmd.status()?.code().unwrap_or(1));
+    // CANDLE_NUM_THREADS=1 (as `src/main.rs`): candle's elementwise pool spin-waits, and on 2
+    // cores it fights the matmul threads (~25% of a step); the heavy elementwise work is in our
+    // fused ops, which use rayon.
+    if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
+        // SAFETY: set before any other thread exists.
+        unsafe { std::env::set_var("CANDLE_NUM_THREADS", "1") };
+    }
+    if !use_system() {
+        vlmflow::alloc::keep_freed_memory();
     }
     let composite = std::env::args().any(|a| a == "--composite");
     // `cargo bench` passes `--bench`: the model is the one argument without a leading dash.

@@ -20,7 +20,7 @@ use vlmflow::ml::params::Params;
 use vlmflow::ml::rng::Rng;
 
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: vlmflow::alloc::MiMalloc = vlmflow::alloc::MiMalloc;
 
 fn env(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -104,6 +104,7 @@ fn bench(name: &str, cfg: &Qwen2Config, new_tokens: usize, reps: usize) -> Resul
 }
 
 fn main() -> Result<()> {
+    vlmflow::alloc::keep_freed_memory();
     if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
         // SAFETY: set before any other thread exists.
         unsafe { std::env::set_var("CANDLE_NUM_THREADS", "1") };

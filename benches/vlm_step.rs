@@ -44,7 +44,7 @@ use vlmflow::ml::train::train_step;
 use vlmflow::ml::vlm_train::{PartScales, part_groups};
 
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: vlmflow::alloc::MiMalloc = vlmflow::alloc::MiMalloc;
 
 const VOCAB: usize = 512;
 const IMAGE_AT: usize = 4;
@@ -288,6 +288,7 @@ fn attention(steps: usize, batch: usize, t: usize) -> Result<()> {
 }
 
 fn main() -> Result<()> {
+    vlmflow::alloc::keep_freed_memory();
     if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
         // SAFETY: set before any other thread exists (as `src/main.rs` does).
         unsafe { std::env::set_var("CANDLE_NUM_THREADS", "1") };

@@ -1,5 +1,6 @@
 //! vlmflow: `make` for vision-language-model training.
 
+pub mod alloc;
 pub mod cli;
 pub mod engine;
 pub mod ml;
