@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
 
+use super::fast_math::fast_exp;
 use super::fused::{
     cpu_tensor, map_rows, rows_cols, rows_with_partials, slice, sum8, with_data, zip_map,
 };
@@ -166,7 +167,7 @@ pub struct SwiGlu;
 
 #[inline(always)]
 fn sigmoid(x: f32) -> f32 {
-    1.0 / (1.0 + (-x).exp())
+    1.0 / (1.0 + fast_exp(-x))
 }
 
 impl CustomOp2 for SwiGlu {
