@@ -1,6 +1,7 @@
 //! Model definitions, one file each, readable top to bottom.
 
 pub mod clip;
+pub mod hf_weights;
 pub mod lm_loss;
 pub mod lora;
 pub mod projector;
