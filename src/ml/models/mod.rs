@@ -1,9 +1,12 @@
 //! Model definitions, one file each, readable top to bottom.
 
 pub mod clip;
+pub mod hf_vision;
+pub mod hf_vision_config;
 pub mod hf_weights;
 pub mod lm_loss;
 pub mod lora;
+pub mod pos_resize;
 pub mod projector;
 pub mod qwen2;
 pub mod qwen2_config;
