@@ -250,3 +250,7 @@ fn resize_positions(table: &Tensor, hf: &HfVisionConfig, grid: usize) -> Result<
     out.extend(resize_grid(patches, old, grid, hf.width));
     Tensor::from_vec(out, (cls + grid * grid, hf.width), table.device())
 }
+
+#[cfg(test)]
+#[path = "hf_vision_tests.rs"]
+mod tests;

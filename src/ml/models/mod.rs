@@ -20,3 +20,5 @@ pub mod vlm;
 pub(crate) mod clip_tests;
 #[cfg(test)]
 mod qwen2_reference_tests;
+#[cfg(test)]
+mod vision_reference_tests;
