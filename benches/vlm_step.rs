@@ -73,6 +73,8 @@ fn vlm_config() -> VlmConfig {
             width: 128,
             layers: 4,
             heads: 4,
+            arch: Default::default(),
+            features: Default::default(),
         },
         projector: ProjectorConfig::Resampler {
             queries: 16,

@@ -197,6 +197,8 @@ mod tests {
                 width: 16,
                 layers: 1,
                 heads: 2,
+                arch: Default::default(),
+                features: Default::default(),
             },
             projector: ProjectorConfig::Mlp,
             lm,

@@ -1,6 +1,6 @@
 //! Fused CPU kernels with analytic backward, as candle custom ops.
 //!
-//! Why: candle composes LayerNorm, softmax, GELU and bias-add from many elementwise ops, each
+//! Why: candle composes LayerNorm, softmax, GELU, QuickGELU and bias-add from many elementwise ops, each
 //! allocating a full tensor, and their backward passes go through a generic broadcast-reduction
 //! loop. One pass per direction here is ~1.5× faster end to end (CANDLE-NOTES.md). Each op is
 //! checked against its composite twin in `ops.rs` (forward and gradients).
@@ -325,6 +325,38 @@ impl CustomOp1 for Gelu {
     fn bwd(&self, x: &Tensor, _y: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
         let dx = with_data(x, |xs| {
             with_data(grad, |g| Ok(zip_map(xs, g, |v, g| g * gelu_grad(v))))
+        })?;
+        Ok(Some(cpu_tensor(dx, x.shape())?))
+    }
+}
+
+// ---------------------------------------------------------------- QuickGELU
+
+/// QuickGELU, `x·σ(1.702·x)`: OpenAI CLIP's activation, so that its checkpoints run as trained.
+pub struct QuickGelu;
+
+const QUICK_GELU_K: f32 = 1.702;
+
+impl CustomOp1 for QuickGelu {
+    fn name(&self) -> &'static str {
+        "fused-quick-gelu"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let x = slice(s, l, "quick-gelu")?;
+        let y = zip_map(x, x, |v, _| v / (1.0 + (-QUICK_GELU_K * v).exp()));
+        Ok((CpuStorage::F32(y), l.shape().clone()))
+    }
+
+    fn bwd(&self, x: &Tensor, _y: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        // d/dx x·σ(kx) = σ(kx) + k·x·σ(kx)·(1 − σ(kx))
+        let dx = with_data(x, |xs| {
+            with_data(grad, |g| {
+                Ok(zip_map(xs, g, |v, g| {
+                    let s = 1.0 / (1.0 + (-QUICK_GELU_K * v).exp());
+                    g * (s + QUICK_GELU_K * v * s * (1.0 - s))
+                }))
+            })
         })?;
         Ok(Some(cpu_tensor(dx, x.shape())?))
     }

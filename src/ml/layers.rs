@@ -6,6 +6,7 @@
 //! every layer 4× too small, and CLIP training took more than twice the steps to reach 0.90).
 
 use candle_core::{Result, Tensor};
+use serde::{Deserialize, Serialize};
 
 use super::models::lora::{Lora, LoraConfig};
 use super::ops;
@@ -60,17 +61,48 @@ impl Linear {
 pub struct LayerNorm {
     pub weight: Tensor,
     pub bias: Tensor,
+    pub eps: f64,
 }
 
 impl LayerNorm {
     pub fn new(p: &Params, dim: usize) -> Result<Self> {
+        Self::with_eps(p, dim, LN_EPS)
+    }
+
+    /// A LayerNorm with another epsilon (SigLIP checkpoints use 1e-6).
+    pub fn with_eps(p: &Params, dim: usize, eps: f64) -> Result<Self> {
         Ok(Self {
             weight: p.ones("weight", dim)?,
             bias: p.zeros("bias", dim)?,
+            eps,
         })
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        ops::layer_norm(x, &self.weight, &self.bias, LN_EPS)
+        ops::layer_norm(x, &self.weight, &self.bias, self.eps)
+    }
+}
+
+/// A transformer MLP's nonlinearity. This project's models use `gelu_tanh`; the others are
+/// there so that pretrained checkpoints run with the activation they were trained with.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Activation {
+    /// GELU, tanh approximation (Hugging Face `gelu_pytorch_tanh`, `gelu_new`), fused on CPU.
+    #[default]
+    GeluTanh,
+    /// GELU with the exact erf (Hugging Face `gelu`).
+    Gelu,
+    /// `x·σ(1.702·x)` (OpenAI CLIP's `quick_gelu`), fused on CPU.
+    QuickGelu,
+}
+
+impl Activation {
+    pub fn forward(self, x: &Tensor) -> Result<Tensor> {
+        match self {
+            Activation::GeluTanh => ops::gelu(x),
+            Activation::Gelu => x.gelu_erf(),
+            Activation::QuickGelu => ops::quick_gelu(x),
+        }
     }
 }

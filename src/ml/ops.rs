@@ -104,6 +104,19 @@ pub fn gelu(x: &Tensor) -> Result<Tensor> {
     }
 }
 
+/// QuickGELU, `x·σ(1.702·x)` (OpenAI CLIP's `quick_gelu`).
+pub fn quick_gelu(x: &Tensor) -> Result<Tensor> {
+    if fused_ok(x) {
+        x.contiguous()?.apply_op1(fused::QuickGelu)
+    } else {
+        quick_gelu_composite(x)
+    }
+}
+
+pub fn quick_gelu_composite(x: &Tensor) -> Result<Tensor> {
+    x * (x.affine(-1.702, 0.0)?.exp()? + 1.0)?.recip()?
+}
+
 // ---------------------------------------------------------------- Linear
 
 /// `x + b` with `b` broadcast over the leading dims of `x` (`b`'s shape = `x`'s trailing dims).

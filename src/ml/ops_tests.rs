@@ -79,6 +79,29 @@ fn fused_gelu_matches_composite() -> Result<()> {
 }
 
 #[test]
+fn fused_quick_gelu_matches_composite() -> Result<()> {
+    let mut rng = Rng::new(9);
+    check(&[randn(&mut rng, &[64, 300], 3.0)?], |t| quick_gelu(&t[0]))?;
+    check(&[randn(&mut rng, &[7], 3.0)?], |t| quick_gelu(&t[0]))
+}
+
+#[test]
+fn quick_gelu_is_x_times_sigmoid_of_1_702_x() -> Result<()> {
+    let xs = [-6.0f32, -1.0, -0.1, 0.0, 0.3, 2.0, 9.0];
+    let x = Tensor::new(&xs, &Device::Cpu)?;
+    for y in [quick_gelu(&x)?, with_composite(|| quick_gelu(&x))?] {
+        for (&x, y) in xs.iter().zip(y.to_vec1::<f32>()?) {
+            let want = x as f64 / (1.0 + (-1.702 * x as f64).exp());
+            assert!(
+                (y as f64 - want).abs() < 1e-6,
+                "quick_gelu({x}) = {y}, want {want}"
+            );
+        }
+    }
+    Ok(())
+}
+
+#[test]
 fn fused_bias_add_matches_composite() -> Result<()> {
     let mut rng = Rng::new(4);
     let x = randn(&mut rng, &[40, 17, 64], 1.0)?;

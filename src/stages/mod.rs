@@ -12,6 +12,7 @@ mod preprocess;
 mod train_rules;
 mod training;
 mod vlm_train;
+mod vlm_vision;
 mod zero_shot;
 
 use std::collections::BTreeMap;

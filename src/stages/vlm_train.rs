@@ -1,8 +1,9 @@
-//! The VLM kinds. `vlm-pretrain` joins a clip-train stage's vision tower to a language model (an
-//! `lm-train` stage, or a Hugging Face Qwen2 folder) through a new projector and trains the
-//! caption objective with the LM frozen; `finetune` continues from a `vlm-pretrain` (or another
-//! `finetune`) on question–answer conversations, training what its `train` param names, and
-//! reports exact-match accuracy on the held-out images' questions.
+//! The VLM kinds. `vlm-pretrain` joins a vision tower (a clip-train stage's, or a Hugging Face
+//! CLIP or SigLIP folder's: `vlm_vision`) to a language model (an `lm-train` stage, or a Hugging
+//! Face Qwen2 folder) through a new projector and trains the caption objective with the LM
+//! frozen; `finetune` continues from a `vlm-pretrain` (or another `finetune`) on question–answer
+//! conversations, training what its `train` param names, and reports exact-match accuracy on the
+//! held-out images' questions.
 //!
 //! Both write a VLM folder: `vlm.json` (model and chat template), `model.safetensors` (every
 //! part, under `vision.*`, `projector.*` and the Hugging Face Qwen2 names), `tokenizer.json`.
@@ -15,8 +16,8 @@ use serde::{Deserialize, Serialize};
 use super::lm_train::is_data;
 use super::train_rules::{TrainSpec, check_rules, trains};
 use super::training::{StageHooks, check_finished};
+use super::vlm_vision::{VisionParams, VisionSource};
 use super::{Kind, StageContext, params};
-use crate::ml::clip_train::TrainConfig as ClipTrainConfig;
 use crate::ml::data::chat::ChatTemplate;
 use crate::ml::data::conversations::{Objective, Sequences, build, read_split_records};
 use crate::ml::data::tokenizer::Tokenizer;
@@ -103,6 +104,8 @@ struct PretrainParams {
     /// A system prompt for the chat template (Qwen2.5-Instruct expects its default one).
     system: Option<String>,
     #[serde(flatten)]
+    vision: VisionParams,
+    #[serde(flatten)]
     common: Common,
     #[serde(flatten)]
     hyper: Hyper,
@@ -148,11 +151,6 @@ impl Common {
             },
         }
     }
-}
-
-fn is_clip(path: &Path) -> bool {
-    super::read_json::<serde_json::Value>(&path.join("config.json"))
-        .is_ok_and(|v| v["model"]["vision"].is_object())
 }
 
 fn is_hf_lm(path: &Path) -> bool {
@@ -221,7 +219,8 @@ impl Kind for VlmPretrain {
     fn run(&self, ctx: &StageContext<'_>) -> anyhow::Result<()> {
         let p: PretrainParams = params::read(ctx)?;
         let data = ctx.find_upstream("preprocess stage", is_data)?;
-        let clip_dir = ctx.find_upstream("clip-train stage", is_clip)?;
+        let device = super::device(ctx)?;
+        let vision = VisionSource::open(ctx, &p.vision, &data.join("train"), &device)?;
         let lm_dir: PathBuf = match &p.lm {
             Some(path) => {
                 super::download::require_input(ctx, path)?;
@@ -231,13 +230,11 @@ impl Kind for VlmPretrain {
                 .find_upstream("lm-train stage (or set `lm` to a Qwen2 folder)", is_hf_lm)?
                 .to_path_buf(),
         };
-        let device = super::device(ctx)?;
         let lm = load_hf_folder(&lm_dir, &device)?;
         let tokenizer_path = lm.tokenizer.clone().ok_or_else(|| {
             anyhow::anyhow!("{}: no tokenizer.json beside the model", lm_dir.display())
         })?;
         let tokenizer = Tokenizer::load(&tokenizer_path)?;
-        let clip: ClipTrainConfig = super::read_json(&clip_dir.join("config.json"))?;
         let projector = match p.projector.as_str() {
             "resampler" => ProjectorConfig::Resampler {
                 queries: p.queries,
@@ -250,7 +247,7 @@ impl Kind for VlmPretrain {
             ),
         };
         let model = VlmConfig {
-            vision: clip.model.vision.clone(),
+            vision: vision.config.clone(),
             projector,
             lm: lm.model.config().clone(),
             lora: None,
@@ -280,7 +277,6 @@ impl Kind for VlmPretrain {
         let params = Params::new(p.hyper.seed, &device)
             .with_frozen(move |name| is_lm(name) || (is_vision(name) && !train_vision));
         let cfg = p.common.config(model.clone(), &p.hyper);
-        let clip_weights = clip_dir.join("model.safetensors");
         let mut hooks = StageHooks::new(ctx, p.hyper.steps);
         let trained = train(
             &cfg,
@@ -291,11 +287,11 @@ impl Kind for VlmPretrain {
             ctx.checkpoint_dir,
             &mut hooks,
             |params, hooks| {
-                params.load_prefixed(&clip_weights, "vision.")?;
+                vision.load_into(params)?;
                 params.copy_from(&lm.params)?;
                 hooks.log(&format!(
                     "vision tower from {}, language model from {}",
-                    clip_dir.display(),
+                    vision.origin.display(),
                     lm_dir.display()
                 ));
                 Ok(())

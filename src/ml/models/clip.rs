@@ -17,7 +17,7 @@ pub const LOGIT_SCALE_INIT: f64 = 2.659_260_036_932_778; // ln(1/0.07)
 /// The temperature is capped at 100 so that training cannot blow the logits up.
 pub const LOGIT_SCALE_MAX: f64 = 4.605_170_185_988_092; // ln(100)
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ClipConfig {
     pub vision: VisionConfig,
     pub text: TextConfig,
@@ -34,6 +34,8 @@ impl ClipConfig {
                 width: 128,
                 layers: 4,
                 heads: 4,
+                arch: Default::default(),
+                features: Default::default(),
             },
             text: TextConfig {
                 vocab_size,
@@ -55,6 +57,8 @@ impl ClipConfig {
                 width: 768,
                 layers: 12,
                 heads: 12,
+                arch: Default::default(),
+                features: Default::default(),
             },
             text: TextConfig {
                 vocab_size,

@@ -18,6 +18,8 @@ pub(crate) fn tiny_config() -> ClipConfig {
             width: 32,
             layers: 2,
             heads: 2,
+            arch: Default::default(),
+            features: Default::default(),
         },
         text: TextConfig {
             vocab_size: 24,

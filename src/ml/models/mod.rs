@@ -1,8 +1,12 @@
 //! Model definitions, one file each, readable top to bottom.
 
 pub mod clip;
+pub mod hf_vision;
+pub mod hf_vision_config;
+pub mod hf_weights;
 pub mod lm_loss;
 pub mod lora;
+pub mod pos_resize;
 pub mod projector;
 pub mod qwen2;
 pub mod qwen2_config;
@@ -16,3 +20,5 @@ pub mod vlm;
 pub(crate) mod clip_tests;
 #[cfg(test)]
 mod qwen2_reference_tests;
+#[cfg(test)]
+mod vision_reference_tests;

@@ -1,23 +1,20 @@
-//! A Hugging Face model folder for Qwen2, read and written: `config.json`, the weights as one
-//! `model.safetensors` or as shards `model-0000N-of-0000M.safetensors` listed by
-//! `model.safetensors.index.json` (its `weight_map`), `tokenizer.json` and the chat template.
+//! A Hugging Face model folder for Qwen2, read and written: `config.json`, the weights (one
+//! `model.safetensors` or shards, read by `hf_weights`), `tokenizer.json` and the chat template.
 //!
 //! Every tensor the config implies is checked by name and shape before anything is built, and an
 //! error names the file, the tensor, and what was expected. Weights on disk may be bf16, f16 or
 //! f32; they become f32 parameters. Tied-embedding checkpoints have no `lm_head.weight`.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use candle_core::safetensors::{BufferedSafetensors, Load};
-use candle_core::{Device, Error, Result, Tensor};
+use candle_core::{Device, Result, Tensor};
 
+pub use super::hf_weights::{CONFIG, INDEX, WEIGHTS};
+use super::hf_weights::{fail, read_tensors, read_text};
 use super::qwen2::{Qwen2, Qwen2Config};
 use crate::ml::params::Params;
 
-pub const CONFIG: &str = "config.json";
-pub const WEIGHTS: &str = "model.safetensors";
-pub const INDEX: &str = "model.safetensors.index.json";
 pub const TOKENIZER: &str = "tokenizer.json";
 
 /// A model read from a folder, with what else the folder offers for chatting with it.
@@ -33,49 +30,6 @@ pub struct HfModel {
     pub stop_token_ids: Vec<u32>,
 }
 
-fn fail(path: &Path, message: impl std::fmt::Display) -> Error {
-    Error::Msg(format!("{}: {message}", path.display()))
-}
-
-fn read_text(path: &Path, what: &str) -> Result<String> {
-    std::fs::read_to_string(path).map_err(|e| fail(path, format!("cannot read {what}: {e}")))
-}
-
-/// Which file holds each tensor, from the index or the single `model.safetensors`.
-fn weight_files(
-    dir: &Path,
-    wanted: &[(String, Vec<usize>)],
-) -> Result<BTreeMap<PathBuf, Vec<usize>>> {
-    let (single, index) = (dir.join(WEIGHTS), dir.join(INDEX));
-    let mut files: BTreeMap<PathBuf, Vec<usize>> = BTreeMap::new();
-    if single.is_file() {
-        files.insert(single, (0..wanted.len()).collect());
-        return Ok(files);
-    }
-    if !index.is_file() {
-        return Err(fail(
-            dir,
-            format!("no {WEIGHTS} and no {INDEX}: a Hugging Face Qwen2 folder has one of them"),
-        ));
-    }
-    #[derive(serde::Deserialize)]
-    struct Index {
-        weight_map: HashMap<String, String>,
-    }
-    let parsed: Index = serde_json::from_str(&read_text(&index, "the shard index")?)
-        .map_err(|e| fail(&index, format!("not a safetensors index ({e})")))?;
-    for (i, (name, _)) in wanted.iter().enumerate() {
-        let file = parsed.weight_map.get(name).ok_or_else(|| {
-            fail(
-                &index,
-                format!("weight_map has no entry for {name}, which config.json implies"),
-            )
-        })?;
-        files.entry(dir.join(file)).or_default().push(i);
-    }
-    Ok(files)
-}
-
 /// Reads `dir` as Hugging Face ships Qwen2 / Qwen2.5 models (or as `save_hf_folder` wrote it).
 pub fn load_hf_folder(dir: &Path, device: &Device) -> Result<HfModel> {
     let config_path = dir.join(CONFIG);
@@ -83,33 +37,11 @@ pub fn load_hf_folder(dir: &Path, device: &Device) -> Result<HfModel> {
         .map_err(|e| fail(&config_path, e))?;
     let wanted = cfg.tensor_shapes();
     let params = Params::new(0, device);
-    for (path, indices) in weight_files(dir, &wanted)? {
-        let bytes =
-            std::fs::read(&path).map_err(|e| fail(&path, format!("cannot read weights: {e}")))?;
-        let file = BufferedSafetensors::new(bytes)
-            .map_err(|e| fail(&path, format!("not a safetensors file ({e})")))?;
-        for i in indices {
-            let (name, shape) = &wanted[i];
-            let view = file.get(name).map_err(|_| {
-                fail(
-                    &path,
-                    format!("no tensor named {name}; the weights do not match {CONFIG}"),
-                )
-            })?;
-            if view.shape() != shape.as_slice() {
-                return Err(fail(
-                    &path,
-                    format!(
-                        "{name} has shape {:?}, {CONFIG} implies {shape:?}",
-                        view.shape()
-                    ),
-                ));
-            }
-            let t = view
-                .load(device)
-                .map_err(|e| fail(&path, format!("{name}: {e}")))?;
-            params.insert(name, &t)?;
-        }
+    for ((name, _), t) in wanted
+        .iter()
+        .zip(read_tensors(dir, &wanted, device, "Qwen2")?)
+    {
+        params.insert(name, &t)?;
     }
     let model = Qwen2::new(&params, &cfg)?;
     debug_assert_eq!(

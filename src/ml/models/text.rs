@@ -9,7 +9,7 @@
 use candle_core::{DType, Result, Tensor};
 use serde::{Deserialize, Serialize};
 
-use super::transformer::Transformer;
+use super::transformer::{BlockOptions, Transformer};
 use crate::ml::layers::{INIT_STD, LayerNorm};
 use crate::ml::ops;
 use crate::ml::params::Params;
@@ -37,7 +37,13 @@ impl TextTransformer {
         Ok(Self {
             token_embedding: p.normal("token_embedding", (cfg.vocab_size, cfg.width), INIT_STD)?,
             position_embedding: p.normal("position_embedding", (cfg.max_len, cfg.width), 0.01)?,
-            transformer: Transformer::new(&p.pp("transformer"), cfg.width, cfg.layers, cfg.heads)?,
+            transformer: Transformer::new(
+                &p.pp("transformer"),
+                cfg.width,
+                cfg.layers,
+                cfg.heads,
+                &BlockOptions::standard(cfg.width),
+            )?,
             ln_final: LayerNorm::new(&p.pp("ln_final"), cfg.width)?,
             cfg: cfg.clone(),
         })

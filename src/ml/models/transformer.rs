@@ -5,9 +5,31 @@
 
 use candle_core::{Result, Tensor};
 
-use crate::ml::layers::{LayerNorm, Linear};
+use crate::ml::layers::{Activation, LN_EPS, LayerNorm, Linear};
 use crate::ml::ops;
 use crate::ml::params::Params;
+
+/// What a block is made of besides its width and heads. This project's towers use
+/// [`BlockOptions::standard`]; a pretrained Hugging Face ViT brings its own.
+#[derive(Clone, Copy, Debug)]
+pub struct BlockOptions {
+    /// The MLP's hidden width.
+    pub mlp_width: usize,
+    pub activation: Activation,
+    /// Every LayerNorm's epsilon.
+    pub ln_eps: f64,
+}
+
+impl BlockOptions {
+    /// GPT-2's and CLIP's: a 4×-wide MLP, tanh-GELU, LayerNorm epsilon 1e-5.
+    pub fn standard(width: usize) -> Self {
+        Self {
+            mlp_width: 4 * width,
+            activation: Activation::GeluTanh,
+            ln_eps: LN_EPS,
+        }
+    }
+}
 
 #[derive(Clone, Debug)]
 pub struct SelfAttention {
@@ -49,19 +71,28 @@ impl SelfAttention {
 pub struct Mlp {
     fc1: Linear,
     fc2: Linear,
+    activation: Activation,
 }
 
 impl Mlp {
-    pub fn new(p: &Params, width: usize, hidden: usize, layers: usize) -> Result<Self> {
+    pub fn new(
+        p: &Params,
+        width: usize,
+        hidden: usize,
+        layers: usize,
+        activation: Activation,
+    ) -> Result<Self> {
         let out_std = (width as f64).powf(-0.5) / (2.0 * layers as f64).sqrt();
         Ok(Self {
             fc1: Linear::new(&p.pp("fc1"), width, hidden, true)?,
             fc2: Linear::with_std(&p.pp("fc2"), hidden, width, true, out_std)?,
+            activation,
         })
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        self.fc2.forward(&ops::gelu(&self.fc1.forward(x)?)?)
+        self.fc2
+            .forward(&self.activation.forward(&self.fc1.forward(x)?)?)
     }
 }
 
@@ -74,12 +105,18 @@ pub struct Block {
 }
 
 impl Block {
-    pub fn new(p: &Params, width: usize, heads: usize, layers: usize) -> Result<Self> {
+    pub fn new(
+        p: &Params,
+        width: usize,
+        heads: usize,
+        layers: usize,
+        opts: &BlockOptions,
+    ) -> Result<Self> {
         Ok(Self {
-            ln_1: LayerNorm::new(&p.pp("ln_1"), width)?,
+            ln_1: LayerNorm::with_eps(&p.pp("ln_1"), width, opts.ln_eps)?,
             attn: SelfAttention::new(&p.pp("attn"), width, heads, layers)?,
-            ln_2: LayerNorm::new(&p.pp("ln_2"), width)?,
-            mlp: Mlp::new(&p.pp("mlp"), width, 4 * width, layers)?,
+            ln_2: LayerNorm::with_eps(&p.pp("ln_2"), width, opts.ln_eps)?,
+            mlp: Mlp::new(&p.pp("mlp"), width, opts.mlp_width, layers, opts.activation)?,
         })
     }
 
@@ -96,16 +133,28 @@ pub struct Transformer {
 }
 
 impl Transformer {
-    pub fn new(p: &Params, width: usize, layers: usize, heads: usize) -> Result<Self> {
+    pub fn new(
+        p: &Params,
+        width: usize,
+        layers: usize,
+        heads: usize,
+        opts: &BlockOptions,
+    ) -> Result<Self> {
         let blocks = (0..layers)
-            .map(|i| Block::new(&p.pp("blocks").pp(i), width, heads, layers))
+            .map(|i| Block::new(&p.pp("blocks").pp(i), width, heads, layers, opts))
             .collect::<Result<_>>()?;
         Ok(Self { blocks })
     }
 
     pub fn forward(&self, x: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
+        self.forward_first(x, mask, self.blocks.len())
+    }
+
+    /// The output of the first `n` blocks only (a ViT's intermediate features).
+    pub fn forward_first(&self, x: &Tensor, mask: Option<&Tensor>, n: usize) -> Result<Tensor> {
         self.blocks
             .iter()
+            .take(n)
             .try_fold(x.clone(), |x, b| b.forward(&x, mask))
     }
 }

@@ -19,6 +19,8 @@ fn tiny() -> VlmConfig {
             width: 24,
             layers: 1,
             heads: 2,
+            arch: Default::default(),
+            features: Default::default(),
         },
         projector: ProjectorConfig::Resampler {
             queries: 3,
