@@ -10,20 +10,16 @@
 //! Unless set, `CANDLE_NUM_THREADS=1` is used and mimalloc keeps freed memory, as in the
 //! `vlmflow` binary: see `main` and `src/alloc.rs`. `CANDLE_NUM_THREADS=2` shows candle's default.
 //!
-//! Measured on the 2-core dev machine (AMD EPYC, shared; best of 3 runs, 2 threads, 16 tokens):
+//! Measured 2026-11-24 on the 2-core dev machine (AMD EPYC with AVX-512, idle; 2 threads, 16
+//! tokens; one run each but the first and last rows, whose ranges are the README's):
 //!
-//! | setup                                                | ms/step | samples/s |
-//! | ---------------------------------------------------- | ------- | --------- |
-//! | PyTorch 2.15 eager, `clip_step_torch.py`             | 76–82   | 780–840   |
-//! | fused ops + mimalloc (this bench's default)          | 90–92   | 700–715   |
-//! | fused ops + glibc malloc                             | 130–134 | 480–490   |
-//! | fused ops + mimalloc, candle's own pool (2 threads)  | 127–140 | 455–505   |
-//! | composite ops only + mimalloc                        | 347–353 | 180–185   |
-//! | composite ops + glibc + candle's pool ("as is")      | 411     | 156       |
-//! | 1 thread: PyTorch / fused + mimalloc                 | 139 / 141–153 | 460 / 420–455 |
-//!
-//! Re-measured 2026-11-24 on an idle machine (ranges over 6 runs, 2 for "as is"): PyTorch
-//! 75–84 ms, fused ops + mimalloc 89–102 ms, "as is" 413–417 ms; the other rows are older.
+//! | setup                                                | ms/step | samples/s   |
+//! | ---------------------------------------------------- | ------- | ----------- |
+//! | PyTorch 2.15 eager, `clip_step_torch.py`             | 63–73   | 873–1,012   |
+//! | fused ops + mimalloc (this bench's default)          | 56–70   | 921–1,135   |
+//! | fused ops + glibc malloc                             | 81      | 793         |
+//! | fused ops + mimalloc, candle's own pool (2 threads)  | 77      | 834         |
+//! | composite ops only + mimalloc                        | 303     | 211         |
 //!
 //! `vit-b16` is `ClipConfig::vit_b16` (224-px images, 16-px patches, ViT 768 wide × 12 layers,
 //! text 512 wide × 12 layers, embed 512) with CLIP's 49,408-token vocabulary and 77-token
