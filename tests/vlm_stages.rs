@@ -131,9 +131,10 @@ fn the_vlm_stages_train_export_a_bundle_and_chat_from_it() {
     assert!(not_image.stderr.contains("image"), "{}", not_image.stderr);
     let copy = ws.path("old-bundle");
     std::fs::create_dir_all(&copy).unwrap();
-    let info = ws
-        .read("out/chat-export/bundle.json")
-        .replace("\"version\": 1", "\"version\": 99");
+    let info = ws.read("out/chat-export/bundle.json").replace(
+        &format!("\"version\": {}", vlmflow::ml::bundle::VERSION),
+        "\"version\": 99",
+    );
     std::fs::write(copy.join("bundle.json"), info).unwrap();
     let old = ws.run(&[
         "chat",
@@ -215,14 +216,22 @@ fn a_lora_finetune_trains_only_adapters_and_the_export_merges_them() {
     );
     assert!(last < first, "finetune loss {first} → {last}");
 
-    let base = tensors(&ws, "out/vlm-pretrain/model.safetensors");
-    let tuned = tensors(&ws, "out/finetune/model.safetensors");
-    let exported = tensors(&ws, "out/chat-export/model.safetensors");
+    let base = tensors(&ws, "out/vlm-pretrain/lm/model.safetensors");
+    let adapters = tensors(&ws, "out/finetune/model.safetensors");
+    let exported = tensors(&ws, "out/chat-export/lm/model.safetensors");
     let q = "model.layers.0.self_attn.q_proj.weight";
     let k = "model.layers.0.self_attn.k_proj.weight";
-    // finetune keeps the adapters beside the frozen weights, and they trained.
-    assert!(same(&tuned[q], &base[q]) && same(&tuned[k], &base[k]));
-    let b = &tuned["model.layers.0.self_attn.q_proj.lora_B"];
+    // The frozen LM's files are byte copies of their source (stored once by the cache), from
+    // lm-train through vlm-pretrain to finetune; the adapters sit beside the vision tower.
+    let bytes = |rel: &str| std::fs::read(ws.path(rel)).unwrap();
+    assert!(
+        bytes("out/lm-train/model.safetensors") == bytes("out/vlm-pretrain/lm/model.safetensors")
+    );
+    assert!(
+        bytes("out/vlm-pretrain/lm/model.safetensors")
+            == bytes("out/finetune/lm/model.safetensors")
+    );
+    let b = &adapters["model.layers.0.self_attn.q_proj.lora_B"];
     assert!(
         b.abs()
             .unwrap()
@@ -232,11 +241,17 @@ fn a_lora_finetune_trains_only_adapters_and_the_export_merges_them() {
             .unwrap()
             > 0.0
     );
-    assert!(!tuned.contains_key("model.layers.0.self_attn.k_proj.lora_A"));
+    assert!(!adapters.contains_key("model.layers.0.self_attn.k_proj.lora_A"));
+    assert!(!adapters.contains_key(q), "the LM is under lm/");
     // The export has no adapters: q_proj carries the merged update, k_proj is untouched.
     assert!(
         !exported.keys().any(|n| n.contains("lora_")),
         "adapters exported"
+    );
+    assert!(
+        !tensors(&ws, "out/chat-export/model.safetensors")
+            .keys()
+            .any(|n| n.contains("lora_"))
     );
     assert!(!same(&exported[q], &base[q]), "q_proj not merged");
     assert!(same(&exported[k], &base[k]));
@@ -331,6 +346,18 @@ params = { lm = "qwen", steps = 4, batch_size = 16, lr = 1e-3, queries = 4 }
     let vlm: serde_json::Value =
         serde_json::from_str(&ws.read("out/vlm-pretrain/vlm.json")).unwrap();
     assert_eq!(vlm["model"]["lm"]["hidden_size"], 64);
+    // The frozen LM is kept as it came: bf16 shards and their index, byte for byte.
+    for file in [
+        "model.safetensors.index.json",
+        "model-00001-of-00002.safetensors",
+        "model-00002-of-00002.safetensors",
+    ] {
+        let ours = std::fs::read(ws.path(&format!("out/vlm-pretrain/lm/{file}"))).unwrap();
+        assert!(
+            ours == std::fs::read(ws.path(&format!("qwen/{file}"))).unwrap(),
+            "{file}"
+        );
+    }
 
     // Without the folder among the inputs, the stage says what to add.
     ws.stagefile(&ws.read("Stagefile").replace("inputs = [\"qwen\"]\n", ""));

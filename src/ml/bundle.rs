@@ -2,10 +2,11 @@
 //!
 //! ```text
 //! bundle.json          format + version, the model config, the chat template's ids, stop ids
-//! model.safetensors    every weight: vision.*, projector.*, and the LM under its HF names
+//! model.safetensors    the vision tower and the projector
+//! lm/                  the language model in the Hugging Face Qwen2 layout (`ml::vlm_folder`),
+//!                      with tokenizer.json and chat_template.jinja: other tools load it as is
 //! tokenizer.json
 //! chat_template.jinja  the same ChatML template, for tools that render Jinja
-//! lm/                  the language model alone in the Hugging Face Qwen2 layout
 //! ```
 //!
 //! (`chat-export` adds `manifest.json`, the provenance, which loading does not need.)
@@ -19,12 +20,13 @@ use super::data::chat::{ChatTemplate, Turn};
 use super::data::image::{load, normalize_into, resize_center_crop, to_chw};
 use super::data::tokenizer::Tokenizer;
 use super::generate::{Prompt, SamplingConfig, generate};
-use super::models::qwen2_load::save_hf_folder;
 use super::models::vlm::{Vlm, VlmConfig};
 use super::params::Params;
+use super::vlm_folder::{self, LmFiles};
 
 pub const FORMAT: &str = "vlmflow-chat-bundle";
-pub const VERSION: u32 = 1;
+/// 2: the language model's weights only under `lm/` (1 also had them in `model.safetensors`).
+pub const VERSION: u32 = 2;
 pub const INFO: &str = "bundle.json";
 
 /// Qwen's ChatML template, for Hugging Face tooling (vlmflow renders it in `ml::data::chat`).
@@ -62,25 +64,24 @@ fn fail(path: &Path, message: impl std::fmt::Display) -> candle_core::Error {
     candle_core::Error::Msg(format!("{}: {message}", path.display()))
 }
 
-/// Write a bundle into `dir` from trained `params` of a model described by `info`.
+/// Write a bundle into `dir` from trained `params` of a model described by `info`; `lm` says
+/// where the language model's files come from.
 pub fn write(
     dir: &Path,
     params: &Params,
     model: &Vlm,
+    lm: LmFiles,
     info: &BundleInfo,
     tokenizer: &Path,
 ) -> Result<()> {
-    params.save(&dir.join("model.safetensors"))?;
+    vlm_folder::save(dir, params, model, lm, tokenizer)?;
     let json = serde_json::to_string_pretty(info).map_err(candle_core::Error::wrap)?;
     std::fs::write(dir.join(INFO), json).map_err(|e| fail(dir, e))?;
     std::fs::copy(tokenizer, dir.join("tokenizer.json")).map_err(|e| fail(tokenizer, e))?;
-    std::fs::write(dir.join("chat_template.jinja"), CHAT_TEMPLATE_JINJA)
-        .map_err(|e| fail(dir, e))?;
-    let lm = dir.join("lm");
-    save_hf_folder(&lm, &model.lm)?;
-    std::fs::copy(tokenizer, lm.join("tokenizer.json")).map_err(|e| fail(tokenizer, e))?;
-    std::fs::write(lm.join("chat_template.jinja"), CHAT_TEMPLATE_JINJA)
-        .map_err(|e| fail(&lm, e))?;
+    for folder in [dir.to_path_buf(), dir.join(vlm_folder::LM)] {
+        std::fs::write(folder.join("chat_template.jinja"), CHAT_TEMPLATE_JINJA)
+            .map_err(|e| fail(&folder, e))?;
+    }
     Ok(())
 }
 
@@ -109,7 +110,7 @@ impl Bundle {
         let info: BundleInfo = serde_json::from_value(header).map_err(|e| fail(&info_path, e))?;
         let params = Params::new(0, device);
         let model = Vlm::new(&params, &info.model)?;
-        params.load(&dir.join("model.safetensors"))?;
+        vlm_folder::load(dir, &params, true)?;
         let tokenizer = Tokenizer::load(&dir.join("tokenizer.json"))
             .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
         Ok(Bundle {
@@ -211,7 +212,7 @@ mod tests {
         let info = BundleInfo::new(cfg.clone(), template.clone(), vec![template.im_end]);
         let out = dir.path().join("bundle");
         std::fs::create_dir_all(&out).map_err(candle_core::Error::wrap)?;
-        write(&out, &params, &model, &info, &tok_path)?;
+        write(&out, &params, &model, LmFiles::Written, &info, &tok_path)?;
 
         let back = Bundle::load(&out, &Device::Cpu)?;
         let image = Tensor::randn(0f32, 1.0, (1, 3, 16, 16), &Device::Cpu)?;
@@ -240,11 +241,11 @@ mod tests {
         let info_path = out.join(INFO);
         let edited = std::fs::read_to_string(&info_path)
             .map_err(candle_core::Error::wrap)?
-            .replace("\"version\": 1", "\"version\": 2");
+            .replace("\"version\": 2", "\"version\": 3");
         std::fs::write(&info_path, edited).map_err(candle_core::Error::wrap)?;
         let err = Bundle::load(&out, &Device::Cpu).err().unwrap().to_string();
         assert!(
-            err.contains("version 2") && err.contains("rebuild"),
+            err.contains("version 3") && err.contains("rebuild"),
             "{err}"
         );
         Ok(())

@@ -26,6 +26,7 @@ pub mod schedule;
 pub mod train;
 pub mod train_loop;
 pub mod vlm_eval;
+pub mod vlm_folder;
 pub mod vlm_train;
 pub mod zero_shot;
 

@@ -12,6 +12,7 @@ use crate::ml::bundle::{self, BundleInfo};
 use crate::ml::data::tokenizer::Tokenizer;
 use crate::ml::models::vlm::Vlm;
 use crate::ml::params::Params;
+use crate::ml::vlm_folder::{self, LmFiles};
 
 pub struct ChatExport;
 
@@ -25,7 +26,7 @@ impl Kind for ChatExport {
     }
 
     fn version(&self) -> &'static str {
-        "1"
+        "2"
     }
 
     fn run(&self, ctx: &StageContext<'_>) -> anyhow::Result<()> {
@@ -38,15 +39,19 @@ impl Kind for ChatExport {
         let tokenizer = Tokenizer::load(&tokenizer_path)?;
         let params = Params::new(0, &candle_core::Device::Cpu);
         let model = Vlm::new(&params, &manifest.model)?;
-        let weights = source.join("model.safetensors");
-        params
-            .load(&weights)
-            .with_context(|| format!("loading {}", weights.display()))?;
-        // LoRA adapters, if the model has them, are folded into the weights.
+        vlm_folder::load(source, &params, true)
+            .with_context(|| format!("loading the VLM in {}", source.display()))?;
+        // LoRA adapters, if the model has them, are folded into the weights; otherwise the
+        // language model's files are the source's.
         let (params, model) = model.merged(&params)?;
+        let source_lm = source.join(vlm_folder::LM);
+        let lm = match manifest.model.lora {
+            Some(_) => LmFiles::Written,
+            None => LmFiles::CopyOf(&source_lm),
+        };
         let stop_tokens = vec![manifest.template.im_end, tokenizer.eos_id()];
         let info = BundleInfo::new(model.cfg.clone(), manifest.template, stop_tokens);
-        bundle::write(ctx.out_dir, &params, &model, &info, &tokenizer_path)?;
+        bundle::write(ctx.out_dir, &params, &model, lm, &info, &tokenizer_path)?;
         let provenance = serde_json::json!({
             "bundle": { "format": bundle::FORMAT, "version": bundle::VERSION },
             "exported_by": format!("vlmflow {}", env!("CARGO_PKG_VERSION")),

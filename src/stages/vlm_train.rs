@@ -5,8 +5,9 @@
 //! conversations, training what its `train` param names, and reports exact-match accuracy on the
 //! held-out images' questions.
 //!
-//! Both write a VLM folder: `vlm.json` (model and chat template), `model.safetensors` (every
-//! part, under `vision.*`, `projector.*` and the Hugging Face Qwen2 names), `tokenizer.json`.
+//! Both write a VLM folder: `vlm.json` (model and chat template), `tokenizer.json`, and the
+//! weights as `ml::vlm_folder` lays them out: `model.safetensors` (vision, projector, adapters)
+//! and `lm/`, the language model's Hugging Face folder, a byte copy of its source when frozen.
 
 use std::path::{Path, PathBuf};
 
@@ -24,10 +25,11 @@ use crate::ml::data::tokenizer::Tokenizer;
 use crate::ml::models::lora::{LoraConfig, is_adapter};
 use crate::ml::models::projector::ProjectorConfig;
 use crate::ml::models::qwen2_load::load_hf_folder;
-use crate::ml::models::vlm::{VlmConfig, is_lm, is_vision};
+use crate::ml::models::vlm::{Vlm, VlmConfig, is_lm, is_vision};
 use crate::ml::params::Params;
-use crate::ml::train_loop::Hyper;
+use crate::ml::train_loop::{Hyper, Trained};
 use crate::ml::vlm_eval::{exact_match, mean_loss};
+use crate::ml::vlm_folder::{self, LmFiles};
 use crate::ml::vlm_train::{PartScales, VlmTrainConfig, train};
 
 pub struct VlmPretrain;
@@ -190,14 +192,15 @@ fn sequences(
     Ok(seqs)
 }
 
-/// Write the VLM folder.
+/// Write the VLM folder: `vlm.json`, `tokenizer.json` and the weights (`ml::vlm_folder`).
 fn write_vlm(
     ctx: &StageContext<'_>,
-    params: &Params,
+    trained: &Trained<Vlm>,
     manifest: &VlmManifest,
+    lm: LmFiles,
     tokenizer: &Path,
 ) -> anyhow::Result<()> {
-    params.save(&ctx.out_dir.join("model.safetensors"))?;
+    vlm_folder::save(ctx.out_dir, &trained.params, &trained.model, lm, tokenizer)?;
     std::fs::write(
         ctx.out_dir.join(VLM_JSON),
         serde_json::to_string_pretty(manifest)?,
@@ -213,7 +216,7 @@ impl Kind for VlmPretrain {
     }
 
     fn version(&self) -> &'static str {
-        "1"
+        "2"
     }
 
     fn run(&self, ctx: &StageContext<'_>) -> anyhow::Result<()> {
@@ -308,10 +311,13 @@ impl Kind for VlmPretrain {
         )?;
         ctx.metric("val.loss", None, val_loss);
         ctx.log(&format!("validation caption loss {val_loss:.4}"));
+        // The LM was frozen: its files are the source's.
+        let manifest = VlmManifest { model, template };
         write_vlm(
             ctx,
-            &trained.params,
-            &VlmManifest { model, template },
+            &trained,
+            &manifest,
+            LmFiles::CopyOf(&lm_dir),
             &tokenizer_path,
         )?;
         hooks.finish()
@@ -324,7 +330,7 @@ impl Kind for Finetune {
     }
 
     fn version(&self) -> &'static str {
-        "1"
+        "2"
     }
 
     fn run(&self, ctx: &StageContext<'_>) -> anyhow::Result<()> {
@@ -371,7 +377,6 @@ impl Kind for Finetune {
             ..manifest.model.clone()
         };
         let cfg = p.common.config(model.clone(), &p.hyper);
-        let weights = base.join("model.safetensors");
         let mut hooks = StageHooks::new(ctx, p.hyper.steps);
         let trained = train(
             &cfg,
@@ -385,8 +390,8 @@ impl Kind for Finetune {
                 let names: Vec<String> = params.vars().into_iter().map(|(n, _)| n).collect();
                 check_rules(ctx, &rules, &names)
                     .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
-                params.load_matching(&weights, |n| !is_adapter(n))?;
-                hooks.log(&format!("started from {}", weights.display()));
+                vlm_folder::load_merged(base, &manifest.model, params)?;
+                hooks.log(&format!("started from {}", base.display()));
                 Ok(())
             },
         )?;
@@ -425,11 +430,23 @@ impl Kind for Finetune {
             ctx.out_dir.join("eval.json"),
             serde_json::to_string_pretty(&result)?,
         )?;
+        // The LM's files are the base's when its weights neither trained nor took merged adapters.
+        let lm_trained = trained
+            .params
+            .trainable_vars()
+            .iter()
+            .any(|(n, _)| is_lm(n) && !is_adapter(n));
+        let base_lm = base.join(vlm_folder::LM);
+        let lm = if lm_trained || manifest.model.lora.is_some() {
+            LmFiles::Written
+        } else {
+            LmFiles::CopyOf(&base_lm)
+        };
         let manifest = VlmManifest {
             model,
             template: manifest.template,
         };
-        write_vlm(ctx, &trained.params, &manifest, &tokenizer_path)?;
+        write_vlm(ctx, &trained, &manifest, lm, &tokenizer_path)?;
         hooks.finish()
     }
 }

@@ -66,6 +66,17 @@ pub fn tensor_names(dir: &Path, model: &str) -> Result<BTreeSet<String>> {
     }
 }
 
+/// The folder's weight files by name: `model.safetensors`, or the index and every shard it lists.
+pub fn weight_files(dir: &Path, model: &str) -> Result<Vec<String>> {
+    Ok(match layout(dir, model)? {
+        Layout::Single(_) => vec![WEIGHTS.to_string()],
+        Layout::Sharded { weight_map, .. } => {
+            let shards: BTreeSet<String> = weight_map.into_values().collect();
+            std::iter::once(INDEX.to_string()).chain(shards).collect()
+        }
+    })
+}
+
 /// The tensor names in a safetensors header (an 8-byte length, then JSON), without reading
 /// the data that follows.
 fn header_names(path: &Path) -> Result<BTreeSet<String>> {

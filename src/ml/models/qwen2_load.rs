@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use candle_core::{Device, Result, Tensor};
 
 pub use super::hf_weights::{CONFIG, INDEX, WEIGHTS};
-use super::hf_weights::{fail, read_tensors, read_text};
+use super::hf_weights::{fail, read_tensors, read_text, weight_files};
 use super::qwen2::{Qwen2, Qwen2Config};
 use crate::ml::params::Params;
 
@@ -111,6 +111,26 @@ pub fn save_hf_folder(dir: &Path, model: &Qwen2) -> Result<()> {
     let path = dir.join(WEIGHTS);
     candle_core::safetensors::save(&tensors, &path)
         .map_err(|e| fail(&path, format!("cannot write: {e}")))
+}
+
+/// Copies a Qwen2 folder's `config.json`, `generation_config.json` (when there is one) and weight
+/// files into `target`, byte for byte: a model that did not change, kept in its own precision and
+/// sharding (and stored once by a content-addressed cache).
+pub fn copy_hf_folder(source: &Path, target: &Path) -> Result<()> {
+    std::fs::create_dir_all(target)
+        .map_err(|e| fail(target, format!("cannot create folder: {e}")))?;
+    let generation =
+        Some("generation_config.json".to_string()).filter(|name| source.join(name).is_file());
+    let files = [CONFIG.to_string()]
+        .into_iter()
+        .chain(generation)
+        .chain(weight_files(source, "Qwen2")?);
+    for name in files {
+        let from = source.join(&name);
+        std::fs::copy(&from, target.join(&name))
+            .map_err(|e| fail(&from, format!("cannot copy into {}: {e}", target.display())))?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
