@@ -4,6 +4,7 @@
 //! (vision, projector, language model) gets its own learning-rate multiplier.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use candle_core::{Device, Result, Tensor};
 use serde::{Deserialize, Serialize};
@@ -11,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use super::data::batch::Batch;
 use super::data::conversations::Sequences;
 use super::data::image::normalize_into;
-use super::data::stream::TrainStream;
+use super::data::stream::{Keep, TrainStream};
 use super::lm_train::batch_tensors;
 use super::models::vlm::{Vlm, VlmConfig, is_lm, is_projector, is_vision};
 use super::optim::{AdamW, ParamGroup, no_decay};
@@ -69,12 +70,17 @@ pub fn train(
         params.num_params()
     ));
     let loop_cfg = cfg.hyper.loop_config();
-    let stream = TrainStream::open(
+    // Only records with a sequence (some have no question–answer pairs, some are too long):
+    // every batch is full, and a resumed run sees the batches an uninterrupted one would.
+    let usable: Vec<bool> = sequences.by_index.iter().map(Option::is_some).collect();
+    let keep: Keep = Arc::new(move |i| usable.get(i as usize).copied().unwrap_or(false));
+    let stream = TrainStream::open_filtered(
         train_dir,
         cfg.hyper.batch_size,
         cfg.hyper.seed,
         cfg.shuffle_buffer,
         start,
+        Some(keep),
     )
     .map_err(data_err)?;
     let mut objective = Conversations {
@@ -211,22 +217,16 @@ struct Conversations<'a> {
 impl Objective for Conversations<'_> {
     fn load_batch(&mut self, _step: u64) -> Result<usize> {
         let image_size = self.model.cfg.vision.image_size;
-        // A batch whose records all lack a sequence (no question–answer pairs) is skipped.
-        for _ in 0..1000 {
-            let batch = self
-                .stream
-                .next()
-                .ok_or_else(|| candle_core::Error::Msg("the data stream ended".into()))?
-                .map_err(data_err)?;
-            if let Some(b) =
-                VlmBatch::new(&batch, self.sequences, image_size, self.pad_id, self.device)?
-            {
-                let rows = b.rows();
-                self.batch = Some(b);
-                return Ok(rows);
-            }
-        }
-        candle_core::bail!("1000 batches in a row had no usable sequence")
+        let batch = self
+            .stream
+            .next()
+            .ok_or_else(|| candle_core::Error::Msg("the data stream ended".into()))?
+            .map_err(data_err)?;
+        let b = VlmBatch::new(&batch, self.sequences, image_size, self.pad_id, self.device)?
+            .ok_or_else(|| candle_core::Error::Msg("a batch without sequences".into()))?;
+        let rows = b.rows();
+        self.batch = Some(b);
+        Ok(rows)
     }
 
     fn micro_loss(&self, i: usize, n: usize) -> Result<Tensor> {
