@@ -115,3 +115,35 @@ fn training_is_deterministic_and_an_interrupted_run_resumes_to_the_same_weights(
         uninterrupted
     );
 }
+
+#[test]
+fn per_step_metrics_can_be_queried_while_the_stage_trains() {
+    let ws = Ws::new(PIPELINE);
+    ws.build_ok(&["preprocess"]);
+    ws.params("clip-train", "steps = 5000\nbatch_size = 16\nlr = 1e-3\n");
+    let mut child = ws.spawn(&["build", "clip-train"]);
+    let losses = || {
+        ws.query_i64(
+            "SELECT count(*) FROM metrics JOIN runs ON runs.id = metrics.run_id \
+             WHERE runs.stage = 'clip-train' AND metrics.name = 'train.loss'",
+        )
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    let mut seen = 0;
+    while seen == 0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(250));
+        seen = losses();
+    }
+    let still_running = child.try_wait().unwrap().is_none();
+    common::signal(child.id() as i32, libc::SIGINT);
+    child.wait().unwrap();
+    assert!(
+        seen > 0,
+        "no per-step metric reached the database in 2 minutes"
+    );
+    assert!(
+        still_running,
+        "the stage finished before its metrics were seen"
+    );
+    assert!(losses() >= seen, "the rest is written when the run ends");
+}

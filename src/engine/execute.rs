@@ -17,6 +17,7 @@ use super::params::canonical_json;
 use super::plan::{self, Decision, Evaluation, UpstreamState};
 use super::provenance;
 use super::report::Reporter;
+use super::run_metrics::RunMetrics;
 use super::stagefile::{Pipeline, Stage};
 use super::workspace::Workspace;
 use crate::stages::{self, Kind, StageContext};
@@ -380,6 +381,7 @@ impl Executor<'_> {
         }
         let metrics_file = stage.metrics.as_ref().map(|m| self.ws.root.join(m));
         let progress = self.reporter.start_stage(&stage.name);
+        let metrics = RunMetrics::open(&self.ws.db_path(), run_id);
         let ctx = StageContext {
             stage: &stage.name,
             workspace: &self.ws.root,
@@ -395,7 +397,7 @@ impl Executor<'_> {
             metrics_file: metrics_file.as_deref(),
             log: Mutex::new(log),
             log_path: &log_path,
-            metrics: Mutex::new(Vec::new()),
+            metrics: &metrics,
             progress: &progress,
         };
         let _span = tracing::info_span!("run", id = run_id).entered();
@@ -408,10 +410,9 @@ impl Executor<'_> {
                 panic_text(&panic)
             )),
         };
-        let metrics = ctx.metrics.into_inner().unwrap_or_default();
+        drop(ctx);
         drop(progress);
-        db.insert_metrics(run_id, &metrics)
-            .map_err(RunFailure::from)?;
+        metrics.finish(db).map_err(RunFailure::from)?;
         let log_digest = std::fs::read(&log_path)
             .ok()
             .and_then(|bytes| self.cas.put_bytes(&bytes).ok());

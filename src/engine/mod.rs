@@ -78,4 +78,5 @@ pub mod gc;
 pub mod plan;
 pub mod provenance;
 pub mod report;
+pub mod run_metrics;
 pub mod scheduler;

@@ -110,6 +110,11 @@ pub trait Progress: Send + Sync {
     fn update(&self, position: u64, length: Option<u64>, message: &str);
 }
 
+/// Where a running stage's metrics go: the engine writes them to the run database as they come.
+pub trait MetricsSink: Send + Sync {
+    fn record(&self, name: &str, step: Option<i64>, value: f64);
+}
+
 /// The narrow window a kind sees of the engine.
 pub struct StageContext<'a> {
     pub stage: &'a str,
@@ -133,7 +138,7 @@ pub struct StageContext<'a> {
     pub metrics_file: Option<&'a Path>,
     pub(crate) log: Mutex<std::fs::File>,
     pub(crate) log_path: &'a Path,
-    pub(crate) metrics: Mutex<Vec<(String, Option<i64>, f64)>>,
+    pub(crate) metrics: &'a dyn MetricsSink,
     pub(crate) progress: &'a dyn Progress,
 }
 
@@ -147,9 +152,7 @@ impl StageContext<'_> {
 
     /// Record a metric: `step` None for a final value, Some(step) for a series (loss per step).
     pub fn metric(&self, name: &str, step: Option<i64>, value: f64) {
-        if let Ok(mut m) = self.metrics.lock() {
-            m.push((name.to_string(), step, value));
-        }
+        self.metrics.record(name, step, value);
     }
 
     pub fn progress(&self, position: u64, length: Option<u64>, message: &str) {
