@@ -173,9 +173,6 @@ impl Bundle {
 mod tests {
     use super::*;
     use crate::ml::data::tokenizer::{BpeConfig, train_bpe};
-    use crate::ml::models::projector::ProjectorConfig;
-    use crate::ml::models::qwen2_config::Qwen2Config;
-    use crate::ml::models::vit::VisionConfig;
 
     #[test]
     fn a_bundle_round_trips_to_the_same_logits_and_refuses_other_versions() -> Result<()> {
@@ -188,23 +185,8 @@ mod tests {
         let tok_path = dir.path().join("source-tokenizer.json");
         tok.save(&tok_path)
             .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
-        let mut lm = Qwen2Config::small(tok.vocab_size());
-        lm.hidden_size = 32;
-        lm.intermediate_size = 64;
-        let cfg = VlmConfig {
-            vision: VisionConfig {
-                image_size: 16,
-                patch_size: 8,
-                width: 16,
-                layers: 1,
-                heads: 2,
-                arch: Default::default(),
-                features: Default::default(),
-            },
-            projector: ProjectorConfig::Mlp,
-            lm,
-            lora: None,
-        };
+        let mut cfg = crate::ml::models::vlm::tests::tiny();
+        cfg.lm.vocab_size = tok.vocab_size();
         let template = ChatTemplate::new(&tok, cfg.image_tokens(), None)
             .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
         let params = Params::new(9, &Device::Cpu);

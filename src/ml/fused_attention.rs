@@ -143,7 +143,7 @@ struct Sample<'a> {
     k: &'a [f32],
     v: &'a [f32],
     mask: Option<&'a [f32]>,
-    spans: &'a [Span],
+    spans: Vec<Span>,
 }
 
 impl Sample<'_> {
@@ -223,11 +223,25 @@ impl Attention {
         Some(&m[(n % mn) * dm.tq * dm.tk..][..dm.tq * dm.tk])
     }
 
-    /// Sample `n`'s spans and blocks. A shared mask gives every sample the same ones.
-    fn layout(&self, n: usize, dm: &Dims) -> (Vec<Span>, Vec<Block>) {
-        let spans = spans(self.mask_of(n, dm), dm);
+    /// Sample `n` of the batch `[q, k, v]`, and the blocks its query rows are worked in.
+    fn sample<'a>(
+        &'a self,
+        n: usize,
+        [q, k, v]: [&'a [f32]; 3],
+        dm: &Dims,
+    ) -> (Sample<'a>, Vec<Block>) {
+        let (qn, kn) = (dm.tq * dm.c, dm.tk * dm.ckv);
+        let mask = self.mask_of(n, dm);
+        let spans = spans(mask, dm);
         let blocks = blocks(&spans);
-        (spans, blocks)
+        let sample = Sample {
+            q: &q[n * qn..][..qn],
+            k: &k[n * kn..][..kn],
+            v: &v[n * kn..][..kn],
+            mask,
+            spans,
+        };
+        (sample, blocks)
     }
 
     fn forward_sample(&self, s: &Sample, blocks: &[Block], o: &mut [f32], dm: &Dims) {
@@ -314,17 +328,10 @@ impl CustomOp3 for Attention {
     ) -> Result<(CpuStorage, Shape)> {
         let (q, k, v) = (f32s(s1, l1)?, f32s(s2, l2)?, f32s(s3, l3)?);
         let (_, dm) = self.dims(l1.shape(), l2.shape(), l3.shape())?;
-        let (qn, kn) = (dm.tq * dm.c, dm.tk * dm.ckv);
+        let qn = dm.tq * dm.c;
         let mut out = vec![0f32; q.len()];
         out.par_chunks_mut(qn).enumerate().for_each(|(n, o)| {
-            let (spans, blocks) = self.layout(n, &dm);
-            let s = Sample {
-                q: &q[n * qn..][..qn],
-                k: &k[n * kn..][..kn],
-                v: &v[n * kn..][..kn],
-                mask: self.mask_of(n, &dm),
-                spans: &spans,
-            };
+            let (s, blocks) = self.sample(n, [q, k, v], &dm);
             self.forward_sample(&s, &blocks, o, &dm);
         });
         Ok((CpuStorage::F32(out), l1.shape().clone()))
@@ -352,14 +359,7 @@ impl CustomOp3 for Attention {
                             .zip(dv.par_chunks_mut(kn))
                             .enumerate();
                         chunks.for_each(|(n, ((dq, dk), dv))| {
-                            let (spans, blocks) = self.layout(n, &dm);
-                            let s = Sample {
-                                q: &q[n * qn..][..qn],
-                                k: &k[n * kn..][..kn],
-                                v: &v[n * kn..][..kn],
-                                mask: self.mask_of(n, &dm),
-                                spans: &spans,
-                            };
+                            let (s, blocks) = self.sample(n, [q, k, v], &dm);
                             let g = &g[n * qn..][..qn];
                             self.backward_sample(&s, g, &blocks, [dq, dk, dv], &dm);
                         });

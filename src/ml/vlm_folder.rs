@@ -86,29 +86,7 @@ mod tests {
 
     use super::*;
     use crate::ml::models::lora::LoraConfig;
-    use crate::ml::models::projector::ProjectorConfig;
-    use crate::ml::models::qwen2::Qwen2Config;
-    use crate::ml::models::vit::VisionConfig;
-
-    fn config(lora: Option<LoraConfig>) -> VlmConfig {
-        let mut lm = Qwen2Config::small(40);
-        lm.hidden_size = 32;
-        lm.intermediate_size = 64;
-        VlmConfig {
-            vision: VisionConfig {
-                image_size: 16,
-                patch_size: 8,
-                width: 16,
-                layers: 1,
-                heads: 2,
-                arch: Default::default(),
-                features: Default::default(),
-            },
-            projector: ProjectorConfig::Mlp,
-            lm,
-            lora,
-        }
-    }
+    use crate::ml::models::vlm::tests::tiny;
 
     fn values(p: &Params) -> Vec<(String, Vec<f32>)> {
         p.vars()
@@ -127,7 +105,10 @@ mod tests {
             alpha: 4.0,
             targets: vec!["q_proj".into()],
         };
-        let cfg = config(Some(lora));
+        let cfg = VlmConfig {
+            lora: Some(lora),
+            ..tiny()
+        };
         let params = Params::new(3, &Device::Cpu);
         let model = Vlm::new(&params, &cfg)?;
         let source = dir.path().join("source-lm");

@@ -19,6 +19,6 @@ pub mod vlm;
 #[cfg(test)]
 pub(crate) mod clip_tests;
 #[cfg(test)]
-mod qwen2_reference_tests;
+pub(crate) mod qwen2_reference_tests;
 #[cfg(test)]
 mod vision_reference_tests;

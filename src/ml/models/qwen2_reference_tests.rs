@@ -24,7 +24,7 @@ fn expected(case: &str) -> Result<std::collections::HashMap<String, Tensor>> {
 }
 
 /// Max |a − b|, infinite if either holds a NaN (which `f32::max` and candle's `max` would skip).
-fn max_diff(a: &Tensor, b: &Tensor) -> Result<f32> {
+pub(crate) fn max_diff(a: &Tensor, b: &Tensor) -> Result<f32> {
     assert_eq!(a.dims(), b.dims());
     let d = (a - b)?.abs()?.flatten_all()?.to_vec1::<f32>()?;
     Ok(d.into_iter().fold(

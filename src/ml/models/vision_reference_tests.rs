@@ -12,6 +12,7 @@ use std::path::PathBuf;
 use candle_core::{DType, Device, Result, Tensor};
 
 use super::hf_vision::load_hf_vision;
+use super::qwen2_reference_tests::max_diff;
 use super::vit::{FeatureLayer, VisionTransformer};
 use crate::ml::data::image::normalize_into;
 use crate::ml::ops::with_composite;
@@ -37,16 +38,6 @@ pub(crate) fn normalised(pixels: &Tensor) -> Result<Tensor> {
         normalize_into(b, o);
     }
     Tensor::from_vec(out, pixels.shape(), &Device::Cpu)
-}
-
-/// Max |a − b|, infinite if either holds a NaN.
-fn max_diff(a: &Tensor, b: &Tensor) -> Result<f32> {
-    assert_eq!(a.dims(), b.dims());
-    let d = (a - b)?.abs()?.flatten_all()?.to_vec1::<f32>()?;
-    Ok(d.into_iter().fold(
-        0f32,
-        |m, x| if x.is_nan() { f32::INFINITY } else { m.max(x) },
-    ))
 }
 
 const LAST: FeatureLayer = FeatureLayer {

@@ -140,4 +140,4 @@ impl Vlm {
 
 #[cfg(test)]
 #[path = "vlm_tests.rs"]
-mod tests;
+pub(crate) mod tests;

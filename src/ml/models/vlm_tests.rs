@@ -6,7 +6,8 @@ use crate::ml::models::lora::LoraConfig;
 use crate::ml::optim::{AdamW, AdamWConfig};
 use crate::ml::train::train_step;
 
-fn tiny() -> VlmConfig {
+/// A VLM small enough for unit tests (vocabulary 40).
+pub(crate) fn tiny() -> VlmConfig {
     let mut lm = Qwen2Config::small(40);
     lm.hidden_size = 32;
     lm.intermediate_size = 64;
