@@ -147,11 +147,12 @@ struct Sample<'a> {
 }
 
 impl Sample<'_> {
-    /// Head `h`'s query rows of `blk`, and its key or value rows, as views.
+    /// Head `h`'s query rows of `blk`, as a view.
     fn q_rows(&self, h: usize, blk: Block, dm: &Dims) -> Mat<'_> {
         Mat::strided(&self.q[blk.r0 * dm.c + h * dm.d..], blk.rows, dm.d, dm.c)
     }
 
+    /// The rows of `x` (k or v) that head `h` reads for `blk`, as a view.
     fn kv_rows<'x>(&self, x: &'x [f32], h: usize, blk: Block, dm: &Dims) -> Mat<'x> {
         let at = blk.lo * dm.ckv + (h / dm.rep) * dm.d;
         Mat::strided(&x[at..], blk.w, dm.d, dm.ckv)
@@ -178,7 +179,7 @@ impl Sample<'_> {
 }
 
 impl Attention {
-    fn dims(&self, q: &Shape, k: &Shape, v: &Shape) -> Result<(usize, Dims)> {
+    fn dims(&self, q: &Shape, k: &Shape, v: &Shape) -> Result<Dims> {
         let (n, tq, c) = q.dims3()?;
         let (nk, tk, ckv) = k.dims3()?;
         let (heads, kv_heads) = (self.heads, self.kv_heads);
@@ -206,7 +207,7 @@ impl Attention {
                 m.len()
             );
         }
-        let dm = Dims {
+        Ok(Dims {
             tq,
             tk,
             c,
@@ -214,8 +215,7 @@ impl Attention {
             d,
             rep: heads / kv_heads,
             scale: 1.0 / (d as f32).sqrt(),
-        };
-        Ok((n, dm))
+        })
     }
 
     fn mask_of(&self, n: usize, dm: &Dims) -> Option<&[f32]> {
@@ -327,7 +327,7 @@ impl CustomOp3 for Attention {
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let (q, k, v) = (f32s(s1, l1)?, f32s(s2, l2)?, f32s(s3, l3)?);
-        let (_, dm) = self.dims(l1.shape(), l2.shape(), l3.shape())?;
+        let dm = self.dims(l1.shape(), l2.shape(), l3.shape())?;
         let qn = dm.tq * dm.c;
         let mut out = vec![0f32; q.len()];
         out.par_chunks_mut(qn).enumerate().for_each(|(n, o)| {
@@ -345,7 +345,7 @@ impl CustomOp3 for Attention {
         _out: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let (_, dm) = self.dims(q.shape(), k.shape(), v.shape())?;
+        let dm = self.dims(q.shape(), k.shape(), v.shape())?;
         let (qn, kn) = (dm.tq * dm.c, dm.tk * dm.ckv);
         let mut dq = vec![0f32; q.elem_count()];
         let (mut dk, mut dv) = (vec![0f32; k.elem_count()], vec![0f32; v.elem_count()]);
