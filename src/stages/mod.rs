@@ -6,11 +6,13 @@ mod chat_export;
 mod clip_train;
 mod cmd;
 mod download;
+mod finetune;
 mod lm_train;
 mod params;
 mod preprocess;
 mod train_rules;
 mod training;
+mod vlm_pretrain;
 mod vlm_train;
 mod vlm_vision;
 mod zero_shot;
@@ -46,8 +48,8 @@ static KINDS: &[&dyn Kind] = &[
     &clip_train::ClipTrain,
     &zero_shot::ZeroShotEval,
     &lm_train::LmTrain,
-    &vlm_train::VlmPretrain,
-    &vlm_train::Finetune,
+    &vlm_pretrain::VlmPretrain,
+    &finetune::Finetune,
     &chat_export::ChatExport,
 ];
 
