@@ -2,7 +2,7 @@
 //! connection of their own: a 10-hour run's loss curve can be queried while it trains
 //! (`vlmflow query`), and a killed process loses only the last seconds of it.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -16,26 +16,26 @@ type Metric = (String, Option<i64>, f64);
 
 pub struct RunMetrics {
     run_id: i64,
+    db_path: PathBuf,
     state: Mutex<State>,
 }
 
 struct State {
     pending: Vec<Metric>,
-    /// None when the database could not be opened a second time: everything waits for `finish`.
-    db: Option<Db>,
+    /// Opened at the first flush (a stage that records nothing never opens it); `Err` once it
+    /// could not be opened, after which everything waits for `finish`.
+    db: Option<Result<Db, ()>>,
     last_flush: Instant,
 }
 
 impl RunMetrics {
-    pub fn open(db_path: &Path, run_id: i64) -> RunMetrics {
-        let db = Db::open(db_path)
-            .inspect_err(|e| tracing::warn!("metrics will be written when the run ends: {e}"))
-            .ok();
+    pub fn new(db_path: &Path, run_id: i64) -> RunMetrics {
         RunMetrics {
             run_id,
+            db_path: db_path.to_path_buf(),
             state: Mutex::new(State {
                 pending: Vec::new(),
-                db,
+                db: None,
                 last_flush: Instant::now(),
             }),
         }
@@ -49,9 +49,14 @@ impl RunMetrics {
 }
 
 impl State {
-    fn flush(&mut self, run_id: i64) {
-        let Some(db) = &self.db else { return };
+    fn flush(&mut self, run_id: i64, db_path: &Path) {
         self.last_flush = Instant::now();
+        let db = self.db.get_or_insert_with(|| {
+            Db::open(db_path)
+                .inspect_err(|e| tracing::warn!("metrics will be written when the run ends: {e}"))
+                .map_err(|_| ())
+        });
+        let Ok(db) = db else { return };
         match db.insert_metrics(run_id, &self.pending) {
             Ok(()) => self.pending.clear(),
             // Kept for the next flush, or for `finish`.
@@ -65,7 +70,7 @@ impl MetricsSink for RunMetrics {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         state.pending.push((name.to_string(), step, value));
         if state.last_flush.elapsed() >= FLUSH_EVERY {
-            state.flush(self.run_id);
+            state.flush(self.run_id, &self.db_path);
         }
     }
 }
@@ -103,7 +108,7 @@ mod tests {
                 )
                 .unwrap()
         };
-        let metrics = RunMetrics::open(&path, run_id);
+        let metrics = RunMetrics::new(&path, run_id);
         metrics.record("train.loss", Some(1), 2.0);
         assert_eq!(count(), 0, "not flushed yet");
         metrics.state.lock().unwrap().last_flush -= FLUSH_EVERY;

@@ -143,7 +143,7 @@ struct Sample<'a> {
     k: &'a [f32],
     v: &'a [f32],
     mask: Option<&'a [f32]>,
-    spans: Vec<Span>,
+    spans: &'a [Span],
 }
 
 impl Sample<'_> {
@@ -223,22 +223,34 @@ impl Attention {
         Some(&m[(n % mn) * dm.tq * dm.tk..][..dm.tq * dm.tk])
     }
 
+    /// Each distinct mask's spans and blocks (one set when there is no mask, or it is shared):
+    /// worked out once per call, not per sample.
+    fn layouts(&self, dm: &Dims) -> Vec<(Vec<Span>, Vec<Block>)> {
+        let masks = self.mask.as_ref().map_or(1, |(_, mn)| *mn);
+        (0..masks)
+            .map(|n| {
+                let spans = spans(self.mask_of(n, dm), dm);
+                let blocks = blocks(&spans);
+                (spans, blocks)
+            })
+            .collect()
+    }
+
     /// Sample `n` of the batch `[q, k, v]`, and the blocks its query rows are worked in.
     fn sample<'a>(
         &'a self,
         n: usize,
         [q, k, v]: [&'a [f32]; 3],
+        layouts: &'a [(Vec<Span>, Vec<Block>)],
         dm: &Dims,
-    ) -> (Sample<'a>, Vec<Block>) {
+    ) -> (Sample<'a>, &'a [Block]) {
         let (qn, kn) = (dm.tq * dm.c, dm.tk * dm.ckv);
-        let mask = self.mask_of(n, dm);
-        let spans = spans(mask, dm);
-        let blocks = blocks(&spans);
+        let (spans, blocks) = &layouts[n % layouts.len()];
         let sample = Sample {
             q: &q[n * qn..][..qn],
             k: &k[n * kn..][..kn],
             v: &v[n * kn..][..kn],
-            mask,
+            mask: self.mask_of(n, dm),
             spans,
         };
         (sample, blocks)
@@ -329,10 +341,11 @@ impl CustomOp3 for Attention {
         let (q, k, v) = (f32s(s1, l1)?, f32s(s2, l2)?, f32s(s3, l3)?);
         let dm = self.dims(l1.shape(), l2.shape(), l3.shape())?;
         let qn = dm.tq * dm.c;
+        let layouts = self.layouts(&dm);
         let mut out = vec![0f32; q.len()];
         out.par_chunks_mut(qn).enumerate().for_each(|(n, o)| {
-            let (s, blocks) = self.sample(n, [q, k, v], &dm);
-            self.forward_sample(&s, &blocks, o, &dm);
+            let (s, blocks) = self.sample(n, [q, k, v], &layouts, &dm);
+            self.forward_sample(&s, blocks, o, &dm);
         });
         Ok((CpuStorage::F32(out), l1.shape().clone()))
     }
@@ -347,6 +360,7 @@ impl CustomOp3 for Attention {
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let dm = self.dims(q.shape(), k.shape(), v.shape())?;
         let (qn, kn) = (dm.tq * dm.c, dm.tk * dm.ckv);
+        let layouts = self.layouts(&dm);
         let mut dq = vec![0f32; q.elem_count()];
         let (mut dk, mut dv) = (vec![0f32; k.elem_count()], vec![0f32; v.elem_count()]);
         with_data(q, |q| {
@@ -359,9 +373,9 @@ impl CustomOp3 for Attention {
                             .zip(dv.par_chunks_mut(kn))
                             .enumerate();
                         chunks.for_each(|(n, ((dq, dk), dv))| {
-                            let (s, blocks) = self.sample(n, [q, k, v], &dm);
+                            let (s, blocks) = self.sample(n, [q, k, v], &layouts, &dm);
                             let g = &g[n * qn..][..qn];
-                            self.backward_sample(&s, g, &blocks, [dq, dk, dv], &dm);
+                            self.backward_sample(&s, g, blocks, [dq, dk, dv], &dm);
                         });
                         Ok(())
                     })
