@@ -43,11 +43,13 @@ impl Kind for ChatExport {
             .with_context(|| format!("loading the VLM in {}", source.display()))?;
         // LoRA adapters, if the model has them, are folded into the weights; otherwise the
         // language model's files are the source's.
-        let (params, model) = model.merged(&params)?;
         let source_lm = source.join(vlm_folder::LM);
-        let lm = match manifest.model.lora {
-            Some(_) => LmFiles::Written,
-            None => LmFiles::CopyOf(&source_lm),
+        let (params, model, lm) = match manifest.model.lora {
+            Some(_) => {
+                let (params, model) = model.merged(&params)?;
+                (params, model, LmFiles::Written)
+            }
+            None => (params, model, LmFiles::CopyOf(&source_lm)),
         };
         let stop_tokens = vec![manifest.template.im_end, tokenizer.eos_id()];
         let info = BundleInfo::new(model.cfg.clone(), manifest.template, stop_tokens);
