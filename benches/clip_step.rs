@@ -35,11 +35,11 @@ use std::time::{Duration, Instant};
 
 use candle_core::{Device, Result, Tensor};
 use mimalloc::MiMalloc;
-use vlmflow::ml::models::clip::{Clip, ClipConfig};
-use vlmflow::ml::ops;
-use vlmflow::ml::optim::{AdamW, AdamWConfig, clip_grad_norm};
-use vlmflow::ml::params::Params;
-use vlmflow::ml::rng::Rng;
+use vlmflow_ml::models::clip::{Clip, ClipConfig};
+use vlmflow_ml::ops;
+use vlmflow_ml::optim::{AdamW, AdamWConfig, clip_grad_norm};
+use vlmflow_ml::params::Params;
+use vlmflow_ml::rng::Rng;
 
 /// mimalloc unless `VLMFLOW_ALLOC=system`, decided once at the first allocation (read with
 /// libc's `getenv`, which does not allocate) and never changed, so every block is freed by the

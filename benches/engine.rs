@@ -22,8 +22,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use vlmflow::store::db::Db;
-use vlmflow::store::hash;
+use vlmflow_store::db::Db;
+use vlmflow_store::hash;
 
 const BIN: &str = env!("CARGO_BIN_EXE_vlmflow");
 /// Longer than `hash::RACY_WINDOW`: files older than this are recorded by the stat cache.
@@ -231,7 +231,7 @@ fn big_file(table: &mut Table, ws: &Path, reps: usize, e2e_reps: usize) {
         let mut h = blake3::Hasher::new();
         h.update_mmap_rayon(&path).unwrap();
         let e = t.elapsed();
-        assert_eq!(vlmflow::store::Digest::from(h.finalize()), expected);
+        assert_eq!(vlmflow_store::Digest::from(h.finalize()), expected);
         e
     });
     table.rate(

@@ -14,10 +14,10 @@
 use std::time::{Duration, Instant};
 
 use candle_core::{Device, Result};
-use vlmflow::ml::generate::{Generated, Prompt, SamplingConfig, generate, generate_uncached};
-use vlmflow::ml::models::qwen2::{Qwen2, Qwen2Config};
-use vlmflow::ml::params::Params;
-use vlmflow::ml::rng::Rng;
+use vlmflow_ml::generate::{Generated, Prompt, SamplingConfig, generate, generate_uncached};
+use vlmflow_ml::models::qwen2::{Qwen2, Qwen2Config};
+use vlmflow_ml::params::Params;
+use vlmflow_ml::rng::Rng;
 
 #[global_allocator]
 static ALLOCATOR: vlmflow::alloc::MiMalloc = vlmflow::alloc::MiMalloc;

@@ -29,19 +29,19 @@
 use std::time::{Duration, Instant};
 
 use candle_core::{Device, Result, Tensor};
-use vlmflow::ml::data::chat::IGNORE;
-use vlmflow::ml::models::lm_loss::next_token_loss;
-use vlmflow::ml::models::projector::ProjectorConfig;
-use vlmflow::ml::models::qwen2::{Qwen2, Qwen2Config};
-use vlmflow::ml::models::vit::VisionConfig;
-use vlmflow::ml::models::vlm::{Vlm, VlmConfig, is_vision};
-use vlmflow::ml::ops::causal_mask;
-use vlmflow::ml::ops::grouped_attention;
-use vlmflow::ml::optim::{AdamW, AdamWConfig, clip_grad_norm};
-use vlmflow::ml::params::Params;
-use vlmflow::ml::rng::Rng;
-use vlmflow::ml::train::train_step;
-use vlmflow::ml::vlm_train::{PartScales, part_groups};
+use vlmflow_ml::data::chat::IGNORE;
+use vlmflow_ml::models::lm_loss::next_token_loss;
+use vlmflow_ml::models::projector::ProjectorConfig;
+use vlmflow_ml::models::qwen2::{Qwen2, Qwen2Config};
+use vlmflow_ml::models::vit::VisionConfig;
+use vlmflow_ml::models::vlm::{Vlm, VlmConfig, is_vision};
+use vlmflow_ml::ops::causal_mask;
+use vlmflow_ml::ops::grouped_attention;
+use vlmflow_ml::optim::{AdamW, AdamWConfig, clip_grad_norm};
+use vlmflow_ml::params::Params;
+use vlmflow_ml::rng::Rng;
+use vlmflow_ml::train::train_step;
+use vlmflow_ml::vlm_train::{PartScales, part_groups};
 
 #[global_allocator]
 static ALLOCATOR: vlmflow::alloc::MiMalloc = vlmflow::alloc::MiMalloc;

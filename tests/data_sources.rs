@@ -8,13 +8,13 @@ use common::Ws;
 
 /// A PNG of the shapes generator and its caption.
 fn shape(i: u64) -> (Vec<u8>, String) {
-    let config = vlmflow::ml::data::shapes::ShapesConfig {
+    let config = vlmflow_ml::data::shapes::ShapesConfig {
         seed: 5,
         image_size: 32,
     };
     let sample = config.sample(i);
     (
-        vlmflow::ml::data::shapes::render_png_bytes(&sample.image),
+        vlmflow_ml::data::shapes::render_png_bytes(&sample.image),
         sample.caption,
     )
 }

@@ -76,14 +76,14 @@ params = { val_permille = 0 }
 "#,
     );
     // Three good images drawn by the generator, one truncated PNG, one that does not exist.
-    let config = vlmflow::ml::data::shapes::ShapesConfig {
+    let config = vlmflow_ml::data::shapes::ShapesConfig {
         seed: 1,
         image_size: 32,
     };
     let mut csv = String::from("image,caption,label\n");
     for i in 0..3u64 {
         let sample = config.sample(i);
-        let bytes = vlmflow::ml::data::shapes::render_png_bytes(&sample.image);
+        let bytes = vlmflow_ml::data::shapes::render_png_bytes(&sample.image);
         std::fs::create_dir_all(ws.path("raw")).unwrap();
         std::fs::write(ws.path(&format!("raw/{i}.png")), &bytes).unwrap();
         csv.push_str(&format!(

@@ -5,7 +5,7 @@
 mod common;
 
 use common::Ws;
-use vlmflow::ml::data::shapes::{ShapesConfig, render_png_bytes};
+use vlmflow_ml::data::shapes::{ShapesConfig, render_png_bytes};
 
 const PIPELINE: &str = r#"
 [stages.download]

@@ -1,9 +1,9 @@
 //! `vlmflow build`.
 
-use crate::engine::build::{BuildOptions, EngineError, build};
-use crate::engine::execute::Status;
-use crate::engine::report::Reporter;
-use crate::engine::workspace::Workspace;
+use vlmflow_engine::build::{BuildOptions, EngineError, build};
+use vlmflow_engine::execute::Status;
+use vlmflow_engine::report::Reporter;
+use vlmflow_engine::workspace::Workspace;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -35,7 +35,7 @@ pub fn run(ws: &Workspace, args: Args) -> Result<i32, EngineError> {
         dry_run: args.dry_run,
         keep_going: args.keep_going,
     };
-    let report = build(ws, &opts, |pipeline| {
+    let report = build(ws, &vlmflow_stages::kinds(), &opts, |pipeline| {
         Reporter::new(
             pipeline
                 .stages
@@ -46,7 +46,7 @@ pub fn run(ws: &Workspace, args: Args) -> Result<i32, EngineError> {
         )
     })?;
     Ok(
-        if crate::engine::interrupt::requested() || report.count(Status::Interrupted) > 0 {
+        if vlmflow_engine::interrupt::requested() || report.count(Status::Interrupted) > 0 {
             130
         } else if report.failed() {
             1

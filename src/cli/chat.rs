@@ -4,11 +4,11 @@
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 
-use crate::engine::build::{EngineError, load_pipeline};
-use crate::engine::workspace::Workspace;
-use crate::ml::bundle::Bundle;
-use crate::ml::data::chat::Turn;
-use crate::ml::generate::SamplingConfig;
+use vlmflow_engine::build::{EngineError, load_pipeline};
+use vlmflow_engine::workspace::Workspace;
+use vlmflow_ml::bundle::Bundle;
+use vlmflow_ml::data::chat::Turn;
+use vlmflow_ml::generate::SamplingConfig;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -124,14 +124,14 @@ fn stage_bundle(start: &Path, stage: &str) -> Result<PathBuf, EngineError> {
             start.display()
         )));
     };
-    let (pipeline, _) = load_pipeline(&ws, &[])?;
+    let (pipeline, _) = load_pipeline(&ws, &vlmflow_stages::kinds(), &[])?;
     let Some(found) = pipeline.stages.iter().find(|s| s.name == stage) else {
         return Err(EngineError::Usage(format!(
             "the Stagefile has no stage `{stage}`: name the chat-export stage with --stage, or pass --bundle DIR"
         )));
     };
     let dir = ws.root.join(&found.outs[0]);
-    if !dir.join(crate::ml::bundle::INFO).is_file() {
+    if !dir.join(vlmflow_ml::bundle::INFO).is_file() {
         return Err(EngineError::Usage(format!(
             "stage `{stage}` has no bundle at {}: run `vlmflow build {stage}` first",
             dir.display()

@@ -1,7 +1,7 @@
 //! `vlmflow dag`: the stage graph as text, Graphviz dot, or Mermaid.
 
-use crate::engine::build::{EngineError, load_pipeline};
-use crate::engine::workspace::Workspace;
+use vlmflow_engine::build::{EngineError, load_pipeline};
+use vlmflow_engine::workspace::Workspace;
 
 #[derive(Clone, Copy, clap::ValueEnum)]
 enum Format {
@@ -17,7 +17,7 @@ pub struct Args {
 }
 
 pub fn run(ws: &Workspace, args: Args) -> Result<i32, EngineError> {
-    let (pipeline, _) = load_pipeline(ws, &[])?;
+    let (pipeline, _) = load_pipeline(ws, &vlmflow_stages::kinds(), &[])?;
     let name = |i: usize| pipeline.stages[i].name.as_str();
     match args.format {
         Format::Text => {

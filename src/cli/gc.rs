@@ -1,8 +1,8 @@
 //! `vlmflow gc`.
 
-use crate::engine::build::EngineError;
-use crate::engine::gc::gc;
-use crate::engine::workspace::Workspace;
+use vlmflow_engine::build::EngineError;
+use vlmflow_engine::gc::gc;
+use vlmflow_engine::workspace::Workspace;
 
 #[derive(clap::Args)]
 pub struct Args {

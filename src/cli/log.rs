@@ -2,10 +2,10 @@
 
 use serde_json::Value;
 
-use crate::engine::build::EngineError;
-use crate::engine::workspace::Workspace;
-use crate::engine::{format_duration, format_time, params};
-use crate::store::db::{Db, RunRow};
+use vlmflow_engine::build::EngineError;
+use vlmflow_engine::workspace::Workspace;
+use vlmflow_engine::{format_duration, format_time, params};
+use vlmflow_store::db::{Db, RunRow};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -103,7 +103,7 @@ pub fn run(ws: &Workspace, args: Args) -> Result<i32, EngineError> {
 
 fn entry(
     db: &Db,
-    cas: &crate::store::Cas,
+    cas: &vlmflow_store::Cas,
     run: &RunRow,
     verbose: bool,
 ) -> Result<Entry, EngineError> {

@@ -4,9 +4,9 @@ use std::collections::BTreeMap;
 
 use super::log::short_number;
 use super::runs;
-use crate::engine::build::{EngineError, load_pipeline};
-use crate::engine::workspace::Workspace;
-use crate::store::db::Db;
+use vlmflow_engine::build::{EngineError, load_pipeline};
+use vlmflow_engine::workspace::Workspace;
+use vlmflow_store::db::Db;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -33,7 +33,7 @@ pub fn run(ws: &Workspace, args: Args) -> Result<i32, EngineError> {
     }
     let stages: Vec<String> = match args.stage {
         Some(s) => vec![s],
-        None => load_pipeline(ws, &[])?
+        None => load_pipeline(ws, &vlmflow_stages::kinds(), &[])?
             .0
             .stages
             .into_iter()

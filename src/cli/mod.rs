@@ -18,8 +18,8 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
-use crate::engine::build::EngineError;
-use crate::engine::workspace::Workspace;
+use vlmflow_engine::build::EngineError;
+use vlmflow_engine::workspace::Workspace;
 
 #[derive(Parser)]
 #[command(
@@ -116,8 +116,12 @@ fn init_tracing(level: u8) {
         Ok(f) => EnvFilter::new(f),
         Err(_) => EnvFilter::new(match level {
             0 => "warn",
-            1 => "vlmflow=info",
-            _ => "vlmflow=debug",
+            1 => {
+                "vlmflow=info,vlmflow_engine=info,vlmflow_store=info,vlmflow_stages=info,vlmflow_ml=info"
+            }
+            _ => {
+                "vlmflow=debug,vlmflow_engine=debug,vlmflow_store=debug,vlmflow_stages=debug,vlmflow_ml=debug"
+            }
         }),
     };
     let _ = tracing_subscriber::fmt()

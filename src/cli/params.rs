@@ -2,10 +2,10 @@
 
 use super::log::parse;
 use super::runs;
-use crate::engine::build::EngineError;
-use crate::engine::params;
-use crate::engine::workspace::Workspace;
-use crate::store::db::Db;
+use vlmflow_engine::build::EngineError;
+use vlmflow_engine::params;
+use vlmflow_engine::workspace::Workspace;
+use vlmflow_store::db::Db;
 
 #[derive(clap::Args)]
 pub struct Args {

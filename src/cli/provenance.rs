@@ -2,11 +2,11 @@
 
 use std::path::Path;
 
-use crate::engine::build::{EngineError, load_pipeline};
-use crate::engine::provenance::{Lineage, lineage};
-use crate::engine::workspace::Workspace;
-use crate::engine::{format_duration, format_time};
-use crate::store::db::{Db, RunRow};
+use vlmflow_engine::build::{EngineError, load_pipeline};
+use vlmflow_engine::provenance::{Lineage, lineage};
+use vlmflow_engine::workspace::Workspace;
+use vlmflow_engine::{format_duration, format_time};
+use vlmflow_store::db::{Db, RunRow};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -35,7 +35,7 @@ fn resolve(ws: &Workspace, db: &Db, what: &str) -> Result<RunRow, EngineError> {
             .run(id)?
             .ok_or_else(|| EngineError::Usage(format!("no run {id}")));
     }
-    let (pipeline, _) = load_pipeline(ws, &[])?;
+    let (pipeline, _) = load_pipeline(ws, &vlmflow_stages::kinds(), &[])?;
     let current = |stage: &str| -> Result<RunRow, EngineError> {
         db.current_run(stage)?.ok_or_else(|| {
             EngineError::Usage(format!(

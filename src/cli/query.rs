@@ -2,9 +2,9 @@
 
 use rusqlite::types::ValueRef;
 
-use crate::engine::build::EngineError;
-use crate::engine::workspace::Workspace;
-use crate::store::db::Db;
+use vlmflow_engine::build::EngineError;
+use vlmflow_engine::workspace::Workspace;
+use vlmflow_store::db::Db;
 
 #[derive(clap::Args)]
 pub struct Args {

@@ -1,8 +1,8 @@
 //! Naming runs on the command line: `12` (a run id), `train` (the run the workspace holds for that
 //! stage) or `train~2` (the stage's second-to-last successful run before it).
 
-use crate::engine::build::EngineError;
-use crate::store::db::{Db, RunRow};
+use vlmflow_engine::build::EngineError;
+use vlmflow_store::db::{Db, RunRow};
 
 pub fn resolve(db: &Db, text: &str) -> Result<RunRow, EngineError> {
     let not_found =

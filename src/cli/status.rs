@@ -1,10 +1,10 @@
 //! `vlmflow status`: fresh / stale / never built, and why.
 
-use crate::engine::build::{BuildOptions, EngineError, build};
-use crate::engine::dirty::Reason;
-use crate::engine::execute::Status;
-use crate::engine::report::Reporter;
-use crate::engine::workspace::Workspace;
+use vlmflow_engine::build::{BuildOptions, EngineError, build};
+use vlmflow_engine::dirty::Reason;
+use vlmflow_engine::execute::Status;
+use vlmflow_engine::report::Reporter;
+use vlmflow_engine::workspace::Workspace;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -34,7 +34,7 @@ pub fn run(ws: &Workspace, args: Args) -> Result<i32, EngineError> {
         jobs: 1,
         ..Default::default()
     };
-    let report = build(ws, &opts, |_| Reporter::quiet())?;
+    let report = build(ws, &vlmflow_stages::kinds(), &opts, |_| Reporter::quiet())?;
     let rows: Vec<Row> = report
         .outcomes
         .into_iter()

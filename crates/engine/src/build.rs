@@ -1,0 +1,262 @@
+//! `vlmflow build` and the evaluation `status` shares with it: load the Stagefile with `--set`
+//! overrides applied, select the targets and what they need, lock the workspace, clean up after a
+//! crash, and schedule the stages.
+
+use std::collections::{BTreeMap, HashSet};
+use std::time::Instant;
+
+use serde_json::Value;
+
+use super::diagnostic::Diagnostics;
+use super::diagnostic::did_you_mean;
+use super::execute::{Executor, Outcome, Status};
+use super::lock::WorkspaceLock;
+use super::params::{Override, apply_override};
+use super::report::Reporter;
+use super::scheduler::Schedule;
+use super::stagefile::{self, Pipeline};
+use super::workspace::Workspace;
+use super::{format_duration, interrupt};
+use crate::kind::Kinds;
+use vlmflow_store::StoreError;
+
+/// Why a command could not do its work; each maps to an exit code.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The Stagefile or a params file is wrong (exit 2).
+    #[error("{0}")]
+    Stagefile(Diagnostics),
+    /// The command line is wrong (exit 2).
+    #[error("{0}")]
+    Usage(String),
+    /// The store could not be read or written (exit 1).
+    #[error("{0}")]
+    Store(#[from] StoreError),
+    /// A command other than a build failed while working (exit 1).
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl From<rusqlite::Error> for EngineError {
+    fn from(e: rusqlite::Error) -> Self {
+        EngineError::Store(StoreError::Db(e))
+    }
+}
+
+impl EngineError {
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            EngineError::Stagefile(_) | EngineError::Usage(_) => 2,
+            EngineError::Store(_) | EngineError::Failed(_) => 1,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct BuildOptions {
+    pub targets: Vec<String>,
+    pub jobs: usize,
+    pub set: Vec<String>,
+    pub force: Vec<String>,
+    pub dry_run: bool,
+    pub keep_going: bool,
+}
+
+/// The pipeline with `--set` overrides applied, and the overrides per stage (as recorded with runs).
+pub fn load_pipeline(
+    ws: &Workspace,
+    kinds: &Kinds,
+    set: &[String],
+) -> Result<(Pipeline, BTreeMap<String, Value>), EngineError> {
+    let mut pipeline = stagefile::load(&ws.root, &kinds.specs()).map_err(EngineError::Stagefile)?;
+    let mut overrides: BTreeMap<String, Value> = BTreeMap::new();
+    for text in set {
+        let o = Override::parse(text).map_err(EngineError::Usage)?;
+        let index = stage_index(&pipeline, &o.stage, "--set")?;
+        apply_override(&mut pipeline.stages[index].params, &o).map_err(EngineError::Usage)?;
+        let entry = overrides
+            .entry(o.stage.clone())
+            .or_insert_with(|| Value::Object(Default::default()));
+        entry[o.param_name()] = o.value.clone();
+    }
+    Ok((pipeline, overrides))
+}
+
+pub fn stage_index(pipeline: &Pipeline, name: &str, flag: &str) -> Result<usize, EngineError> {
+    pipeline.stage_index(name).ok_or_else(|| {
+        let names = pipeline.stages.iter().map(|s| s.name.as_str());
+        let hint = match did_you_mean(name, names) {
+            Some(best) => format!("did you mean `{best}`?"),
+            None => format!(
+                "the stages are: {}",
+                pipeline
+                    .stages
+                    .iter()
+                    .map(|s| s.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        };
+        EngineError::Usage(format!(
+            "{flag}: no stage named `{name}` in the Stagefile; {hint}"
+        ))
+    })
+}
+
+/// The targets and every stage they need (all stages when there is no target).
+pub fn select(pipeline: &Pipeline, targets: &[String]) -> Result<Vec<bool>, EngineError> {
+    if targets.is_empty() {
+        return Ok(vec![true; pipeline.stages.len()]);
+    }
+    let mut selected = vec![false; pipeline.stages.len()];
+    let mut stack = Vec::new();
+    for t in targets {
+        stack.push(stage_index(pipeline, t, "target")?);
+    }
+    while let Some(i) = stack.pop() {
+        if !std::mem::replace(&mut selected[i], true) {
+            stack.extend(&pipeline.stages[i].needs);
+        }
+    }
+    Ok(selected)
+}
+
+pub struct BuildReport {
+    /// (stage, outcome) for each selected stage, in pipeline order.
+    pub outcomes: Vec<(String, Outcome)>,
+}
+
+impl BuildReport {
+    pub fn failed(&self) -> bool {
+        self.outcomes.iter().any(|(_, o)| o.status.is_failure())
+    }
+
+    pub fn count(&self, status: Status) -> usize {
+        self.outcomes
+            .iter()
+            .filter(|(_, o)| o.status == status)
+            .count()
+    }
+}
+
+pub fn build(
+    ws: &Workspace,
+    kinds: &Kinds,
+    opts: &BuildOptions,
+    reporter_for: impl Fn(&Pipeline) -> Reporter,
+) -> Result<BuildReport, EngineError> {
+    let started = Instant::now();
+    let (pipeline, overrides) = load_pipeline(ws, kinds, &opts.set)?;
+    let selected = select(&pipeline, &opts.targets)?;
+    let mut force = HashSet::new();
+    for name in &opts.force {
+        force.insert(stage_index(&pipeline, name, "--force")?);
+    }
+    let reporter = reporter_for(&pipeline);
+    let db = ws.open_db()?;
+    let cas = ws.open_cas()?;
+    let _lock = if opts.dry_run {
+        None
+    } else {
+        let path = ws.lock_path();
+        let lock = WorkspaceLock::acquire(&path, |holder| {
+            reporter.note(&format!("waiting for the workspace lock, held by {holder}"));
+        })
+        .map_err(vlmflow_store::io_err(&path))?;
+        // We hold the lock, so anything 'running' or left in cache/tmp is from a process that died.
+        cas.clean_temp()?;
+        db.mark_interrupted()?;
+        Some(lock)
+    };
+    interrupt::install();
+    let argv: Vec<String> = std::env::args().collect();
+    let host = super::host();
+    let build_id = if opts.dry_run {
+        0
+    } else {
+        db.begin_build(&argv, &host)?
+    };
+    let executor = Executor {
+        ws,
+        kinds,
+        cas: &cas,
+        pipeline: &pipeline,
+        reporter: &reporter,
+        build_id,
+        host,
+        overrides,
+        force,
+        dry_run: opts.dry_run,
+    };
+    let schedule = Schedule {
+        pipeline: &pipeline,
+        selected: &selected,
+        jobs: opts.jobs.max(1),
+        keep_going: opts.keep_going,
+    };
+    let outcomes = schedule.run(
+        // Each worker has its own connection: a SQLite connection is not shared across threads.
+        || ws.open_db(),
+        |db, index, upstream| match db {
+            Ok(db) => executor.execute(db, index, upstream),
+            Err(e) => Outcome {
+                status: Status::Failed,
+                upstream: super::plan::UpstreamState::Pending,
+                seconds: None,
+                reasons: vec![],
+                error: Some(format!("could not open the database: {e}")),
+            },
+        },
+        |index, outcome| {
+            reporter.stage_line(
+                outcome.status.word(),
+                &pipeline.stages[index].name,
+                outcome.seconds,
+                &outcome.detail(),
+            );
+        },
+    );
+    let report = BuildReport {
+        outcomes: outcomes
+            .into_iter()
+            .enumerate()
+            .filter_map(|(i, o)| o.map(|o| (pipeline.stages[i].name.clone(), o)))
+            .collect(),
+    };
+    if !opts.dry_run {
+        let status = if interrupt::requested() {
+            "interrupted"
+        } else if report.failed() {
+            "failed"
+        } else {
+            "ok"
+        };
+        db.finish_build(build_id, status)?;
+        reporter.note(&summary(&report, started.elapsed().as_secs_f64()));
+    }
+    Ok(report)
+}
+
+fn summary(report: &BuildReport, seconds: f64) -> String {
+    let parts: Vec<String> = [
+        Status::Ran,
+        Status::Restored,
+        Status::Fresh,
+        Status::Failed,
+        Status::Interrupted,
+        Status::Skipped,
+    ]
+    .into_iter()
+    .filter_map(|s| match report.count(s) {
+        0 => None,
+        n => Some(format!("{n} {}", s.word())),
+    })
+    .collect();
+    let n = report.outcomes.len();
+    format!(
+        "{n} stage{}: {} in {}",
+        if n == 1 { "" } else { "s" },
+        parts.join(", "),
+        format_duration(seconds)
+    )
+}

@@ -1,0 +1,69 @@
+//! The `chat-export` kind: turn a trained VLM (a `finetune` or `vlm-pretrain` artifact) into a
+//! chat bundle (`ml::bundle`) that `vlmflow chat --bundle` loads, the language model also in the
+//! Hugging Face Qwen2 layout, and a `manifest.json` with the bundle's provenance: every stage
+//! that led to it, with its key, params, input digests and final metrics.
+
+use anyhow::Context;
+use serde::Deserialize;
+
+use super::vlm_train::{VLM_JSON, VlmManifest};
+use super::{Kind, StageContext, params};
+use vlmflow_ml::bundle::{self, BundleInfo};
+use vlmflow_ml::data::tokenizer::Tokenizer;
+use vlmflow_ml::models::vlm::Vlm;
+use vlmflow_ml::params::Params;
+use vlmflow_ml::vlm_folder::{self, LmFiles};
+
+pub struct ChatExport;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ChatExportParams {}
+
+impl Kind for ChatExport {
+    fn name(&self) -> &'static str {
+        "chat-export"
+    }
+
+    fn version(&self) -> &'static str {
+        "2"
+    }
+
+    fn run(&self, ctx: &StageContext<'_>) -> anyhow::Result<()> {
+        let _: ChatExportParams = params::read(ctx)?;
+        let source = ctx.find_upstream("finetune (or vlm-pretrain) stage", |p| {
+            p.join(VLM_JSON).is_file()
+        })?;
+        let manifest: VlmManifest = super::read_json(&source.join(VLM_JSON))?;
+        let tokenizer_path = source.join("tokenizer.json");
+        let tokenizer = Tokenizer::load(&tokenizer_path)?;
+        let params = Params::new(0, &candle_core::Device::Cpu);
+        let model = Vlm::new(&params, &manifest.model)?;
+        vlm_folder::load(source, &params, true)
+            .with_context(|| format!("loading the VLM in {}", source.display()))?;
+        // LoRA adapters, if the model has them, are folded into the weights; otherwise the
+        // language model's files are the source's.
+        let source_lm = source.join(vlm_folder::LM);
+        let (params, model, lm) = match manifest.model.lora {
+            Some(_) => {
+                let (params, model) = model.merged(&params)?;
+                (params, model, LmFiles::Written)
+            }
+            None => (params, model, LmFiles::CopyOf(&source_lm)),
+        };
+        let stop_tokens = vec![manifest.template.im_end, tokenizer.eos_id()];
+        let info = BundleInfo::new(model.cfg.clone(), manifest.template, stop_tokens);
+        bundle::write(ctx.out_dir, &params, &model, lm, &info, &tokenizer_path)?;
+        let provenance = serde_json::json!({
+            "bundle": { "format": bundle::FORMAT, "version": bundle::VERSION },
+            "exported_by": format!("vlmflow {}", env!("CARGO_PKG_VERSION")),
+            "lineage": ctx.lineage,
+        });
+        std::fs::write(
+            ctx.out_dir.join("manifest.json"),
+            serde_json::to_string_pretty(&provenance)?,
+        )?;
+        ctx.metric("parameters", None, params.num_params() as f64);
+        Ok(())
+    }
+}

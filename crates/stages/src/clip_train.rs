@@ -1,0 +1,121 @@
+//! The `clip-train` kind: train a CLIP from scratch (or from another stage's weights) on the
+//! shards of a `preprocess` stage. Per-step loss, learning rate, temperature and samples/s become
+//! the run's metrics; the artifact holds the weights, the config, the tokenizer and a loss curve.
+//! Checkpoints go to the run's checkpoint folder, so a killed build resumes where it stopped.
+
+use std::path::Path;
+
+use anyhow::{Context, bail};
+use serde::Deserialize;
+
+use super::training::{StageHooks, check_finished};
+use super::{Kind, StageContext, params};
+use vlmflow_ml::clip_train::{TrainConfig, train};
+use vlmflow_ml::models::clip::ClipConfig;
+use vlmflow_ml::train_loop::Hyper;
+
+pub struct ClipTrain;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ClipTrainParams {
+    /// `small` (32 px, sized for 2 CPU cores) or `vit-b16` (the seed's 150M-parameter shape).
+    #[serde(default = "default_model")]
+    model: String,
+    /// Records in the shuffle buffer.
+    #[serde(default = "default_shuffle_buffer")]
+    shuffle_buffer: usize,
+    /// A needed stage whose `model.safetensors` to start from, instead of random weights.
+    init_from: Option<String>,
+    #[serde(flatten)]
+    train: Hyper,
+}
+
+fn default_model() -> String {
+    "small".into()
+}
+fn default_shuffle_buffer() -> usize {
+    4096
+}
+
+impl Kind for ClipTrain {
+    fn name(&self) -> &'static str {
+        "clip-train"
+    }
+
+    fn version(&self) -> &'static str {
+        "1"
+    }
+
+    fn run(&self, ctx: &StageContext<'_>) -> anyhow::Result<()> {
+        let p: ClipTrainParams = params::read(ctx)?;
+        let init_from = match &p.init_from {
+            Some(stage) => Some(ctx.upstream(stage)?.join("model.safetensors")),
+            None => None,
+        };
+        let data = data_upstream(ctx, p.init_from.as_deref())?;
+        let tokenizer = data.join("tokenizer.json");
+        let vocab = vlmflow_ml::data::tokenizer::Tokenizer::load(&tokenizer)?.vocab_size();
+        let model = match p.model.as_str() {
+            "small" => ClipConfig::small(vocab),
+            "vit-b16" => ClipConfig::vit_b16(vocab),
+            other => bail!(
+                "stage `{}`: unknown model `{other}`: expected `small` or `vit-b16`",
+                ctx.stage
+            ),
+        };
+        let steps = p.train.steps;
+        let cfg = TrainConfig {
+            model,
+            hyper: p.train,
+            shuffle_buffer: p.shuffle_buffer,
+        };
+        let device = super::device(ctx)?;
+        let mut hooks = StageHooks::new(ctx, steps);
+        let trained = train(
+            &cfg,
+            &data.join("train"),
+            ctx.checkpoint_dir,
+            init_from.as_deref(),
+            &device,
+            &mut hooks,
+        )?;
+        check_finished(trained.finish, steps)?;
+        trained
+            .params
+            .save(&ctx.out_dir.join("model.safetensors"))?;
+        std::fs::write(
+            ctx.out_dir.join("config.json"),
+            serde_json::to_string_pretty(&cfg)?,
+        )?;
+        std::fs::copy(&tokenizer, ctx.out_dir.join("tokenizer.json"))
+            .context("copying the tokenizer")?;
+        hooks.finish()?;
+        Ok(())
+    }
+}
+
+/// The needed stage holding training shards (the one that is not `init_from`).
+fn data_upstream<'c>(
+    ctx: &'c StageContext<'_>,
+    init_from: Option<&str>,
+) -> anyhow::Result<&'c Path> {
+    let candidates: Vec<&Path> = ctx
+        .upstream
+        .iter()
+        .filter(|(name, path)| Some(name.as_str()) != init_from && path.join("train").is_dir())
+        .map(|(_, path)| path.as_path())
+        .collect();
+    match candidates.as_slice() {
+        [one] => Ok(one),
+        [] => bail!(
+            "stage `{}` needs a preprocess stage (with train/ shards): add it to `needs`",
+            ctx.stage
+        ),
+        _ => bail!(
+            "stage `{}` needs exactly one preprocess stage; it has {}",
+            ctx.stage,
+            candidates.len()
+        ),
+    }
+}

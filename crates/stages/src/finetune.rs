@@ -1,0 +1,205 @@
+//! The `finetune` kind: continues from a `vlm-pretrain` (or another `finetune`) on
+//! question–answer conversations, training what its `train` param names (or LoRA adapters), and
+//! reports exact-match accuracy on the held-out images' questions.
+
+use anyhow::bail;
+use serde::Deserialize;
+
+use super::lm_train::is_data;
+use super::train_rules::{TrainSpec, check_rules, trains};
+use super::training::{StageHooks, check_finished};
+use super::vlm_train::{Common, VLM_JSON, VlmManifest, is_vlm, sequences, write_vlm};
+use super::{Kind, StageContext, params};
+use vlmflow_ml::data::conversations::{Objective, read_split_records};
+use vlmflow_ml::data::tokenizer::Tokenizer;
+use vlmflow_ml::models::lora::{LoraConfig, is_adapter};
+use vlmflow_ml::models::vlm::{VlmConfig, is_lm};
+use vlmflow_ml::params::Params;
+use vlmflow_ml::train_loop::Hyper;
+use vlmflow_ml::vlm_eval::exact_match;
+use vlmflow_ml::vlm_folder::{self, LmFiles};
+use vlmflow_ml::vlm_train::train;
+
+pub struct Finetune;
+
+fn default_eval_images() -> usize {
+    1000
+}
+fn default_true() -> bool {
+    true
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FinetuneParams {
+    /// What trains: `"all"`, or a list of parts (`vision`, `projector`, `lm`) and parameter-name
+    /// patterns (`*` matches any run of characters, e.g. `model.layers.*.mlp.*`). By default the
+    /// projector and the LM (with `lora`: the projector and the adapters).
+    train: Option<TrainSpec>,
+    /// Give each conversation's turns an order of their own, so every question is sometimes
+    /// asked first (as a one-question chat does).
+    #[serde(default = "default_true")]
+    shuffle_turns: bool,
+    /// Held-out images whose questions are asked for the exact-match accuracy.
+    #[serde(default = "default_eval_images")]
+    eval_images: usize,
+    /// Train LoRA adapters on the language model's linear layers instead of its weights:
+    /// `{ rank = 8, alpha = 16, targets = ["q_proj", "v_proj"] }`. Merged by chat-export.
+    lora: Option<LoraConfig>,
+    #[serde(flatten)]
+    common: Common,
+    #[serde(flatten)]
+    hyper: Hyper,
+}
+
+impl Kind for Finetune {
+    fn name(&self) -> &'static str {
+        "finetune"
+    }
+
+    fn version(&self) -> &'static str {
+        "2"
+    }
+
+    fn run(&self, ctx: &StageContext<'_>) -> anyhow::Result<()> {
+        let p: FinetuneParams = params::read(ctx)?;
+        let data = ctx.find_upstream("preprocess stage", is_data)?;
+        let base = ctx.find_upstream("vlm-pretrain stage", is_vlm)?;
+        let manifest: VlmManifest = super::read_json(&base.join(VLM_JSON))?;
+        let tokenizer_path = base.join("tokenizer.json");
+        let tokenizer = Tokenizer::load(&tokenizer_path)?;
+        let template = &manifest.template;
+        let objective = Objective::Answers {
+            shuffle_turns: p.shuffle_turns,
+        };
+        let train_seqs = sequences(
+            ctx,
+            &data.join("train"),
+            &tokenizer,
+            template,
+            objective,
+            p.common.max_len,
+            p.hyper.seed,
+        )?;
+
+        let device = super::device(ctx)?;
+        let with_lora = p.lora.is_some();
+        let rules = match &p.train {
+            Some(spec) => spec.rules(),
+            None if with_lora => vec!["projector".to_string()],
+            None => vec!["projector".to_string(), "lm".to_string()],
+        };
+        if with_lora && rules.iter().any(|r| r == "lm" || r == "all") {
+            bail!(
+                "stage `{}`: with `lora`, the language model's weights stay frozen and its adapters \
+                 train: drop `lm`/`all` from `train` (e.g. train = [\"projector\"])",
+                ctx.stage
+            );
+        }
+        let frozen_rules = rules.clone();
+        let params = Params::new(p.hyper.seed, &device).with_frozen(move |n| {
+            !trains(&frozen_rules, n) || (with_lora && is_lm(n) && !is_adapter(n))
+        });
+        let model = VlmConfig {
+            lora: p.lora.clone(),
+            ..manifest.model.clone()
+        };
+        let cfg = p.common.config(model.clone(), &p.hyper);
+        let mut hooks = StageHooks::new(ctx, p.hyper.steps);
+        let trained = train(
+            &cfg,
+            params,
+            &data.join("train"),
+            &train_seqs,
+            tokenizer.pad_id(),
+            ctx.checkpoint_dir,
+            &mut hooks,
+            |params, hooks| {
+                let names: Vec<String> = params.vars().into_iter().map(|(n, _)| n).collect();
+                check_rules(ctx, &rules, &names)
+                    .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
+                vlm_folder::load_merged(base, &manifest.model, params)?;
+                hooks.log(&format!("started from {}", base.display()));
+                Ok(())
+            },
+        )?;
+        check_finished(trained.finish, p.hyper.steps)?;
+        let validation = data.join("validation");
+        let records = read_split_records(&validation)?;
+        let result = exact_match(
+            &trained.model,
+            &tokenizer,
+            template,
+            &validation,
+            &records,
+            p.eval_images,
+            p.hyper.batch_size,
+            &device,
+        )?;
+        ctx.metric("val.exact_match", None, result.accuracy);
+        ctx.metric("val.questions", None, result.questions as f64);
+        for (kind, (correct, asked)) in &result.per_kind {
+            ctx.metric(
+                &format!("val.exact_match.{kind}"),
+                None,
+                *correct as f64 / (*asked).max(1) as f64,
+            );
+        }
+        ctx.log(&format!(
+            "exact match {:.4} over {} questions",
+            result.accuracy, result.questions
+        ));
+        for (question, expected, answered) in &result.examples {
+            ctx.log(&format!(
+                "  {question} → {answered:?} (expected {expected:?})"
+            ));
+        }
+        std::fs::write(
+            ctx.out_dir.join("eval.json"),
+            serde_json::to_string_pretty(&result)?,
+        )?;
+        // The LM's files are the base's when its weights neither trained nor took merged adapters.
+        let lm_trained = trained
+            .params
+            .trainable_vars()
+            .iter()
+            .any(|(n, _)| is_lm(n) && !is_adapter(n));
+        let base_lm = base.join(vlm_folder::LM);
+        let lm = if lm_trained || manifest.model.lora.is_some() {
+            LmFiles::Written
+        } else {
+            LmFiles::CopyOf(&base_lm)
+        };
+        let manifest = VlmManifest {
+            model,
+            template: manifest.template,
+        };
+        write_vlm(ctx, &trained, &manifest, lm, &tokenizer_path)?;
+        hooks.finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::vlm_pretrain::PretrainParams;
+
+    #[test]
+    fn every_level_of_the_params_is_read_and_a_misspelt_one_refused() {
+        let ok: FinetuneParams = serde_json::from_value(serde_json::json!({
+            "steps": 5, "lr": 0.1, "batch_size": 8, "max_len": 99, "eval_images": 3
+        }))
+        .unwrap();
+        assert_eq!(
+            (ok.hyper.batch_size, ok.common.max_len, ok.eval_images),
+            (8, 99, 3)
+        );
+        let err = serde_json::from_value::<PretrainParams>(serde_json::json!({
+            "steps": 5, "lr": 0.1, "querys": 4
+        }))
+        .err()
+        .unwrap()
+        .to_string();
+        assert!(err.contains("unknown field `querys`"), "{err}");
+    }
+}

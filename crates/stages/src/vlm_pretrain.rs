@@ -1,0 +1,184 @@
+//! The `vlm-pretrain` kind: joins a vision tower (a clip-train stage's, or a Hugging Face CLIP
+//! or SigLIP folder's: `vlm_vision`) to a language model (an `lm-train` stage, or a Hugging Face
+//! Qwen2 folder) through a new projector, and trains the caption objective with the LM frozen.
+//! Reports the validation caption loss.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::bail;
+use serde::Deserialize;
+
+use super::lm_train::is_data;
+use super::training::{StageHooks, check_finished};
+use super::vlm_train::{Common, VlmManifest, sequences, write_vlm};
+use super::vlm_vision::{VisionParams, VisionSource};
+use super::{Kind, StageContext, params};
+use vlmflow_ml::data::chat::ChatTemplate;
+use vlmflow_ml::data::conversations::Objective;
+use vlmflow_ml::data::tokenizer::Tokenizer;
+use vlmflow_ml::models::projector::ProjectorConfig;
+use vlmflow_ml::models::qwen2_load::load_hf_folder;
+use vlmflow_ml::models::vlm::{VlmConfig, is_lm, is_vision};
+use vlmflow_ml::params::Params;
+use vlmflow_ml::train_loop::Hyper;
+use vlmflow_ml::vlm_eval::mean_loss;
+use vlmflow_ml::vlm_folder::LmFiles;
+use vlmflow_ml::vlm_train::train;
+
+pub struct VlmPretrain;
+
+fn default_queries() -> usize {
+    16
+}
+fn default_heads() -> usize {
+    4
+}
+fn default_projector() -> String {
+    "resampler".into()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct PretrainParams {
+    /// `resampler` (learned queries cross-attending to the patches) or `mlp` (one token per patch).
+    #[serde(default = "default_projector")]
+    projector: String,
+    /// The resampler's queries: image tokens per image.
+    #[serde(default = "default_queries")]
+    queries: usize,
+    #[serde(default = "default_heads")]
+    projector_heads: usize,
+    /// Train the vision tower too (at `lr × vision_lr_scale`); frozen by default.
+    #[serde(default)]
+    train_vision: bool,
+    /// A Hugging Face Qwen2 folder in the workspace (a declared input) to use as the language
+    /// model, instead of a needed `lm-train` stage.
+    lm: Option<String>,
+    /// A system prompt for the chat template (Qwen2.5-Instruct expects its default one).
+    system: Option<String>,
+    #[serde(flatten)]
+    vision: VisionParams,
+    #[serde(flatten)]
+    common: Common,
+    #[serde(flatten)]
+    hyper: Hyper,
+}
+
+fn is_hf_lm(path: &Path) -> bool {
+    super::read_json::<serde_json::Value>(&path.join("config.json"))
+        .is_ok_and(|v| v["hidden_size"].is_u64())
+}
+
+impl Kind for VlmPretrain {
+    fn name(&self) -> &'static str {
+        "vlm-pretrain"
+    }
+
+    fn version(&self) -> &'static str {
+        "2"
+    }
+
+    fn run(&self, ctx: &StageContext<'_>) -> anyhow::Result<()> {
+        let p: PretrainParams = params::read(ctx)?;
+        let data = ctx.find_upstream("preprocess stage", is_data)?;
+        let device = super::device(ctx)?;
+        let vision = VisionSource::open(ctx, &p.vision, &data.join("train"), &device)?;
+        let lm_dir: PathBuf = match &p.lm {
+            Some(path) => {
+                super::download::require_input(ctx, path)?;
+                ctx.workspace.join(path)
+            }
+            None => ctx
+                .find_upstream("lm-train stage (or set `lm` to a Qwen2 folder)", is_hf_lm)?
+                .to_path_buf(),
+        };
+        let lm = load_hf_folder(&lm_dir, &device)?;
+        let tokenizer_path = lm.tokenizer.clone().ok_or_else(|| {
+            anyhow::anyhow!("{}: no tokenizer.json beside the model", lm_dir.display())
+        })?;
+        let tokenizer = Tokenizer::load(&tokenizer_path)?;
+        let projector = match p.projector.as_str() {
+            "resampler" => ProjectorConfig::Resampler {
+                queries: p.queries,
+                heads: p.projector_heads,
+            },
+            "mlp" => ProjectorConfig::Mlp,
+            other => bail!(
+                "stage `{}`: unknown projector `{other}`: expected `resampler` or `mlp`",
+                ctx.stage
+            ),
+        };
+        let model = VlmConfig {
+            vision: vision.config.clone(),
+            projector,
+            lm: lm.model.config().clone(),
+            lora: None,
+        };
+        let template = ChatTemplate::new(&tokenizer, model.image_tokens(), p.system.clone())?;
+        let objective = Objective::Caption;
+        let train_seqs = sequences(
+            ctx,
+            &data.join("train"),
+            &tokenizer,
+            &template,
+            objective,
+            p.common.max_len,
+            p.hyper.seed,
+        )?;
+        let val_seqs = sequences(
+            ctx,
+            &data.join("validation"),
+            &tokenizer,
+            &template,
+            objective,
+            p.common.max_len,
+            p.hyper.seed,
+        )?;
+
+        let train_vision = p.train_vision;
+        let params = Params::new(p.hyper.seed, &device)
+            .with_frozen(move |name| is_lm(name) || (is_vision(name) && !train_vision));
+        let cfg = p.common.config(model.clone(), &p.hyper);
+        let mut hooks = StageHooks::new(ctx, p.hyper.steps);
+        let trained = train(
+            &cfg,
+            params,
+            &data.join("train"),
+            &train_seqs,
+            tokenizer.pad_id(),
+            ctx.checkpoint_dir,
+            &mut hooks,
+            |params, hooks| {
+                vision.load_into(params)?;
+                params.copy_from(&lm.params)?;
+                hooks.log(&format!(
+                    "vision tower from {}, language model from {}",
+                    vision.origin.display(),
+                    lm_dir.display()
+                ));
+                Ok(())
+            },
+        )?;
+        check_finished(trained.finish, p.hyper.steps)?;
+        let val_loss = mean_loss(
+            &trained.model,
+            &data.join("validation"),
+            &val_seqs,
+            tokenizer.pad_id(),
+            p.hyper.batch_size,
+            &device,
+        )?;
+        ctx.metric("val.loss", None, val_loss);
+        ctx.log(&format!("validation caption loss {val_loss:.4}"));
+        // The LM was frozen: its files are the source's.
+        let manifest = VlmManifest { model, template };
+        write_vlm(
+            ctx,
+            &trained,
+            &manifest,
+            LmFiles::CopyOf(&lm_dir),
+            &tokenizer_path,
+        )?;
+        hooks.finish()
+    }
+}

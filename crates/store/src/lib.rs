@@ -1,0 +1,42 @@
+//! The store: content-addressed objects under `cache/`, the hashing of workspace paths (with a stat cache),
+//! and the SQLite provenance database.
+
+pub mod cas;
+pub mod db;
+pub mod digest;
+pub mod hash;
+pub mod manifest;
+pub mod statcache;
+
+pub use cas::Cas;
+pub use digest::Digest;
+pub use manifest::{Entry, Manifest, Node};
+
+/// Errors of the store. Each names the path it concerns.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{path}: {source}")]
+    Io {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0} does not exist")]
+    Missing(String),
+    #[error(
+        "cache object {0} is missing or corrupt: run `vlmflow build --force` on the stage that produced it"
+    )]
+    CorruptObject(Digest),
+    #[error("database: {0}")]
+    Db(#[from] rusqlite::Error),
+    #[error("{0}")]
+    Other(String),
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Attach a path to an io::Error.
+pub fn io_err(path: impl Into<std::path::PathBuf>) -> impl FnOnce(std::io::Error) -> StoreError {
+    let path = path.into();
+    move |source| StoreError::Io { path, source }
+}
