@@ -177,7 +177,7 @@ fn ingest(dir: &Path) {
         "  materialize again (remove 20,000 + place 20,000): {:.2?}",
         t.elapsed()
     );
-    let live: HashSet<Digest> = m.objects().collect();
+    let live: HashSet<Digest> = m.objects().chain([m.digest()]).collect();
     let t = Instant::now();
     let sweep = cas.sweep(&live, true).unwrap();
     println!(
