@@ -3,6 +3,8 @@
 //!
 //! - no-op `vlmflow build` of the real binary (process start included) on a 10-stage chain and on a
 //!   generated 500-stage pipeline (chains with fan-in), each stage with a params file and an input;
+//! - `engine::stagefile::load` of that 500-stage pipeline alone (the part of its no-op build that
+//!   parses, checks and links the Stagefile and params files);
 //! - `store::hash::hash_file` on a 1 GiB file from the page cache;
 //! - `store::hash::snapshot` of a folder of 20,000 files of 4 KiB with a fresh database (first run)
 //!   and again (no-op, answered by the stat cache), beside a bare walk + stat of the same folder;
@@ -22,6 +24,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use vlmflow_engine::kind::Kinds;
+use vlmflow_engine::stagefile;
 use vlmflow_store::db::Db;
 use vlmflow_store::hash;
 
@@ -48,6 +52,7 @@ fn main() {
 
     pipeline_noop(&mut table, &tmp.path().join("p10"), 10, reps(30), 20.0);
     pipeline_noop(&mut table, &tmp.path().join("p500"), 500, reps(15), 150.0);
+    stagefile_load(&mut table, &tmp.path().join("p500"), 500, reps(50));
     folder(&mut table, &tmp.path().join("folder"), reps(5), reps(15));
     big_file(&mut table, &tmp.path().join("big"), reps(7), reps(3));
 
@@ -99,6 +104,23 @@ fn pipeline_noop(table: &mut Table, dir: &Path, n: usize, reps: usize, goal_ms: 
         &format!("no-op `vlmflow build`, {n} stages ({shape})"),
         &times,
         Goal::AtMostMs(goal_ms),
+    );
+}
+
+/// Loading the Stagefile of a pipeline `pipeline_noop` wrote, in this process.
+fn stagefile_load(table: &mut Table, dir: &Path, n: usize, reps: usize) {
+    let kinds = Kinds::cmd_only().specs();
+    let times = repeat(reps, || {
+        let t = Instant::now();
+        let pipeline = stagefile::load(dir, &kinds).unwrap_or_else(|d| panic!("{d}"));
+        let e = t.elapsed();
+        assert_eq!(pipeline.stages.len(), n);
+        e
+    });
+    table.timed(
+        &format!("Stagefile load, {n} stages (part of the no-op build)"),
+        &times,
+        Goal::Reference,
     );
 }
 

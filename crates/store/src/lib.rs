@@ -1,16 +1,22 @@
-//! The store: content-addressed objects under `cache/`, the hashing of workspace paths (with a stat cache),
-//! and the SQLite provenance database.
+//! The store: content-addressed objects and manifests under `cache/`, the hashing of workspace
+//! paths (with a stat cache), and the SQLite run records ([`db::Db`]).
+//! Its seam is [`ObjectStore`], where objects are kept: today [`LocalObjects`], the folder
+//! `cache/objects/`; a shared bucket is meant to be the next one.
 
 pub mod cas;
 pub mod db;
 pub mod digest;
+mod files;
 pub mod hash;
 pub mod manifest;
+pub mod object_store;
 pub mod statcache;
+mod walk;
 
 pub use cas::Cas;
 pub use digest::Digest;
 pub use manifest::{Entry, Manifest, Node};
+pub use object_store::{LocalObjects, ObjectStore};
 
 /// Errors of the store. Each names the path it concerns.
 #[derive(Debug, thiserror::Error)]

@@ -281,46 +281,4 @@ mod tests {
         assert_eq!(row.stat, Stat::from_metadata(&md));
         assert_eq!(row.digest, d);
     }
-
-    #[test]
-    #[ignore = "timing; run with --ignored --nocapture"]
-    fn perf_statcache_20k() {
-        let dir = tempfile::tempdir().unwrap();
-        let conn = Connection::open(dir.path().join("db.sqlite")).unwrap();
-        conn.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;")
-            .unwrap();
-        conn.execute_batch(include_str!("schema.sql")).unwrap();
-        let d = Digest::of_bytes(b"x");
-        let names: Vec<String> = (0..20_000)
-            .map(|i| format!("data/raw/img_{i:05}.png"))
-            .collect();
-        let rows: Vec<(&str, Stat, Digest)> = names
-            .iter()
-            .enumerate()
-            .map(|(i, p)| (p.as_str(), stat(i as u64), d))
-            .collect();
-        let t = std::time::Instant::now();
-        update(&conn, &rows, &[]).unwrap();
-        eprintln!("20k upserts in one savepoint: {:?}", t.elapsed());
-        let t = std::time::Instant::now();
-        update(&conn, &rows, &[]).unwrap();
-        eprintln!("20k upserts over existing rows: {:?}", t.elapsed());
-        for _ in 0..3 {
-            let t = std::time::Instant::now();
-            let mut map = HashMap::new();
-            load_under(&conn, "data/raw", &mut map).unwrap();
-            eprintln!("load_under 20k rows: {:?}", t.elapsed());
-            assert_eq!(map.len(), 20_000);
-        }
-        let t = std::time::Instant::now();
-        let mut hits = 0;
-        for n in &names {
-            hits += lookup(&conn, n).unwrap().is_some() as usize;
-        }
-        eprintln!("20k point lookups: {:?}", t.elapsed());
-        assert_eq!(hits, 20_000);
-        let t = std::time::Instant::now();
-        assert_eq!(delete_under(&conn, "data/raw").unwrap(), 20_000);
-        eprintln!("delete_under 20k rows: {:?}", t.elapsed());
-    }
 }

@@ -548,25 +548,6 @@ fn five_hundred_stages_load() {
     }
 }
 
-/// `cargo test --lib five_hundred_stages_timing -- --ignored --nocapture`: the minimum and median
-/// of 50 loads (the minimum is the least disturbed by other processes).
-#[test]
-#[ignore]
-fn five_hundred_stages_timing() {
-    let ws = big_workspace(500);
-    let mut times: Vec<_> = (0..50)
-        .map(|_| {
-            let start = std::time::Instant::now();
-            let pipeline = load(ws.path(), &KINDS).unwrap();
-            let elapsed = start.elapsed();
-            drop(pipeline);
-            elapsed
-        })
-        .collect();
-    times.sort();
-    eprintln!("500-stage load: min {:?}, median {:?}", times[0], times[25]);
-}
-
 #[test]
 fn absolute_path_inside_the_workspace_is_tracked_as_relative() {
     let ws = workspace("", &[("data/raw/", "")]);
