@@ -6,6 +6,7 @@ use vlmflow_engine::build::EngineError;
 use vlmflow_engine::workspace::Workspace;
 use vlmflow_engine::{format_duration, format_time, params};
 use vlmflow_store::db::{Db, RunRow};
+use vlmflow_store::run_status::RunStatus;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -25,7 +26,7 @@ pub struct Args {
 struct Entry {
     run: i64,
     stage: String,
-    status: String,
+    status: RunStatus,
     started_at: f64,
     seconds: Option<f64>,
     host: String,
@@ -136,7 +137,7 @@ fn entry(
     Ok(Entry {
         run: run.id,
         stage: run.stage.clone(),
-        status: run.status.clone(),
+        status: run.status,
         started_at: run.started_at,
         seconds: run.finished_at.map(|f| f - run.started_at),
         host: run.host.clone(),

@@ -77,8 +77,12 @@ mod tests {
 pub mod build;
 pub mod execute;
 pub mod gc;
+pub mod outcome;
 pub mod plan;
 pub mod provenance;
 pub mod report;
+mod restore;
+mod run;
 pub mod run_metrics;
+pub mod runner;
 pub mod scheduler;

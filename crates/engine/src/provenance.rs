@@ -3,6 +3,7 @@
 use serde_json::Value;
 
 use vlmflow_store::db::{Db, RunRow};
+use vlmflow_store::run_status::RunStatus;
 use vlmflow_store::{Result, StoreError};
 
 /// One run in a lineage, with the runs that produced what it consumed.
@@ -12,7 +13,7 @@ pub struct Lineage {
     pub stage: String,
     pub kind: String,
     pub implementation: String,
-    pub status: String,
+    pub status: RunStatus,
     pub key: String,
     pub artifact: Option<String>,
     pub host: String,
@@ -64,7 +65,7 @@ fn lineage_at(db: &Db, run: &RunRow, depth: usize) -> Result<Lineage> {
         stage: producer.stage.clone(),
         kind: producer.kind.clone(),
         implementation: producer.impl_version.clone(),
-        status: producer.status.clone(),
+        status: producer.status,
         key: producer.key.clone(),
         artifact: producer.artifact.clone(),
         host: producer.host.clone(),

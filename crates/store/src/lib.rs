@@ -6,6 +6,7 @@ pub mod db;
 pub mod digest;
 pub mod hash;
 pub mod manifest;
+pub mod run_status;
 pub mod statcache;
 
 pub use cas::Cas;
