@@ -1,7 +1,7 @@
 //! Naming runs on the command line: `12` (a run id), `train` (the run the workspace holds for that
 //! stage) or `train~2` (the stage's second-to-last successful run before it).
 
-use vlmflow_engine::build::EngineError;
+use super::build::EngineError;
 use vlmflow_store::db::{Db, RunRow};
 use vlmflow_store::run_status::RunStatus;
 
