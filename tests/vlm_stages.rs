@@ -145,8 +145,46 @@ fn the_vlm_stages_train_export_a_bundle_and_chat_from_it() {
         "--prompt",
         "hi",
     ]);
-    old.assert_code(2);
+    // A bundle that does not load is failed work, not a wrong command line.
+    old.assert_code(1);
     assert!(old.stderr.contains("version 99"), "{}", old.stderr);
+}
+
+#[test]
+fn a_corrupt_bundle_exits_1_saying_it_does_not_load() {
+    let ws = Ws::new(PIPELINE);
+    std::fs::create_dir_all(ws.path("broken")).unwrap();
+    std::fs::write(ws.path("broken/bundle.json"), "{ not json").unwrap();
+    std::fs::write(ws.path("photo.png"), b"not checked before the bundle loads").unwrap();
+    let run = ws.run(&[
+        "chat",
+        "--bundle",
+        "broken",
+        "--image",
+        "photo.png",
+        "--prompt",
+        "hi",
+    ]);
+    run.assert_code(1);
+    assert!(
+        run.stderr.contains("the chat bundle does not load") && run.stderr.contains("bundle.json"),
+        "{}",
+        run.stderr
+    );
+
+    // A folder that holds no bundle at all is a wrong `--bundle`: exit 2.
+    std::fs::create_dir_all(ws.path("empty")).unwrap();
+    let run = ws.run(&[
+        "chat",
+        "--bundle",
+        "empty",
+        "--image",
+        "photo.png",
+        "--prompt",
+        "hi",
+    ]);
+    run.assert_code(2);
+    assert!(run.stderr.contains("not a chat bundle"), "{}", run.stderr);
 }
 
 #[test]

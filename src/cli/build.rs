@@ -1,7 +1,7 @@
 //! `vlmflow build`.
 
 use vlmflow_engine::build::{BuildOptions, EngineError, build};
-use vlmflow_engine::execute::Status;
+use vlmflow_engine::outcome::Status;
 use vlmflow_engine::report::Reporter;
 use vlmflow_engine::workspace::Workspace;
 

@@ -4,11 +4,8 @@
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 
-use vlmflow_engine::build::{EngineError, load_pipeline};
-use vlmflow_engine::workspace::Workspace;
-use vlmflow_ml::bundle::Bundle;
-use vlmflow_ml::data::chat::Turn;
-use vlmflow_ml::generate::SamplingConfig;
+use vlmflow_engine::build::EngineError;
+use vlmflow_stages::chat::{self, Chat, SamplingConfig, Turn};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -41,20 +38,8 @@ pub fn run(start: &Path, mut args: Args) -> Result<i32, EngineError> {
     args.image = start.join(&args.image);
     let dir = match &args.bundle {
         Some(dir) => start.join(dir),
-        None => stage_bundle(start, &args.stage)?,
+        None => chat::stage_bundle(start, &args.stage)?,
     };
-    let fail = |message: String| Err(EngineError::Usage(message));
-    if !args.image.is_file() {
-        return fail(format!(
-            "{}: no such image file: pass the path of a PNG or JPEG to --image",
-            args.image.display()
-        ));
-    }
-    let device = candle_core::Device::Cpu;
-    let bundle = Bundle::load(&dir, &device).map_err(|e| EngineError::Usage(e.to_string()))?;
-    let image = bundle
-        .load_image(&args.image)
-        .map_err(|e| EngineError::Usage(format!("cannot use the image: {e}")))?;
     let sampling = SamplingConfig {
         max_new_tokens: args.max_new_tokens,
         temperature: args.temperature,
@@ -62,24 +47,18 @@ pub fn run(start: &Path, mut args: Args) -> Result<i32, EngineError> {
         seed: args.seed,
         stop_tokens: vec![],
     };
+    let session = Chat::open(&dir, &args.image, sampling)?;
     let mut out = std::io::stdout();
     let mut reply = |history: &[Turn], question: &str| -> Result<String, EngineError> {
-        let answer = bundle
-            .reply(&image, history, question, &sampling, |piece| {
-                let _ = write!(out, "{piece}");
-                let _ = out.flush();
-            })
-            .map_err(|e| EngineError::Failed(e.to_string()))?;
+        let answer = session.reply(history, question, |piece| {
+            let _ = write!(out, "{piece}");
+            let _ = out.flush();
+        })?;
         println!();
         Ok(answer)
     };
     if let Some(question) = &args.prompt {
-        if question.trim().is_empty() {
-            return fail(
-                "--prompt is empty: ask a question, e.g. --prompt \"What shape is it?\"".into(),
-            );
-        }
-        reply(&[], question.trim())?;
+        reply(&[], chat::prompt(question)?)?;
         return Ok(0);
     }
     eprintln!(
@@ -114,28 +93,4 @@ pub fn run(start: &Path, mut args: Args) -> Result<i32, EngineError> {
         });
     }
     Ok(0)
-}
-
-/// Where the workspace's `stage` keeps its bundle.
-fn stage_bundle(start: &Path, stage: &str) -> Result<PathBuf, EngineError> {
-    let Some(ws) = Workspace::find(start) else {
-        return Err(EngineError::Usage(format!(
-            "no Stagefile in {} or any parent folder: pass --bundle DIR, or run inside a workspace",
-            start.display()
-        )));
-    };
-    let (pipeline, _) = load_pipeline(&ws, &vlmflow_stages::kinds(), &[])?;
-    let Some(found) = pipeline.stages.iter().find(|s| s.name == stage) else {
-        return Err(EngineError::Usage(format!(
-            "the Stagefile has no stage `{stage}`: name the chat-export stage with --stage, or pass --bundle DIR"
-        )));
-    };
-    let dir = ws.root.join(&found.outs[0]);
-    if !dir.join(vlmflow_ml::bundle::INFO).is_file() {
-        return Err(EngineError::Usage(format!(
-            "stage `{stage}` has no bundle at {}: run `vlmflow build {stage}` first",
-            dir.display()
-        )));
-    }
-    Ok(dir)
 }

@@ -1,12 +1,9 @@
 //! `vlmflow metrics [STAGE]` and `vlmflow metrics --diff A B`.
 
-use std::collections::BTreeMap;
-
 use super::log::short_number;
-use super::runs;
-use vlmflow_engine::build::{EngineError, load_pipeline};
+use vlmflow_engine::build::EngineError;
+use vlmflow_engine::compare;
 use vlmflow_engine::workspace::Workspace;
-use vlmflow_store::db::Db;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -19,42 +16,11 @@ pub struct Args {
     json: bool,
 }
 
-#[derive(serde::Serialize)]
-struct StageMetrics {
-    stage: String,
-    run: i64,
-    metrics: BTreeMap<String, f64>,
-}
-
 pub fn run(ws: &Workspace, args: Args) -> Result<i32, EngineError> {
-    let db = Db::open_read_only(&ws.db_path())?;
     if let Some(pair) = args.diff {
-        return diff(&db, &pair[0], &pair[1], args.json);
+        return diff(ws, &pair[0], &pair[1], args.json);
     }
-    let stages: Vec<String> = match args.stage {
-        Some(s) => vec![s],
-        None => load_pipeline(ws, &vlmflow_stages::kinds(), &[])?
-            .0
-            .stages
-            .into_iter()
-            .map(|s| s.name)
-            .collect(),
-    };
-    let mut all = Vec::new();
-    for stage in stages {
-        let Some(run) = db.current_run(&stage)? else {
-            continue;
-        };
-        let producer = runs::producer(&db, &run)?;
-        let metrics: BTreeMap<String, f64> = db.final_metrics(producer.id)?.into_iter().collect();
-        if !metrics.is_empty() {
-            all.push(StageMetrics {
-                stage,
-                run: producer.id,
-                metrics,
-            });
-        }
-    }
+    let all = compare::current_metrics(ws, &vlmflow_stages::kinds(), args.stage)?;
     if args.json {
         super::print_json(&all);
     } else if all.is_empty() {
@@ -78,40 +44,14 @@ pub fn run(ws: &Workspace, args: Args) -> Result<i32, EngineError> {
     Ok(0)
 }
 
-fn diff(db: &Db, a: &str, b: &str, json: bool) -> Result<i32, EngineError> {
-    let (ra, rb) = (
-        runs::producer(db, &runs::resolve(db, a)?)?,
-        runs::producer(db, &runs::resolve(db, b)?)?,
-    );
-    let ma: BTreeMap<String, f64> = db.final_metrics(ra.id)?.into_iter().collect();
-    let mb: BTreeMap<String, f64> = db.final_metrics(rb.id)?.into_iter().collect();
-    let mut names: Vec<&String> = ma.keys().chain(mb.keys()).collect();
-    names.sort();
-    names.dedup();
-    #[derive(serde::Serialize)]
-    struct Row {
-        metric: String,
-        a: Option<f64>,
-        b: Option<f64>,
-        change: Option<f64>,
-    }
-    let rows: Vec<Row> = names
-        .into_iter()
-        .map(|n| {
-            let (x, y) = (ma.get(n).copied(), mb.get(n).copied());
-            Row {
-                metric: n.clone(),
-                a: x,
-                b: y,
-                change: x.zip(y).map(|(x, y)| y - x),
-            }
-        })
-        .collect();
+fn diff(ws: &Workspace, a: &str, b: &str, json: bool) -> Result<i32, EngineError> {
+    let diff = compare::metrics_diff(ws, a, b)?;
     if json {
-        super::print_json(&serde_json::json!({"a": ra.id, "b": rb.id, "metrics": rows}));
+        super::print_json(&diff);
     } else {
         let show = |v: Option<f64>| v.map(short_number).unwrap_or_else(|| "-".into());
-        let table: Vec<Vec<String>> = rows
+        let table: Vec<Vec<String>> = diff
+            .metrics
             .iter()
             .map(|r| {
                 let change = r
@@ -125,7 +65,7 @@ fn diff(db: &Db, a: &str, b: &str, json: bool) -> Result<i32, EngineError> {
                 ]
             })
             .collect();
-        let (ha, hb) = (format!("run {}", ra.id), format!("run {}", rb.id));
+        let (ha, hb) = (format!("run {}", diff.a), format!("run {}", diff.b));
         super::table::print(&["metric", &ha, &hb, "change"], &table);
     }
     Ok(0)

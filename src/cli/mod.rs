@@ -10,7 +10,6 @@ mod metrics;
 mod params;
 mod provenance;
 mod query;
-mod runs;
 mod status;
 mod table;
 

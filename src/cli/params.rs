@@ -1,11 +1,8 @@
 //! `vlmflow params diff A B`: which params differ between two runs.
 
-use super::log::parse;
-use super::runs;
 use vlmflow_engine::build::EngineError;
-use vlmflow_engine::params;
+use vlmflow_engine::compare;
 use vlmflow_engine::workspace::Workspace;
-use vlmflow_store::db::Db;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -26,9 +23,11 @@ enum ParamsCommand {
 
 pub fn run(ws: &Workspace, args: Args) -> Result<i32, EngineError> {
     let ParamsCommand::Diff { a, b, json } = args.command;
-    let db = Db::open_read_only(&ws.db_path())?;
-    let (ra, rb) = (runs::resolve(&db, &a)?, runs::resolve(&db, &b)?);
-    let changes = params::diff(&parse(&ra.params), &parse(&rb.params));
+    let compare::ParamsDiff {
+        a: ra,
+        b: rb,
+        changes,
+    } = compare::params_diff(ws, &a, &b)?;
     if json {
         super::print_json(&serde_json::json!({"a": ra.id, "b": rb.id, "changes": changes}));
     } else if changes.is_empty() {

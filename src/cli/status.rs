@@ -2,7 +2,7 @@
 
 use vlmflow_engine::build::{BuildOptions, EngineError, build};
 use vlmflow_engine::dirty::Reason;
-use vlmflow_engine::execute::Status;
+use vlmflow_engine::outcome::Status;
 use vlmflow_engine::report::Reporter;
 use vlmflow_engine::workspace::Workspace;
 
@@ -39,23 +39,23 @@ pub fn run(ws: &Workspace, args: Args) -> Result<i32, EngineError> {
         .outcomes
         .into_iter()
         .map(|(stage, o)| {
-            let never = o.reasons.contains(&Reason::NeverBuilt.to_string());
+            let never = o.reasons.contains(&Reason::NeverBuilt);
             let (state, action) = match o.status {
                 Status::Fresh => ("fresh", "none"),
                 Status::WouldRestore => (if never { "never built" } else { "stale" }, "restore"),
                 Status::WouldRun
                     if o.reasons
                         .iter()
-                        .all(|r| r.starts_with("upstream ") && r.ends_with(" will run first")) =>
+                        .all(|r| matches!(r, Reason::UpstreamPending(_))) =>
                 {
                     ("stale", "run if upstream changes")
                 }
                 Status::WouldRun => (if never { "never built" } else { "stale" }, "run"),
                 _ => ("error", "none"),
             };
-            let reasons = match o.error {
-                Some(e) => vec![e],
-                None => o.reasons,
+            let reasons = match o.problem {
+                Some(problem) => vec![problem.to_string()],
+                None => o.reasons.iter().map(ToString::to_string).collect(),
             };
             Row {
                 stage,

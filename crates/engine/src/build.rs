@@ -9,16 +9,19 @@ use serde_json::Value;
 
 use super::diagnostic::Diagnostics;
 use super::diagnostic::did_you_mean;
-use super::execute::{Executor, Outcome, Status};
+use super::execute::Executor;
 use super::lock::WorkspaceLock;
+use super::outcome::{Outcome, Problem, Status};
 use super::params::{Override, apply_override};
 use super::report::Reporter;
+use super::runner::InProcess;
 use super::scheduler::Schedule;
 use super::stagefile::{self, Pipeline};
 use super::workspace::Workspace;
 use super::{format_duration, interrupt};
 use crate::kind::Kinds;
 use vlmflow_store::StoreError;
+use vlmflow_store::run_status::BuildStatus;
 
 /// Why a command could not do its work; each maps to an exit code.
 #[derive(Debug, thiserror::Error)]
@@ -182,6 +185,7 @@ pub fn build(
         cas: &cas,
         pipeline: &pipeline,
         reporter: &reporter,
+        runner: &InProcess,
         build_id,
         host,
         overrides,
@@ -199,22 +203,13 @@ pub fn build(
         || ws.open_db(),
         |db, index, upstream| match db {
             Ok(db) => executor.execute(db, index, upstream),
-            Err(e) => Outcome {
-                status: Status::Failed,
-                upstream: super::plan::UpstreamState::Pending,
-                seconds: None,
-                reasons: vec![],
-                error: Some(format!("could not open the database: {e}")),
-            },
+            Err(e) => Outcome::not_built(
+                Problem::Failed(format!("could not open the database: {e}")),
+                None,
+                vec![],
+            ),
         },
-        |index, outcome| {
-            reporter.stage_line(
-                outcome.status.word(),
-                &pipeline.stages[index].name,
-                outcome.seconds,
-                &outcome.detail(),
-            );
-        },
+        |index, outcome| reporter.stage_line(&pipeline.stages[index].name, outcome),
     );
     let report = BuildReport {
         outcomes: outcomes
@@ -225,11 +220,11 @@ pub fn build(
     };
     if !opts.dry_run {
         let status = if interrupt::requested() {
-            "interrupted"
+            BuildStatus::Interrupted
         } else if report.failed() {
-            "failed"
+            BuildStatus::Failed
         } else {
-            "ok"
+            BuildStatus::Ok
         };
         db.finish_build(build_id, status)?;
         reporter.note(&summary(&report, started.elapsed().as_secs_f64()));

@@ -42,6 +42,8 @@ pub enum Reason {
     UpstreamPending(String),
     OutMissing(String),
     OutModified(String),
+    /// The kept run's artifact is damaged in the cache, so the stage runs instead of restoring.
+    CachedArtifactDamaged,
 }
 
 /// How many changed files of one folder input are named before "and N more".
@@ -94,6 +96,7 @@ impl fmt::Display for Reason {
             Reason::UpstreamPending(s) => write!(f, "upstream {s} will run first"),
             Reason::OutMissing(p) => write!(f, "out {p} is missing"),
             Reason::OutModified(p) => write!(f, "out {p} was modified"),
+            Reason::CachedArtifactDamaged => write!(f, "cached artifact damaged"),
         }
     }
 }

@@ -120,7 +120,7 @@ fn kept(db: &Db, keep_last: usize) -> Result<(HashSet<Digest>, HashSet<i64>), St
             runs.insert(run.id);
             *seen_runs += 1;
         }
-        let succeeded = run.status == "ran" || run.status == "restored";
+        let succeeded = run.status.succeeded();
         let Some(artifact) = run
             .artifact
             .as_deref()

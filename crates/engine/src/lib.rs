@@ -75,10 +75,18 @@ mod tests {
     }
 }
 pub mod build;
+pub mod compare;
 pub mod execute;
 pub mod gc;
+pub mod history;
+pub mod outcome;
 pub mod plan;
 pub mod provenance;
+pub mod query;
 pub mod report;
+mod restore;
+mod run;
 pub mod run_metrics;
+pub mod runner;
+pub mod runs;
 pub mod scheduler;

@@ -11,7 +11,7 @@ use super::dirty::{self, Reason};
 use super::key::KeyMaterial;
 use super::stagefile::Stage;
 use crate::kind::Kind;
-use vlmflow_store::db::{Db, RunRow};
+use vlmflow_store::db::Db;
 use vlmflow_store::{Cas, Digest, Manifest, StoreError, hash};
 
 /// The state of a needed stage, as its dependents see it.
@@ -120,13 +120,14 @@ pub fn evaluate(
             .collect(),
     };
     let key = material.key();
-    let current = db.current_run(&stage.name)?;
     let decision = if !pending.is_empty() {
         Decision::AfterUpstream { reasons: pending }
+    } else if force {
+        Decision::Run {
+            reasons: vec![Reason::Forced],
+        }
     } else {
-        decide(
-            db, cas, root, stage, &material, &key, &inputs, current, force,
-        )?
+        decide(db, cas, root, stage, &material, &key, &inputs)?
     };
     Ok(Evaluation {
         material,
@@ -136,7 +137,7 @@ pub fn evaluate(
     })
 }
 
-#[allow(clippy::too_many_arguments)]
+/// Fresh, restore or run, for a stage whose key is known and that is not forced.
 fn decide(
     db: &Db,
     cas: &Cas,
@@ -145,14 +146,8 @@ fn decide(
     material: &KeyMaterial,
     key: &Digest,
     inputs: &Manifest,
-    current: Option<RunRow>,
-    force: bool,
 ) -> Result<Decision, StoreError> {
-    if force {
-        return Ok(Decision::Run {
-            reasons: vec![Reason::Forced],
-        });
-    }
+    let current = db.current_run(&stage.name)?;
     let key_hex = key.to_hex();
     if let Some(current) = current.as_ref().filter(|c| c.key == key_hex) {
         let artifact: Digest = parse_digest(current.artifact.as_deref())?;

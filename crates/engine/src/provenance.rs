@@ -1,8 +1,15 @@
-//! Lineage: every run that led to an artifact, through the upstream edges recorded with each run.
+//! Lineage: every run that led to an artifact, through the upstream edges recorded with each run;
+//! and finding the run a user names (`vlmflow provenance`).
+
+use std::path::Path;
 
 use serde_json::Value;
 
+use super::build::{EngineError, load_pipeline};
+use super::kind::Kinds;
+use super::workspace::Workspace;
 use vlmflow_store::db::{Db, RunRow};
+use vlmflow_store::run_status::RunStatus;
 use vlmflow_store::{Result, StoreError};
 
 /// One run in a lineage, with the runs that produced what it consumed.
@@ -12,7 +19,7 @@ pub struct Lineage {
     pub stage: String,
     pub kind: String,
     pub implementation: String,
-    pub status: String,
+    pub status: RunStatus,
     pub key: String,
     pub artifact: Option<String>,
     pub host: String,
@@ -28,6 +35,88 @@ pub struct Lineage {
     /// through a restore rather than the run itself.
     pub restored_by: Option<i64>,
     pub upstream: Vec<Lineage>,
+}
+
+/// The lineage of what `what` names: a stage (its current run), a run id, a path inside some
+/// stage's outs, or a prefix (8+ hex characters) of an artifact digest or a run key.
+pub fn find(ws: &Workspace, kinds: &Kinds, what: &str) -> Result<Lineage, EngineError> {
+    let db = ws.read_db()?;
+    let run = resolve(ws, kinds, &db, what)?;
+    Ok(lineage(&db, &run)?)
+}
+
+/// The run `what` names.
+fn resolve(ws: &Workspace, kinds: &Kinds, db: &Db, what: &str) -> Result<RunRow, EngineError> {
+    if let Ok(id) = what.parse::<i64>() {
+        return db
+            .run(id)?
+            .ok_or_else(|| EngineError::Usage(format!("no run {id}")));
+    }
+    let (pipeline, _) = load_pipeline(ws, kinds, &[])?;
+    let current = |stage: &str| -> Result<RunRow, EngineError> {
+        db.current_run(stage)?.ok_or_else(|| {
+            EngineError::Usage(format!(
+                "stage `{stage}` has not been built yet: run `vlmflow build {stage}`"
+            ))
+        })
+    };
+    if pipeline.stage_index(what).is_some() {
+        return current(what);
+    }
+    // A path: relative to the current folder or the workspace, inside some stage's outs.
+    let candidates = [std::path::absolute(what).ok(), Some(ws.root.join(what))];
+    for path in candidates.into_iter().flatten() {
+        let Ok(rel) = path.strip_prefix(&ws.root) else {
+            continue;
+        };
+        let rel = rel.to_string_lossy();
+        for stage in &pipeline.stages {
+            if stage
+                .outs
+                .iter()
+                .any(|o| rel == o.as_str() || rel.starts_with(&format!("{o}/")))
+            {
+                return current(&stage.name);
+            }
+        }
+    }
+    if what.len() >= 8 && what.chars().all(|c| c.is_ascii_hexdigit()) {
+        let pattern = format!("{}%", what.to_ascii_lowercase());
+        let by_artifact: Option<String> = db
+            .conn
+            .query_row(
+                "SELECT digest FROM artifacts WHERE digest LIKE ?1 LIMIT 1",
+                [&pattern],
+                |r| r.get(0),
+            )
+            .ok();
+        if let Some(run) = by_artifact
+            .map(|a| db.producer_of(&a))
+            .transpose()?
+            .flatten()
+        {
+            return Ok(run);
+        }
+        let by_key: Option<i64> = db
+            .conn
+            .query_row(
+                "SELECT id FROM runs WHERE key LIKE ?1 ORDER BY id DESC LIMIT 1",
+                [&pattern],
+                |r| r.get(0),
+            )
+            .ok();
+        if let Some(id) = by_key.and_then(|id| db.run(id).ok().flatten()) {
+            return Ok(id);
+        }
+    }
+    Err(EngineError::Usage(format!(
+        "`{what}` is not a stage, a run id, a path inside a stage's outs, or a known digest{}",
+        if Path::new(what).exists() {
+            " (that path is not an out of any stage)"
+        } else {
+            ""
+        }
+    )))
 }
 
 /// The lineage of `run`'s artifact. A restore is followed to the run that produced the artifact.
@@ -64,7 +153,7 @@ fn lineage_at(db: &Db, run: &RunRow, depth: usize) -> Result<Lineage> {
         stage: producer.stage.clone(),
         kind: producer.kind.clone(),
         implementation: producer.impl_version.clone(),
-        status: producer.status.clone(),
+        status: producer.status,
         key: producer.key.clone(),
         artifact: producer.artifact.clone(),
         host: producer.host.clone(),

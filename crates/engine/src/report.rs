@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::kind::Progress;
+use crate::outcome::Outcome;
 
 pub struct Reporter {
     multi: Option<MultiProgress>,
@@ -66,8 +67,13 @@ impl Reporter {
     }
 
     /// One stage's final line: `ran       train          1.52s  params.lr 0.001 → 0.002`.
-    pub fn stage_line(&self, status: &str, stage: &str, seconds: Option<f64>, detail: &str) {
-        let time = seconds.map(super::format_duration).unwrap_or_default();
+    pub fn stage_line(&self, stage: &str, outcome: &Outcome) {
+        let status = outcome.status.word();
+        let time = outcome
+            .seconds
+            .map(super::format_duration)
+            .unwrap_or_default();
+        let detail = detail(outcome);
         let line = format!(
             "{status:<9} {stage:<w$} {time:>8}  {detail}",
             w = self.name_width
@@ -91,6 +97,19 @@ impl Reporter {
             bar,
             last_line: Mutex::new(Instant::now()),
         }
+    }
+}
+
+/// The words after the stage name on its line: what stopped it, or why it ran.
+fn detail(outcome: &Outcome) -> String {
+    match &outcome.problem {
+        Some(problem) => problem.to_string(),
+        None => outcome
+            .reasons
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("; "),
     }
 }
 

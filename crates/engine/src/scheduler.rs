@@ -5,8 +5,8 @@
 use std::collections::BTreeMap;
 use std::sync::{Condvar, Mutex};
 
-use super::execute::{Outcome, Status};
 use super::interrupt;
+use super::outcome::{Outcome, Problem, Status};
 use super::plan::UpstreamState;
 use super::stagefile::Pipeline;
 
@@ -99,11 +99,11 @@ impl Schedule<'_> {
             }
             if st.stop || interrupt::requested() {
                 let why = if interrupt::requested() {
-                    "the build was interrupted"
+                    Problem::BuildInterrupted
                 } else {
-                    "the build stopped after a failure"
+                    Problem::BuildStopped
                 };
-                self.settle(st, i, Outcome::skipped(why.into()), on_done);
+                self.settle(st, i, Outcome::skipped(why), on_done);
                 continue;
             }
             let mut upstream = BTreeMap::new();
@@ -125,7 +125,7 @@ impl Schedule<'_> {
                 self.settle(
                     st,
                     i,
-                    Outcome::skipped(format!("upstream {name} did not build")),
+                    Outcome::skipped(Problem::UpstreamDidNotBuild(name)),
                     on_done,
                 );
                 continue;

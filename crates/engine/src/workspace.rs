@@ -36,6 +36,11 @@ impl Workspace {
         Db::open(&self.db_path())
     }
 
+    /// Open the database read-only (for the commands that only report); it must exist.
+    pub fn read_db(&self) -> Result<Db> {
+        Db::open_read_only(&self.db_path())
+    }
+
     pub fn open_cas(&self) -> Result<Cas> {
         Cas::open(&self.cache)
     }

@@ -2,6 +2,7 @@
 //! its context for inputs and upstream artifacts, does its work, and hands back outputs (files in
 //! its out folder, or the declared outs of a command) and metrics through `StageContext`.
 
+pub mod chat;
 mod chat_export;
 mod clip_train;
 mod download;

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
+use super::run_status::{BuildStatus, RunStatus};
 use super::{Digest, Result, StoreError};
 
 /// Migrations, in order: entry `i` takes the schema from version `i` to `i + 1`.
@@ -29,7 +30,7 @@ pub struct RunRow {
     pub key_material: String,
     pub params: String,
     pub overrides: String,
-    pub status: String,
+    pub status: RunStatus,
     pub artifact: Option<String>,
     pub source_run: Option<i64>,
     pub inputs_manifest: Option<String>,
@@ -180,7 +181,7 @@ impl Db {
         Ok(self.conn.last_insert_rowid())
     }
 
-    pub fn finish_build(&self, build_id: i64, status: &str) -> Result<()> {
+    pub fn finish_build(&self, build_id: i64, status: BuildStatus) -> Result<()> {
         self.conn.execute(
             "UPDATE builds SET finished_at = ?1, status = ?2 WHERE id = ?3",
             params![now(), status, build_id],
@@ -232,7 +233,7 @@ impl Db {
     pub fn complete_run(
         &self,
         c: &Completion<'_>,
-        status: &str,
+        status: RunStatus,
         source_run: Option<i64>,
     ) -> Result<()> {
         let tx = self.conn.unchecked_transaction()?;
@@ -283,7 +284,7 @@ impl Db {
     pub fn fail_run(
         &self,
         run_id: i64,
-        status: &str,
+        status: RunStatus,
         error: &str,
         log: Option<&Digest>,
     ) -> Result<()> {
@@ -504,7 +505,8 @@ mod tests {
             device: "cpu",
         };
         let failed = db.insert_run(&new("k")).unwrap();
-        db.fail_run(failed, "failed", "exit 1", None).unwrap();
+        db.fail_run(failed, RunStatus::Failed, "exit 1", None)
+            .unwrap();
         assert!(db.cached_run("k").unwrap().is_none());
 
         let ok = db.insert_run(&new("k")).unwrap();
@@ -520,7 +522,7 @@ mod tests {
             inputs: &[],
             upstreams: &[],
         };
-        db.complete_run(&c, "ran", None).unwrap();
+        db.complete_run(&c, RunStatus::Ran, None).unwrap();
         assert_eq!(db.cached_run("k").unwrap().unwrap().id, ok);
         assert_eq!(db.current_run("s").unwrap().unwrap().id, ok);
 

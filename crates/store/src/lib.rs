@@ -10,6 +10,7 @@ mod files;
 pub mod hash;
 pub mod manifest;
 pub mod object_store;
+pub mod run_status;
 pub mod statcache;
 mod walk;
 

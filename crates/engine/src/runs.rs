@@ -1,8 +1,9 @@
 //! Naming runs on the command line: `12` (a run id), `train` (the run the workspace holds for that
 //! stage) or `train~2` (the stage's second-to-last successful run before it).
 
-use vlmflow_engine::build::EngineError;
+use super::build::EngineError;
 use vlmflow_store::db::{Db, RunRow};
+use vlmflow_store::run_status::RunStatus;
 
 pub fn resolve(db: &Db, text: &str) -> Result<RunRow, EngineError> {
     let not_found =
@@ -26,7 +27,7 @@ pub fn resolve(db: &Db, text: &str) -> Result<RunRow, EngineError> {
     let successful: Vec<RunRow> = db
         .runs(Some(stage), usize::MAX >> 1)?
         .into_iter()
-        .filter(|r| r.status == "ran")
+        .filter(|r| r.status == RunStatus::Ran)
         .collect();
     successful.into_iter().nth(back).ok_or_else(|| {
         not_found(format!(

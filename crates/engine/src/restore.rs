@@ -1,0 +1,71 @@
+//! Restoring a stage: put a kept run's artifact back in the workspace instead of running, recorded
+//! as a run of its own that names the run that produced the artifact. A damaged cache copy is
+//! forgotten and the stage runs instead.
+
+use std::time::Instant;
+
+use super::dirty::Reason;
+use super::execute::{Executor, Job, Record, failed};
+use super::outcome::{Outcome, Status};
+use vlmflow_store::run_status::RunStatus;
+use vlmflow_store::{Digest, StoreError};
+
+impl Executor<'_> {
+    pub(crate) fn restore_outcome(
+        &self,
+        job: &Job<'_>,
+        artifact: Digest,
+        producer: i64,
+        started: Instant,
+        mut reasons: Vec<Reason>,
+    ) -> Outcome {
+        match self.restore(job, artifact, producer) {
+            Ok(()) => Outcome::ready(
+                Status::Restored,
+                artifact,
+                producer,
+                Some(started.elapsed().as_secs_f64()),
+                reasons,
+            ),
+            Err(StoreError::CorruptObject(object)) => {
+                // The cache copy is damaged: forget it and produce the artifact again.
+                if let Err(e) = job.db.mark_swept(&artifact) {
+                    return failed(started, e.to_string());
+                }
+                self.reporter.note(&format!(
+                    "note: the cached artifact of {} is damaged (object {} is missing or altered); running it instead",
+                    job.stage.name,
+                    object.short()
+                ));
+                reasons.push(Reason::CachedArtifactDamaged);
+                self.run_outcome(job, started, reasons)
+            }
+            Err(e) => failed(started, format!("restoring from the cache failed: {e}")),
+        }
+    }
+
+    fn restore(&self, job: &Job<'_>, artifact: Digest, producer: i64) -> Result<(), StoreError> {
+        let Job { db, stage, .. } = job;
+        let run_id = self.insert_run(job)?;
+        let result = (|| {
+            let manifest = self.cas.read_manifest(&artifact)?;
+            self.clear_outs(db, stage, run_id)?;
+            self.cas
+                .materialize(&db.conn, &manifest, &self.ws.root, &stage.outs)?;
+            let inputs_manifest = self.store_inputs(job.eval)?;
+            let record = Record::of(job);
+            let mut c = record.completion(run_id, stage, &artifact, &manifest);
+            c.inputs_manifest = inputs_manifest.as_ref();
+            db.complete_run(&c, RunStatus::Restored, Some(producer))
+        })();
+        if let Err(e) = &result {
+            let _ = db.fail_run(
+                run_id,
+                RunStatus::Failed,
+                &format!("restoring from the cache failed: {e}"),
+                None,
+            );
+        }
+        result
+    }
+}

@@ -1,0 +1,219 @@
+//! Running a stage: a temp folder for its params, log and outputs, the context its kind sees, the
+//! work itself (through the executor's `StageRunner`), then the commit — or, on failure, the run
+//! recorded as failed or interrupted, the workspace put back and the log's last lines shown.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Instant;
+
+use serde_json::Value;
+
+use super::dirty::Reason;
+use super::execute::{Executor, Job, Record};
+use super::interrupt;
+use super::outcome::{Outcome, Problem, Status};
+use super::params::canonical_json;
+use super::plan::UpstreamState;
+use super::provenance;
+use super::run_metrics::RunMetrics;
+use super::stagefile::Stage;
+use crate::kind::StageContext;
+use vlmflow_store::db::Db;
+use vlmflow_store::run_status::RunStatus;
+use vlmflow_store::{Digest, StoreError};
+
+/// Lines of a failed run's log shown on the terminal.
+const LOG_TAIL_LINES: usize = 20;
+
+impl Executor<'_> {
+    pub(crate) fn run_outcome(
+        &self,
+        job: &Job<'_>,
+        started: Instant,
+        reasons: Vec<Reason>,
+    ) -> Outcome {
+        let seconds = || Some(started.elapsed().as_secs_f64());
+        match self.run(job) {
+            Ok((artifact, run_id)) => {
+                Outcome::ready(Status::Ran, artifact, run_id, seconds(), reasons)
+            }
+            Err(problem) => Outcome::not_built(problem, seconds(), reasons),
+        }
+    }
+
+    fn run(&self, job: &Job<'_>) -> Result<(Digest, i64), Problem> {
+        let run_id = self.insert_run(job)?;
+        let tmp = self.cas.temp_dir()?;
+        let result = self.run_in(job, run_id, &tmp);
+        let _ = std::fs::remove_dir_all(&tmp).or_else(|_| self.cas.clean_temp());
+        result.map(|artifact| (artifact, run_id))
+    }
+
+    fn run_in(&self, job: &Job<'_>, run_id: i64, tmp: &Path) -> Result<Digest, Problem> {
+        let Job {
+            db, stage, kind, ..
+        } = job;
+        let io = |p: &Path| vlmflow_store::io_err(p.to_path_buf());
+        let params_file = tmp.join("params.json");
+        std::fs::write(&params_file, canonical_json(&stage.params)).map_err(io(&params_file))?;
+        let log_path = tmp.join("log.txt");
+        let log = std::fs::File::create(&log_path).map_err(io(&log_path))?;
+        let out_root = tmp.join("out");
+        let out_dir = out_root.join(&stage.outs[0]);
+        if !kind.runs_command() {
+            std::fs::create_dir_all(&out_dir).map_err(io(&out_dir))?;
+        }
+        let checkpoint_dir = self.ws.checkpoint_dir(&job.eval.key.to_hex());
+        if kind.runs_command() {
+            self.clear_outs(db, stage, run_id)?;
+        }
+        let metrics_file = stage.metrics.as_ref().map(|m| self.ws.root.join(m));
+        let progress = self.reporter.start_stage(&stage.name);
+        let metrics = RunMetrics::new(&self.ws.db_path(), run_id);
+        let ctx = StageContext {
+            stage: &stage.name,
+            workspace: &self.ws.root,
+            params: &stage.params,
+            params_file: &params_file,
+            cmd: stage.cmd.as_deref(),
+            device: stage.device.as_deref().unwrap_or("cpu"),
+            out_dir: &out_dir,
+            checkpoint_dir: &checkpoint_dir,
+            upstream: self.upstream_paths(stage),
+            lineage: upstream_lineage(db, job.upstream),
+            inputs: &stage.inputs,
+            metrics_file: metrics_file.as_deref(),
+            log: Mutex::new(log),
+            log_path: &log_path,
+            metrics: &metrics,
+            progress: &progress,
+        };
+        let _span = tracing::info_span!("run", id = run_id).entered();
+        let result = self.runner.run(*kind, &ctx).map_err(|e| e.to_string());
+        drop(ctx);
+        drop(progress);
+        metrics.finish(db)?;
+        let log_digest = std::fs::read(&log_path)
+            .ok()
+            .and_then(|bytes| self.cas.put_bytes(&bytes).ok());
+        let committed = result.and_then(|()| {
+            let source = if kind.runs_command() {
+                self.ws.root.as_path()
+            } else {
+                out_root.as_path()
+            };
+            self.commit(job, run_id, source, log_digest.as_ref())
+                .map_err(|e| e.to_string())
+        });
+        match committed {
+            Ok(artifact) => {
+                let _ = std::fs::remove_dir_all(&checkpoint_dir);
+                Ok(artifact)
+            }
+            Err(message) => {
+                let interrupted = interrupt::requested();
+                let status = if interrupted {
+                    RunStatus::Interrupted
+                } else {
+                    RunStatus::Failed
+                };
+                let _ = db.fail_run(run_id, status, &message, log_digest.as_ref());
+                if kind.runs_command() {
+                    self.put_back_current(db, stage);
+                }
+                if interrupted {
+                    Err(Problem::Interrupted(message))
+                } else {
+                    self.show_log_tail(stage, &log_path, run_id);
+                    Err(Problem::Failed(message))
+                }
+            }
+        }
+    }
+
+    fn commit(
+        &self,
+        job: &Job<'_>,
+        run_id: i64,
+        source: &Path,
+        log: Option<&Digest>,
+    ) -> Result<Digest, StoreError> {
+        let Job { db, stage, .. } = job;
+        for out in &stage.outs {
+            if source.join(out).symlink_metadata().is_err() {
+                return Err(StoreError::Other(format!(
+                    "the command succeeded but did not produce {out}, declared in `outs` of stage `{}`: \
+                     fix the command or the Stagefile",
+                    stage.name
+                )));
+            }
+        }
+        let manifest = self.cas.ingest(&db.conn, source, &stage.outs)?;
+        let artifact = manifest.digest();
+        let inputs_manifest = self.store_inputs(job.eval)?;
+        let record = Record::of(job);
+        let mut c = record.completion(run_id, stage, &artifact, &manifest);
+        c.log = log;
+        c.inputs_manifest = inputs_manifest.as_ref();
+        db.complete_run(&c, RunStatus::Ran, None)?;
+        self.cas
+            .materialize(&db.conn, &manifest, &self.ws.root, &stage.outs)?;
+        Ok(artifact)
+    }
+
+    fn show_log_tail(&self, stage: &Stage, log_path: &Path, run_id: i64) {
+        let text = std::fs::read_to_string(log_path).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        if lines.is_empty() {
+            return;
+        }
+        let tail = &lines[lines.len().saturating_sub(LOG_TAIL_LINES)..];
+        let mut note = format!(
+            "--- last lines of the log of {} (run {run_id}; `vlmflow log {} --verbose` shows it all)\n",
+            stage.name, stage.name
+        );
+        for line in tail {
+            note.push_str("  | ");
+            note.push_str(line);
+            note.push('\n');
+        }
+        self.reporter.note(note.trim_end());
+    }
+
+    /// Needed stage → where its artifact is in the workspace: its only out, or the workspace root
+    /// when it declares several.
+    fn upstream_paths(&self, stage: &Stage) -> BTreeMap<String, PathBuf> {
+        stage
+            .needs
+            .iter()
+            .map(|&i| {
+                let need = &self.pipeline.stages[i];
+                let path = match need.outs.as_slice() {
+                    [only] => self.ws.root.join(only),
+                    _ => self.ws.root.clone(),
+                };
+                (need.name.clone(), path)
+            })
+            .collect()
+    }
+}
+
+/// The portable lineage of each ready upstream artifact, by stage (see `provenance::portable`).
+/// A lineage the database cannot give is left out rather than failing the run.
+fn upstream_lineage(
+    db: &Db,
+    upstream: &BTreeMap<String, UpstreamState>,
+) -> BTreeMap<String, Value> {
+    upstream
+        .iter()
+        .filter_map(|(name, state)| match state {
+            UpstreamState::Ready { artifact, producer } => {
+                let found = provenance::of_artifact(db, &artifact.to_hex(), *producer);
+                let lineage = found.ok().flatten()?;
+                Some((name.clone(), provenance::portable(&lineage)))
+            }
+            UpstreamState::Pending => None,
+        })
+        .collect()
+}
