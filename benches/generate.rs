@@ -14,9 +14,9 @@
 use std::time::{Duration, Instant};
 
 use candle_core::{Device, Result};
-use vlmflow_ml::generate::{Generated, Prompt, SamplingConfig, generate, generate_uncached};
+use vlmflow_ml::infer::generate::{Generated, Prompt, SamplingConfig, generate, generate_uncached};
 use vlmflow_ml::models::qwen2::{Qwen2, Qwen2Config};
-use vlmflow_ml::params::Params;
+use vlmflow_ml::param_store::Params;
 use vlmflow_ml::rng::Rng;
 
 #[global_allocator]

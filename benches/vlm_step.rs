@@ -37,11 +37,11 @@ use vlmflow_ml::models::vit::VisionConfig;
 use vlmflow_ml::models::vlm::{Vlm, VlmConfig, is_vision};
 use vlmflow_ml::ops::causal_mask;
 use vlmflow_ml::ops::grouped_attention;
-use vlmflow_ml::optim::{AdamW, AdamWConfig, clip_grad_norm};
-use vlmflow_ml::params::Params;
+use vlmflow_ml::param_store::Params;
 use vlmflow_ml::rng::Rng;
-use vlmflow_ml::train::train_step;
-use vlmflow_ml::vlm_train::{PartScales, part_groups};
+use vlmflow_ml::train::optim::{AdamW, AdamWConfig, clip_grad_norm};
+use vlmflow_ml::train::step::train_step;
+use vlmflow_ml::train::vlm::{PartScales, part_groups};
 
 #[global_allocator]
 static ALLOCATOR: vlmflow::alloc::MiMalloc = vlmflow::alloc::MiMalloc;

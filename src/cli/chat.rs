@@ -6,9 +6,9 @@ use std::path::{Path, PathBuf};
 
 use vlmflow_engine::build::{EngineError, load_pipeline};
 use vlmflow_engine::workspace::Workspace;
-use vlmflow_ml::bundle::Bundle;
 use vlmflow_ml::data::chat::Turn;
-use vlmflow_ml::generate::SamplingConfig;
+use vlmflow_ml::infer::bundle::Bundle;
+use vlmflow_ml::infer::generate::SamplingConfig;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -131,7 +131,7 @@ fn stage_bundle(start: &Path, stage: &str) -> Result<PathBuf, EngineError> {
         )));
     };
     let dir = ws.root.join(&found.outs[0]);
-    if !dir.join(vlmflow_ml::bundle::INFO).is_file() {
+    if !dir.join(vlmflow_ml::infer::bundle::INFO).is_file() {
         return Err(EngineError::Usage(format!(
             "stage `{stage}` has no bundle at {}: run `vlmflow build {stage}` first",
             dir.display()

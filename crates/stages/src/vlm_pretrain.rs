@@ -16,14 +16,14 @@ use super::{Kind, StageContext, params};
 use vlmflow_ml::data::chat::ChatTemplate;
 use vlmflow_ml::data::conversations::Objective;
 use vlmflow_ml::data::tokenizer::Tokenizer;
+use vlmflow_ml::infer::vlm_eval::mean_loss;
 use vlmflow_ml::models::projector::ProjectorConfig;
 use vlmflow_ml::models::qwen2_load::load_hf_folder;
 use vlmflow_ml::models::vlm::{VlmConfig, is_lm, is_vision};
-use vlmflow_ml::params::Params;
-use vlmflow_ml::train_loop::Hyper;
-use vlmflow_ml::vlm_eval::mean_loss;
-use vlmflow_ml::vlm_folder::LmFiles;
-use vlmflow_ml::vlm_train::train;
+use vlmflow_ml::models::vlm_folder::LmFiles;
+use vlmflow_ml::param_store::Params;
+use vlmflow_ml::train::train_loop::Hyper;
+use vlmflow_ml::train::vlm::train;
 
 pub struct VlmPretrain;
 

@@ -17,11 +17,11 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 
 use super::StageContext;
-use vlmflow_ml::clip_train::TrainConfig as ClipTrainConfig;
 use vlmflow_ml::data::shards::ShardSet;
 use vlmflow_ml::models::hf_vision::load_hf_vision;
 use vlmflow_ml::models::vit::{FeatureLayer, VisionConfig};
-use vlmflow_ml::params::Params;
+use vlmflow_ml::param_store::Params;
+use vlmflow_ml::train::clip::TrainConfig as ClipTrainConfig;
 
 /// The vision params of `vlm-pretrain` (flattened into its params).
 #[derive(serde::Deserialize)]

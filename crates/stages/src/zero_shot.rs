@@ -8,11 +8,11 @@ use anyhow::{Context, bail};
 use serde::Deserialize;
 
 use super::{Kind, StageContext, params};
-use vlmflow_ml::clip_train::TrainConfig;
 use vlmflow_ml::data::tokenizer::Tokenizer;
+use vlmflow_ml::infer::zero_shot::{class_embeddings, confusion_image, evaluate};
 use vlmflow_ml::models::clip::Clip;
-use vlmflow_ml::params::Params;
-use vlmflow_ml::zero_shot::{class_embeddings, confusion_image, evaluate};
+use vlmflow_ml::param_store::Params;
+use vlmflow_ml::train::clip::TrainConfig;
 
 pub struct ZeroShotEval;
 

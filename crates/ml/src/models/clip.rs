@@ -9,8 +9,8 @@ use serde::{Deserialize, Serialize};
 
 use super::text::{TextConfig, TextTransformer};
 use super::vit::{VisionConfig, VisionTransformer};
-use crate::layers::Linear;
-use crate::params::Params;
+use crate::ops::layers::Linear;
+use crate::param_store::Params;
 
 /// Initial temperature 1/0.07, as in the paper.
 pub const LOGIT_SCALE_INIT: f64 = 2.659_260_036_932_778; // ln(1/0.07)

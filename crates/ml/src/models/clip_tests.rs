@@ -5,10 +5,10 @@ use candle_core::{DType, Device, Result, Tensor};
 use super::clip::{Clip, ClipConfig};
 use super::text::TextConfig;
 use super::vit::VisionConfig;
-use crate::optim::{AdamW, AdamWConfig};
-use crate::params::Params;
+use crate::param_store::Params;
 use crate::rng::Rng;
-use crate::train::train_step;
+use crate::train::optim::{AdamW, AdamWConfig};
+use crate::train::step::train_step;
 
 pub(crate) fn tiny_config() -> ClipConfig {
     ClipConfig {

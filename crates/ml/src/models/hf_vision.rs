@@ -20,7 +20,7 @@ use super::hf_vision_config::{Family, HfVisionConfig};
 use super::hf_weights::{CONFIG, fail, read_tensors, read_text, tensor_names};
 use super::pos_resize::resize_grid;
 use super::vit::VisionTransformer;
-use crate::params::Params;
+use crate::param_store::Params;
 
 pub const PREPROCESSOR: &str = "preprocessor_config.json";
 

@@ -8,9 +8,9 @@
 use candle_core::{Result, Tensor};
 use serde::{Deserialize, Serialize};
 
-use crate::layers::{INIT_STD, LayerNorm, Linear};
 use crate::ops;
-use crate::params::Params;
+use crate::ops::layers::{INIT_STD, LayerNorm, Linear};
+use crate::param_store::Params;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]

@@ -19,10 +19,10 @@
 use candle_core::{DType, Device, Result, Tensor};
 
 use super::lora::LoraConfig;
-use crate::layers::{INIT_STD, Linear};
-use crate::lm_ops::{Rotary, rms_norm, swiglu};
+use crate::ops::decoder::{Rotary, rms_norm, swiglu};
+use crate::ops::layers::{INIT_STD, Linear};
 use crate::ops::{self, MASKED, grouped_attention};
-use crate::params::Params;
+use crate::param_store::Params;
 
 pub use super::qwen2_config::Qwen2Config;
 

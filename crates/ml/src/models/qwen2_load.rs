@@ -13,7 +13,7 @@ use candle_core::{Device, Result, Tensor};
 pub use super::hf_weights::{CONFIG, INDEX, WEIGHTS};
 use super::hf_weights::{fail, read_tensors, read_text, weight_files};
 use super::qwen2::{Qwen2, Qwen2Config};
-use crate::params::Params;
+use crate::param_store::Params;
 
 pub const TOKENIZER: &str = "tokenizer.json";
 

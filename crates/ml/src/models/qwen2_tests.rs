@@ -5,9 +5,9 @@ use candle_core::{DType, Device, IndexOp, Result, Tensor};
 use super::*;
 use crate::ops::tests::max_abs_diff;
 use crate::ops::with_composite;
-use crate::optim::{AdamW, AdamWConfig};
 use crate::rng::Rng;
-use crate::train::train_step;
+use crate::train::optim::{AdamW, AdamWConfig};
+use crate::train::step::train_step;
 
 /// 2 layers, 32 wide, 4 query heads sharing 2 key/value heads.
 pub(crate) fn tiny_config(tied: bool) -> Qwen2Config {

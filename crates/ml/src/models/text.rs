@@ -10,9 +10,9 @@ use candle_core::{DType, Result, Tensor};
 use serde::{Deserialize, Serialize};
 
 use super::transformer::{BlockOptions, Transformer};
-use crate::layers::{INIT_STD, LayerNorm};
 use crate::ops;
-use crate::params::Params;
+use crate::ops::layers::{INIT_STD, LayerNorm};
+use crate::param_store::Params;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TextConfig {

@@ -5,9 +5,9 @@
 
 use candle_core::{Result, Tensor};
 
-use crate::layers::{Activation, LN_EPS, LayerNorm, Linear};
 use crate::ops;
-use crate::params::Params;
+use crate::ops::layers::{Activation, LN_EPS, LayerNorm, Linear};
+use crate::param_store::Params;
 
 /// What a block is made of besides its width and heads. This project's towers use
 /// [`BlockOptions::standard`]; a pretrained Hugging Face ViT brings its own.

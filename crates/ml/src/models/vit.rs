@@ -14,9 +14,9 @@ use serde::{Deserialize, Serialize};
 
 use super::transformer::{BlockOptions, Transformer};
 use crate::data::image::{CLIP_MEAN, CLIP_STD};
-use crate::layers::{Activation, INIT_STD, LN_EPS, LayerNorm, Linear};
 use crate::ops;
-use crate::params::Params;
+use crate::ops::layers::{Activation, INIT_STD, LN_EPS, LayerNorm, Linear};
+use crate::param_store::Params;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct VisionConfig {

@@ -15,7 +15,7 @@ use super::projector::{Projector, ProjectorConfig};
 use super::qwen2::Qwen2;
 use super::qwen2_config::Qwen2Config;
 use super::vit::{VisionConfig, VisionTransformer};
-use crate::params::Params;
+use crate::param_store::Params;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct VlmConfig {

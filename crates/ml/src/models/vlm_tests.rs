@@ -3,8 +3,8 @@ use candle_core::{D, DType, Device, Result, Tensor};
 use super::*;
 use crate::data::chat::IGNORE;
 use crate::models::lora::LoraConfig;
-use crate::optim::{AdamW, AdamWConfig};
-use crate::train::train_step;
+use crate::train::optim::{AdamW, AdamWConfig};
+use crate::train::step::train_step;
 
 /// A VLM small enough for unit tests (vocabulary 40).
 pub(crate) fn tiny() -> VlmConfig {

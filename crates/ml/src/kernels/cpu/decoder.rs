@@ -8,7 +8,7 @@ use std::sync::Arc;
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
 
 use super::fast_math::fast_exp;
-use super::fused::{
+use super::rows::{
     cpu_tensor, map_rows, rows_cols, rows_with_partials, slice, sum8, with_data, zip_map,
 };
 

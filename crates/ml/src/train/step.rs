@@ -13,8 +13,8 @@ use candle_core::{Error, Result, Tensor, Var};
 use serde::{Deserialize, Serialize};
 
 use super::optim::{AdamW, clip_grad_norm};
-use super::params::{Params, load_vars, save_vars};
-use super::rng::Rng;
+use crate::param_store::{Params, load_vars, save_vars};
+use crate::rng::Rng;
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct StepStats {
@@ -194,5 +194,5 @@ impl Checkpoint {
 }
 
 #[cfg(test)]
-#[path = "train_tests.rs"]
+#[path = "step_tests.rs"]
 mod tests;

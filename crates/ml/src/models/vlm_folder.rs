@@ -14,10 +14,10 @@ use std::path::Path;
 
 use candle_core::Result;
 
-use super::models::lora::is_adapter;
-use super::models::qwen2_load::{TOKENIZER, copy_hf_folder, load_hf_folder, save_hf_folder};
-use super::models::vlm::{Vlm, VlmConfig, is_lm};
-use super::params::{Params, save_vars};
+use super::lora::is_adapter;
+use super::qwen2_load::{TOKENIZER, copy_hf_folder, load_hf_folder, save_hf_folder};
+use super::vlm::{Vlm, VlmConfig, is_lm};
+use crate::param_store::{Params, save_vars};
 
 /// The weights that are not the language model's.
 pub const PARTS: &str = "model.safetensors";

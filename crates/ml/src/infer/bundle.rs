@@ -3,7 +3,7 @@
 //! ```text
 //! bundle.json          format + version, the model config, the chat template's ids, stop ids
 //! model.safetensors    the vision tower and the projector
-//! lm/                  the language model in the Hugging Face Qwen2 layout (`ml::vlm_folder`),
+//! lm/                  the language model in the Hugging Face Qwen2 layout (`models::vlm_folder`),
 //!                      with tokenizer.json and chat_template.jinja: other tools load it as is
 //! tokenizer.json
 //! chat_template.jinja  the same ChatML template, for tools that render Jinja
@@ -16,13 +16,13 @@ use std::path::Path;
 use candle_core::{Device, Result, Tensor};
 use serde::{Deserialize, Serialize};
 
-use super::data::chat::{ChatTemplate, Turn};
-use super::data::image::{load, normalize_into, resize_center_crop, to_chw};
-use super::data::tokenizer::Tokenizer;
 use super::generate::{Prompt, SamplingConfig, generate};
-use super::models::vlm::{Vlm, VlmConfig};
-use super::params::Params;
-use super::vlm_folder::{self, LmFiles};
+use crate::data::chat::{ChatTemplate, Turn};
+use crate::data::image::{load, normalize_into, resize_center_crop, to_chw};
+use crate::data::tokenizer::Tokenizer;
+use crate::models::vlm::{Vlm, VlmConfig};
+use crate::models::vlm_folder::{self, LmFiles};
+use crate::param_store::Params;
 
 pub const FORMAT: &str = "vlmflow-chat-bundle";
 /// 2: the language model's weights only under `lm/` (1 also had them in `model.safetensors`).
@@ -141,7 +141,7 @@ impl Bundle {
         sampling: &SamplingConfig,
         mut on_text: impl FnMut(&str),
     ) -> Result<String> {
-        let data_err = |e: super::data::DataError| candle_core::Error::Msg(e.to_string());
+        let data_err = |e: crate::data::DataError| candle_core::Error::Msg(e.to_string());
         let prompt = self
             .info
             .template

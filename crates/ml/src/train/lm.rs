@@ -7,14 +7,14 @@ use std::path::Path;
 use candle_core::{Device, Result, Tensor};
 use serde::{Deserialize, Serialize};
 
-use super::data::conversations::{Sequences, pad_batch};
-use super::data::rng::Rng;
-use super::models::lm_loss::next_token_loss;
-use super::models::qwen2::Qwen2;
-use super::models::qwen2_config::Qwen2Config;
 use super::optim::AdamW;
-use super::params::Params;
 use super::train_loop::{Hooks, Hyper, Objective, Trained, micro_rows, resume_or_init, run};
+use crate::data::conversations::{Sequences, pad_batch};
+use crate::data::rng::Rng;
+use crate::models::lm_loss::next_token_loss;
+use crate::models::qwen2::Qwen2;
+use crate::models::qwen2_config::Qwen2Config;
+use crate::param_store::Params;
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct LmTrainConfig {
@@ -88,7 +88,7 @@ pub fn evaluate(
 
 /// Right-padded `(ids, labels)` tensors of `rows`.
 pub fn batch_tensors(
-    rows: &[&super::data::chat::Tokenized],
+    rows: &[&crate::data::chat::Tokenized],
     pad_id: u32,
     device: &Device,
 ) -> Result<(Tensor, Tensor)> {

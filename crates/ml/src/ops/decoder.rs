@@ -9,8 +9,8 @@ use std::sync::Arc;
 
 use candle_core::{D, Device, Result, Tensor};
 
-use super::fused_lm;
-use super::ops::fused_ok;
+use super::fused_ok;
+use crate::kernels::cpu::decoder as fused_lm;
 
 // ---------------------------------------------------------------- RMSNorm
 
@@ -135,5 +135,5 @@ impl Rotary {
 }
 
 #[cfg(test)]
-#[path = "lm_ops_tests.rs"]
+#[path = "decoder_tests.rs"]
 mod tests;

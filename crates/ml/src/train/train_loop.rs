@@ -10,10 +10,10 @@ use candle_core::{Result, Tensor};
 use serde::{Deserialize, Serialize};
 
 use super::optim::{AdamW, AdamWConfig};
-use super::params::Params;
-use super::rng::Rng;
 use super::schedule::WarmupCosine;
-use super::train::{Checkpoint, TrainState, train_step};
+use super::step::{Checkpoint, TrainState, train_step};
+use crate::param_store::Params;
+use crate::rng::Rng;
 
 /// The hyperparameters every trainer shares; a training stage's params hold them flattened,
 /// with these defaults.

@@ -7,13 +7,13 @@ use std::path::Path;
 use candle_core::{Device, Result, Tensor};
 use serde::{Deserialize, Serialize};
 
-use super::data::batch::Batch;
-use super::data::image::normalize_into;
-use super::data::stream::TrainStream;
-use super::models::clip::{Clip, ClipConfig};
 use super::optim::AdamW;
-use super::params::Params;
 use super::train_loop::{Hooks, Hyper, Objective, Trained, micro_rows, resume_or_init, run};
+use crate::data::batch::Batch;
+use crate::data::image::normalize_into;
+use crate::data::stream::TrainStream;
+use crate::models::clip::{Clip, ClipConfig};
+use crate::param_store::Params;
 
 /// Everything that shapes a training run (the stage's params, resolved).
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -79,7 +79,7 @@ pub fn train(
     })
 }
 
-fn data_err(e: super::data::DataError) -> candle_core::Error {
+fn data_err(e: crate::data::DataError) -> candle_core::Error {
     candle_core::Error::Msg(e.to_string())
 }
 

@@ -8,9 +8,9 @@
 use candle_core::{Result, Tensor};
 use serde::{Deserialize, Serialize};
 
-use super::models::lora::{Lora, LoraConfig};
-use super::ops;
-use super::params::Params;
+use crate::models::lora::{Lora, LoraConfig};
+use crate::ops;
+use crate::param_store::Params;
 
 /// Embeddings, class tokens and learned queries start at this std (as in CLIP).
 pub const INIT_STD: f64 = 0.02;

@@ -10,7 +10,10 @@ use std::cell::Cell;
 
 use candle_core::{D, DType, Device, Result, Tensor};
 
-use super::fused;
+use crate::kernels::cpu::rows as fused;
+
+pub mod decoder;
+pub mod layers;
 
 thread_local! {
     static USE_FUSED: Cell<bool> = const { Cell::new(true) };
@@ -76,7 +79,7 @@ pub fn softmax_composite(x: &Tensor) -> Result<Tensor> {
 pub fn cross_entropy(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
     if fused_ok(logits) {
         let targets = targets.to_dtype(DType::U32)?.to_vec1::<u32>()?;
-        let op = super::fused_loss::CrossEntropy { targets };
+        let op = crate::kernels::cpu::cross_entropy::CrossEntropy { targets };
         logits.contiguous()?.apply_op1(op)
     } else {
         cross_entropy_composite(logits, targets)
@@ -142,8 +145,8 @@ pub fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
     let y = if fused_ok(&x) {
         let (x, w) = (x.contiguous()?, w.contiguous()?);
         match b {
-            Some(b) => x.apply_op3(&w, &b.contiguous()?, super::fused_linear::Linear)?,
-            None => x.apply_op2(&w, super::fused_linear::LinearNoBias)?,
+            Some(b) => x.apply_op3(&w, &b.contiguous()?, crate::kernels::cpu::linear::Linear)?,
+            None => x.apply_op2(&w, crate::kernels::cpu::linear::LinearNoBias)?,
         }
     } else {
         let y = x.matmul(&w.t()?)?;
@@ -224,7 +227,7 @@ pub fn grouped_attention(
                 Some((m, mn))
             }
         };
-        let op = super::fused_attention::Attention {
+        let op = crate::kernels::cpu::attention::Attention {
             heads,
             kv_heads,
             mask,

@@ -5,8 +5,8 @@ use candle_core::{Device, Result, Tensor};
 use super::*;
 use crate::models::clip::{Clip, ClipConfig};
 use crate::models::clip_tests::{random_pairs, tiny_config};
-use crate::optim::AdamWConfig;
-use crate::schedule::WarmupCosine;
+use crate::train::optim::AdamWConfig;
+use crate::train::schedule::WarmupCosine;
 
 struct Run {
     params: Params,

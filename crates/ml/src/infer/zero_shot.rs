@@ -8,11 +8,11 @@ use std::path::Path;
 use candle_core::{Device, Result, Tensor};
 use image::{Rgb, RgbImage};
 
-use super::clip_train::BatchTensors;
-use super::data::batch::batches;
-use super::data::shards::ShardSet;
-use super::data::tokenizer::Tokenizer;
-use super::models::clip::{Clip, l2_normalize};
+use crate::data::batch::batches;
+use crate::data::shards::ShardSet;
+use crate::data::tokenizer::Tokenizer;
+use crate::models::clip::{Clip, l2_normalize};
+use crate::train::clip::BatchTensors;
 
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct ZeroShot {
@@ -47,7 +47,7 @@ pub fn class_embeddings(
     templates: &[String],
     device: &Device,
 ) -> Result<Tensor> {
-    let tok_err = |e: super::data::DataError| candle_core::Error::Msg(e.to_string());
+    let tok_err = |e: crate::data::DataError| candle_core::Error::Msg(e.to_string());
     let mut rows = Vec::with_capacity(classes.len());
     for class in classes {
         let ids: Vec<Vec<u32>> = templates
@@ -83,7 +83,7 @@ pub fn evaluate(
     batch_size: usize,
     device: &Device,
 ) -> Result<ZeroShot> {
-    let data_err = |e: super::data::DataError| candle_core::Error::Msg(e.to_string());
+    let data_err = |e: crate::data::DataError| candle_core::Error::Msg(e.to_string());
     let set = ShardSet::open(dir).map_err(data_err)?;
     let k = classes.len();
     let mut confusion = vec![vec![0u64; k]; k];

@@ -7,18 +7,18 @@ use std::path::Path;
 use candle_core::{Device, Result, Tensor};
 use serde::Serialize;
 
-use super::data::batch::batches;
-use super::data::captions::CaptionRecord;
-use super::data::chat::ChatTemplate;
-use super::data::conversations::Sequences;
-use super::data::image::normalize_into;
-use super::data::shards::ShardSet;
-use super::data::tokenizer::Tokenizer;
 use super::generate::{Prompt, SamplingConfig, generate};
-use super::models::vlm::Vlm;
-use super::vlm_train::VlmBatch;
+use crate::data::batch::batches;
+use crate::data::captions::CaptionRecord;
+use crate::data::chat::ChatTemplate;
+use crate::data::conversations::Sequences;
+use crate::data::image::normalize_into;
+use crate::data::shards::ShardSet;
+use crate::data::tokenizer::Tokenizer;
+use crate::models::vlm::Vlm;
+use crate::train::vlm::VlmBatch;
 
-fn data_err(e: super::data::DataError) -> candle_core::Error {
+fn data_err(e: crate::data::DataError) -> candle_core::Error {
     candle_core::Error::Msg(e.to_string())
 }
 

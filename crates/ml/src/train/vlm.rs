@@ -9,15 +9,15 @@ use std::sync::Arc;
 use candle_core::{Device, Result, Tensor};
 use serde::{Deserialize, Serialize};
 
-use super::data::batch::Batch;
-use super::data::conversations::Sequences;
-use super::data::image::normalize_into;
-use super::data::stream::{Keep, TrainStream};
-use super::lm_train::batch_tensors;
-use super::models::vlm::{Vlm, VlmConfig, is_lm, is_projector, is_vision};
+use super::lm::batch_tensors;
 use super::optim::{AdamW, ParamGroup, no_decay};
-use super::params::Params;
 use super::train_loop::{Hooks, Hyper, Objective, Trained, micro_rows, resume_or_init, run};
+use crate::data::batch::Batch;
+use crate::data::conversations::Sequences;
+use crate::data::image::normalize_into;
+use crate::data::stream::{Keep, TrainStream};
+use crate::models::vlm::{Vlm, VlmConfig, is_lm, is_projector, is_vision};
+use crate::param_store::Params;
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct VlmTrainConfig {
@@ -140,7 +140,7 @@ pub fn part_groups(
     groups
 }
 
-fn data_err(e: super::data::DataError) -> candle_core::Error {
+fn data_err(e: crate::data::DataError) -> candle_core::Error {
     candle_core::Error::Msg(e.to_string())
 }
 
