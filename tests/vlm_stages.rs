@@ -281,13 +281,13 @@ fn write_sharded_hf_folder(dir: &std::path::Path, tokenizer: &std::path::Path) {
     use vlmflow_ml::models::qwen2::Qwen2;
     use vlmflow_ml::models::qwen2_config::Qwen2Config;
     use vlmflow_ml::models::qwen2_load::save_hf_folder;
-    use vlmflow_ml::param_store::Params;
+    use vlmflow_ml::param_store::ParamStore;
 
     let vocab = Tokenizer::load(tokenizer).unwrap().vocab_size();
     let mut cfg = Qwen2Config::small(vocab);
     cfg.hidden_size = 64;
     cfg.intermediate_size = 128;
-    let model = Qwen2::new(&Params::new(5, &Device::Cpu), &cfg).unwrap();
+    let model = Qwen2::new(&ParamStore::new(5, &Device::Cpu), &cfg).unwrap();
     save_hf_folder(dir, &model).unwrap();
     let single = dir.join("model.safetensors");
     let tensors = candle_core::safetensors::load(&single, &Device::Cpu).unwrap();

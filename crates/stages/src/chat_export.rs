@@ -12,7 +12,7 @@ use vlmflow_ml::data::tokenizer::Tokenizer;
 use vlmflow_ml::infer::bundle::{self, BundleInfo};
 use vlmflow_ml::models::vlm::Vlm;
 use vlmflow_ml::models::vlm_folder::{self, LmFiles};
-use vlmflow_ml::param_store::Params;
+use vlmflow_ml::param_store::ParamStore;
 
 pub struct ChatExport;
 
@@ -37,7 +37,7 @@ impl Kind for ChatExport {
         let manifest: VlmManifest = super::read_json(&source.join(VLM_JSON))?;
         let tokenizer_path = source.join("tokenizer.json");
         let tokenizer = Tokenizer::load(&tokenizer_path)?;
-        let params = Params::new(0, &candle_core::Device::Cpu);
+        let params = ParamStore::new(0, &candle_core::Device::Cpu);
         let model = Vlm::new(&params, &manifest.model)?;
         vlm_folder::load(source, &params, true)
             .with_context(|| format!("loading the VLM in {}", source.display()))?;

@@ -16,7 +16,7 @@ use vlmflow_ml::infer::vlm_eval::exact_match;
 use vlmflow_ml::models::lora::{LoraConfig, is_adapter};
 use vlmflow_ml::models::vlm::{VlmConfig, is_lm};
 use vlmflow_ml::models::vlm_folder::{self, LmFiles};
-use vlmflow_ml::param_store::Params;
+use vlmflow_ml::param_store::ParamStore;
 use vlmflow_ml::train::train_loop::Hyper;
 use vlmflow_ml::train::vlm::train;
 
@@ -97,7 +97,7 @@ impl Kind for Finetune {
             );
         }
         let frozen_rules = rules.clone();
-        let params = Params::new(p.hyper.seed, &device).with_frozen(move |n| {
+        let params = ParamStore::new(p.hyper.seed, &device).with_frozen(move |n| {
             !trains(&frozen_rules, n) || (with_lora && is_lm(n) && !is_adapter(n))
         });
         let model = VlmConfig {

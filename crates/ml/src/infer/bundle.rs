@@ -22,7 +22,7 @@ use crate::data::image::{load, normalize_into, resize_center_crop, to_chw};
 use crate::data::tokenizer::Tokenizer;
 use crate::models::vlm::{Vlm, VlmConfig};
 use crate::models::vlm_folder::{self, LmFiles};
-use crate::param_store::Params;
+use crate::param_store::ParamStore;
 
 pub const FORMAT: &str = "vlmflow-chat-bundle";
 /// 2: the language model's weights only under `lm/` (1 also had them in `model.safetensors`).
@@ -68,7 +68,7 @@ fn fail(path: &Path, message: impl std::fmt::Display) -> candle_core::Error {
 /// where the language model's files come from.
 pub fn write(
     dir: &Path,
-    params: &Params,
+    params: &ParamStore,
     model: &Vlm,
     lm: LmFiles,
     info: &BundleInfo,
@@ -108,7 +108,7 @@ impl Bundle {
             ));
         }
         let info: BundleInfo = serde_json::from_value(header).map_err(|e| fail(&info_path, e))?;
-        let params = Params::new(0, device);
+        let params = ParamStore::new(0, device);
         let model = Vlm::new(&params, &info.model)?;
         vlm_folder::load(dir, &params, true)?;
         let tokenizer = Tokenizer::load(&dir.join("tokenizer.json"))
@@ -189,7 +189,7 @@ mod tests {
         cfg.lm.vocab_size = tok.vocab_size();
         let template = ChatTemplate::new(&tok, cfg.image_tokens(), None)
             .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
-        let params = Params::new(9, &Device::Cpu);
+        let params = ParamStore::new(9, &Device::Cpu);
         let model = Vlm::new(&params, &cfg)?;
         let info = BundleInfo::new(cfg.clone(), template.clone(), vec![template.im_end]);
         let out = dir.path().join("bundle");

@@ -22,7 +22,7 @@ use super::lora::LoraConfig;
 use crate::ops::decoder::{Rotary, rms_norm, swiglu};
 use crate::ops::layers::{INIT_STD, Linear};
 use crate::ops::{self, MASKED, grouped_attention};
-use crate::param_store::Params;
+use crate::param_store::ParamStore;
 
 pub use super::qwen2_config::Qwen2Config;
 
@@ -33,7 +33,7 @@ struct RmsNorm {
 }
 
 impl RmsNorm {
-    fn new(p: &Params, dim: usize, eps: f64) -> Result<Self> {
+    fn new(p: &ParamStore, dim: usize, eps: f64) -> Result<Self> {
         Ok(Self {
             weight: p.ones("weight", dim)?,
             eps,
@@ -62,7 +62,7 @@ struct Attention {
 }
 
 impl Attention {
-    fn new(p: &Params, cfg: &Qwen2Config) -> Result<Self> {
+    fn new(p: &ParamStore, cfg: &Qwen2Config) -> Result<Self> {
         let (c, kv) = (cfg.hidden_size, cfg.num_key_value_heads * cfg.head_dim());
         let out_std = residual_std(c, cfg);
         Ok(Self {
@@ -107,7 +107,7 @@ struct Mlp {
 }
 
 impl Mlp {
-    fn new(p: &Params, cfg: &Qwen2Config) -> Result<Self> {
+    fn new(p: &ParamStore, cfg: &Qwen2Config) -> Result<Self> {
         let (c, h) = (cfg.hidden_size, cfg.intermediate_size);
         let out_std = residual_std(h, cfg);
         Ok(Self {
@@ -180,7 +180,7 @@ impl DecoderLayer {
         }
     }
 
-    fn new(p: &Params, cfg: &Qwen2Config) -> Result<Self> {
+    fn new(p: &ParamStore, cfg: &Qwen2Config) -> Result<Self> {
         let (c, eps) = (cfg.hidden_size, cfg.rms_norm_eps);
         Ok(Self {
             input_layernorm: RmsNorm::new(&p.pp("input_layernorm"), c, eps)?,
@@ -247,7 +247,7 @@ impl Qwen2 {
     /// Builds the model from `p`: parameters already there (a loaded checkpoint) are used,
     /// missing ones are created at random (normal weights at 1/√fan_in, 1/√(2·layers) smaller on
     /// the residual projections, embeddings at 0.02, zero biases, unit norms).
-    pub fn new(p: &Params, cfg: &Qwen2Config) -> Result<Self> {
+    pub fn new(p: &ParamStore, cfg: &Qwen2Config) -> Result<Self> {
         cfg.validate().map_err(candle_core::Error::Msg)?;
         let (v, c) = (cfg.vocab_size, cfg.hidden_size);
         let m = p.pp("model");
@@ -274,7 +274,7 @@ impl Qwen2 {
 
     /// Add LoRA adapters to every decoder layer's linear layers named in `cfg.targets`
     /// (parameters `model.layers.N.<…>.lora_A` / `lora_B` in `p`).
-    pub fn attach_lora(&mut self, p: &Params, cfg: &LoraConfig) -> Result<()> {
+    pub fn attach_lora(&mut self, p: &ParamStore, cfg: &LoraConfig) -> Result<()> {
         if let Some(bad) = cfg.targets.iter().find(|t| !LINEARS.contains(&t.as_str())) {
             candle_core::bail!(
                 "lora: unknown target `{bad}`: expected some of {}",

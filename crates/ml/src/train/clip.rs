@@ -13,7 +13,7 @@ use crate::data::batch::Batch;
 use crate::data::image::normalize_into;
 use crate::data::stream::TrainStream;
 use crate::models::clip::{Clip, ClipConfig};
-use crate::param_store::Params;
+use crate::param_store::ParamStore;
 
 /// Everything that shapes a training run (the stage's params, resolved).
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -34,7 +34,7 @@ pub fn train(
     device: &Device,
     hooks: &mut dyn Hooks,
 ) -> Result<Trained<Clip>> {
-    let params = Params::new(cfg.hyper.seed, device);
+    let params = ParamStore::new(cfg.hyper.seed, device);
     let model = Clip::new(&params, &cfg.model)?;
     let adamw = cfg.hyper.adamw();
     let mut opt = AdamW::with_default_groups(params.vars(), adamw)?;

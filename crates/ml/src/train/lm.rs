@@ -14,7 +14,7 @@ use crate::data::rng::Rng;
 use crate::models::lm_loss::next_token_loss;
 use crate::models::qwen2::Qwen2;
 use crate::models::qwen2_config::Qwen2Config;
-use crate::param_store::Params;
+use crate::param_store::ParamStore;
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct LmTrainConfig {
@@ -32,7 +32,7 @@ pub fn train(
     device: &Device,
     hooks: &mut dyn Hooks,
 ) -> Result<Trained<Qwen2>> {
-    let params = Params::new(cfg.hyper.seed, device);
+    let params = ParamStore::new(cfg.hyper.seed, device);
     let model = Qwen2::new(&params, &cfg.model)?;
     let adamw = cfg.hyper.adamw();
     let mut opt = AdamW::with_default_groups(params.vars(), adamw)?;

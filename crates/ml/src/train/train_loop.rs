@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use super::optim::{AdamW, AdamWConfig};
 use super::schedule::WarmupCosine;
 use super::step::{Checkpoint, TrainState, train_step};
-use crate::param_store::Params;
+use crate::param_store::ParamStore;
 use crate::rng::Rng;
 
 /// The hyperparameters every trainer shares; a training stage's params hold them flattened,
@@ -133,7 +133,7 @@ pub trait Hooks {
 
 /// What a trainer hands back: the parameters, the model built on them, how the run ended.
 pub struct Trained<M> {
-    pub params: Params,
+    pub params: ParamStore,
     pub model: M,
     pub finish: Finish,
 }
@@ -149,7 +149,7 @@ pub enum Finish {
 /// there is one, returning its step (else 0). `init` runs on resume too: a checkpoint holds only
 /// what the optimizer trains, so frozen weights (a VLM's language model) come from their source.
 pub fn resume_or_init(
-    params: &Params,
+    params: &ParamStore,
     opt: &mut AdamW,
     checkpoint_dir: &Path,
     hooks: &mut dyn Hooks,
@@ -241,7 +241,7 @@ mod tests {
         fn log(&mut self, _: &str) {}
     }
 
-    fn value(p: &Params, name: &str) -> Result<f32> {
+    fn value(p: &ParamStore, name: &str) -> Result<f32> {
         let vars: std::collections::BTreeMap<_, _> = p.vars().into_iter().collect();
         vars[name].as_tensor().sum_all()?.to_scalar::<f32>()
     }
@@ -251,14 +251,14 @@ mod tests {
     {
         let dir = tempfile::tempdir().map_err(candle_core::Error::wrap)?;
         let ckpt = dir.path().join("ckpt");
-        let build = || -> Result<(Params, AdamW)> {
-            let p = Params::new(0, &Device::Cpu).with_frozen(|n| n.starts_with("frozen."));
+        let build = || -> Result<(ParamStore, AdamW)> {
+            let p = ParamStore::new(0, &Device::Cpu).with_frozen(|n| n.starts_with("frozen."));
             p.pp("frozen").normal("w", 4, 1.0)?;
             p.pp("trained").normal("w", 4, 1.0)?;
             let opt = AdamW::with_default_groups(p.trainable_vars(), AdamWConfig::default())?;
             Ok((p, opt))
         };
-        let set = |p: &Params, name: &str, v: f32| -> Result<()> {
+        let set = |p: &ParamStore, name: &str, v: f32| -> Result<()> {
             let vars: std::collections::BTreeMap<_, _> = p.vars().into_iter().collect();
             vars[name].set(&Tensor::full(v, 4, &Device::Cpu)?.to_dtype(DType::F32)?)
         };

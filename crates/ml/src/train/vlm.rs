@@ -1,6 +1,6 @@
 //! Training the VLM (vlm-pretrain and finetune): images from the shards, sequences from the
 //! split's caption records in the LM's chat template, the loss on labelled positions only.
-//! What trains is decided by the caller (a frozen-name rule on the `Params`); each part
+//! What trains is decided by the caller (a frozen-name rule on the `ParamStore`); each part
 //! (vision, projector, language model) gets its own learning-rate multiplier.
 
 use std::path::Path;
@@ -17,7 +17,7 @@ use crate::data::conversations::Sequences;
 use crate::data::image::normalize_into;
 use crate::data::stream::{Keep, TrainStream};
 use crate::models::vlm::{Vlm, VlmConfig, is_lm, is_projector, is_vision};
-use crate::param_store::Params;
+use crate::param_store::ParamStore;
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct VlmTrainConfig {
@@ -41,13 +41,13 @@ pub struct PartScales {
 #[allow(clippy::too_many_arguments)]
 pub fn train(
     cfg: &VlmTrainConfig,
-    params: Params,
+    params: ParamStore,
     train_dir: &Path,
     sequences: &Sequences,
     pad_id: u32,
     checkpoint_dir: &Path,
     hooks: &mut dyn Hooks,
-    init: impl FnOnce(&Params, &mut dyn Hooks) -> Result<()>,
+    init: impl FnOnce(&ParamStore, &mut dyn Hooks) -> Result<()>,
 ) -> Result<Trained<Vlm>> {
     let device = params.device().clone();
     let model = Vlm::new(&params, &cfg.model)?;
