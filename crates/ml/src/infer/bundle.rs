@@ -141,12 +141,10 @@ impl Bundle {
         sampling: &SamplingConfig,
         mut on_text: impl FnMut(&str),
     ) -> Result<String> {
-        let data_err = |e: crate::data::DataError| candle_core::Error::Msg(e.to_string());
         let prompt = self
             .info
             .template
-            .prompt(&self.tokenizer, history, question, true)
-            .map_err(data_err)?;
+            .prompt(&self.tokenizer, history, question, true)?;
         let at = prompt.image_at.expect("the first turn carries the image");
         let ids = Tensor::new(prompt.ids.as_slice(), image.device())?.unsqueeze(0)?;
         let embeds = self.model.embed(&ids, Some((image, at)))?.squeeze(0)?;
@@ -165,7 +163,7 @@ impl Bundle {
                 shown = text.len();
             }
         })?;
-        self.tokenizer.decode(&tokens).map_err(data_err)
+        Ok(self.tokenizer.decode(&tokens)?)
     }
 }
 

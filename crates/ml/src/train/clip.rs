@@ -54,8 +54,7 @@ pub fn train(
         cfg.hyper.seed,
         cfg.shuffle_buffer,
         start,
-    )
-    .map_err(data_err)?;
+    )?;
     let mut objective = Contrastive {
         model: &model,
         stream,
@@ -79,10 +78,6 @@ pub fn train(
     })
 }
 
-fn data_err(e: crate::data::DataError) -> candle_core::Error {
-    candle_core::Error::Msg(e.to_string())
-}
-
 /// The contrastive objective over a stream of shard batches.
 struct Contrastive<'a> {
     model: &'a Clip,
@@ -97,8 +92,7 @@ impl Objective for Contrastive<'_> {
         let batch = self
             .stream
             .next()
-            .ok_or_else(|| candle_core::Error::Msg("the data stream ended".into()))?
-            .map_err(data_err)?;
+            .ok_or_else(|| candle_core::Error::Msg("the data stream ended".into()))??;
         self.batch = Some(BatchTensors::new(&batch, self.image_size, self.device)?);
         Ok(batch.size)
     }

@@ -81,8 +81,7 @@ pub fn train(
         cfg.shuffle_buffer,
         start,
         Some(keep),
-    )
-    .map_err(data_err)?;
+    )?;
     let mut objective = Conversations {
         model: &model,
         stream,
@@ -138,10 +137,6 @@ pub fn part_groups(
         }
     }
     groups
-}
-
-fn data_err(e: crate::data::DataError) -> candle_core::Error {
-    candle_core::Error::Msg(e.to_string())
 }
 
 /// A batch ready for the model: the rows that have a sequence, with their images.
@@ -220,8 +215,7 @@ impl Objective for Conversations<'_> {
         let batch = self
             .stream
             .next()
-            .ok_or_else(|| candle_core::Error::Msg("the data stream ended".into()))?
-            .map_err(data_err)?;
+            .ok_or_else(|| candle_core::Error::Msg("the data stream ended".into()))??;
         let b = VlmBatch::new(&batch, self.sequences, image_size, self.pad_id, self.device)?
             .ok_or_else(|| candle_core::Error::Msg("a batch without sequences".into()))?;
         let rows = b.rows();
