@@ -44,6 +44,11 @@ impl ParamStore {
         self
     }
 
+    /// Whether a frozen rule is set ([`ParamStore::with_frozen`]), whatever it freezes.
+    pub fn has_frozen_rule(&self) -> bool {
+        self.frozen.is_some()
+    }
+
     fn is_frozen(&self, full_name: &str) -> bool {
         self.frozen.as_ref().is_some_and(|f| f(full_name))
     }

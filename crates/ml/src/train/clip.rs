@@ -8,7 +8,7 @@ use candle_core::{Device, Result, Tensor};
 use serde::{Deserialize, Serialize};
 
 use super::optim::AdamW;
-use super::train_loop::{Hooks, Hyper, Objective, Trained, micro_rows, resume_or_init, run};
+use super::train_loop::{Hooks, Hyper, Objective, Trained, Trainer, micro_rows};
 use crate::data::batch::Batch;
 use crate::data::image::normalize_into;
 use crate::data::stream::TrainStream;
@@ -36,41 +36,36 @@ pub fn train(
 ) -> Result<Trained<Clip>> {
     let params = ParamStore::new(cfg.hyper.seed, device);
     let model = Clip::new(&params, &cfg.model)?;
-    let adamw = cfg.hyper.adamw();
-    let mut opt = AdamW::with_default_groups(params.vars(), adamw)?;
-    let start = resume_or_init(&params, &mut opt, checkpoint_dir, hooks, |hooks| {
+    let opt = AdamW::with_default_groups(params.vars(), cfg.hyper.adamw())?;
+    let trainer = Trainer {
+        config: cfg,
+        hyper: &cfg.hyper,
+        checkpoint_dir,
+        hooks,
+    };
+    let init = |hooks: &mut dyn Hooks| {
         if let Some(path) = init_from {
             params.load(path)?;
             hooks.log(&format!("initialised from {}", path.display()));
         }
         Ok(())
-    })?;
-    hooks.log(&format!("{} parameters", params.num_params()));
-
-    let loop_cfg = cfg.hyper.loop_config();
-    let stream = TrainStream::open(
-        train_dir,
-        cfg.hyper.batch_size,
-        cfg.hyper.seed,
-        cfg.shuffle_buffer,
-        start,
-    )?;
-    let mut objective = Contrastive {
-        model: &model,
-        stream,
-        image_size: cfg.model.vision.image_size,
-        device,
-        batch: None,
     };
-    let finish = run(
-        &loop_cfg,
-        &mut opt,
-        start,
-        checkpoint_dir,
-        cfg,
-        &mut objective,
-        hooks,
-    )?;
+    let finish = trainer.fit(&params, opt, init, |start| {
+        let stream = TrainStream::open(
+            train_dir,
+            cfg.hyper.batch_size,
+            cfg.hyper.seed,
+            cfg.shuffle_buffer,
+            start,
+        )?;
+        Ok(Contrastive {
+            model: &model,
+            stream,
+            image_size: cfg.model.vision.image_size,
+            device,
+            batch: None,
+        })
+    })?;
     Ok(Trained {
         params,
         model,

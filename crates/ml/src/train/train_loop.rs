@@ -145,10 +145,53 @@ pub enum Finish {
     Stopped(u64),
 }
 
+/// The part every trainer shares, around what differs between them (the model, its optimizer
+/// groups, its objective).
+pub struct Trainer<'a, C: Serialize> {
+    /// The trainer's whole configuration, recorded in each checkpoint.
+    pub config: &'a C,
+    pub hyper: &'a Hyper,
+    pub checkpoint_dir: &'a Path,
+    pub hooks: &'a mut dyn Hooks,
+}
+
+impl<C: Serialize> Trainer<'_, C> {
+    /// Resume from the checkpoint or start with `init` ([`resume_or_init`]), report the number of
+    /// parameters, then run the loop on the objective `objective(start)` makes for the first step.
+    pub fn fit<O: Objective>(
+        self,
+        params: &ParamStore,
+        mut opt: AdamW,
+        init: impl FnOnce(&mut dyn Hooks) -> Result<()>,
+        objective: impl FnOnce(u64) -> Result<O>,
+    ) -> Result<Finish> {
+        let start = resume_or_init(params, &mut opt, self.checkpoint_dir, self.hooks, init)?;
+        let total = params.num_params();
+        if params.has_frozen_rule() {
+            let trained: usize = opt.params().map(|(_, v)| v.elem_count()).sum();
+            self.hooks
+                .log(&format!("{total} parameters, {trained} of them trained"));
+        } else {
+            self.hooks.log(&format!("{total} parameters"));
+        }
+        let loop_cfg = self.hyper.loop_config();
+        let mut objective = objective(start)?;
+        run(
+            &loop_cfg,
+            &mut opt,
+            start,
+            self.checkpoint_dir,
+            self.config,
+            &mut objective,
+            self.hooks,
+        )
+    }
+}
+
 /// Call `init` (load pretrained weights), then resume from the checkpoint in `checkpoint_dir` if
 /// there is one, returning its step (else 0). `init` runs on resume too: a checkpoint holds only
 /// what the optimizer trains, so frozen weights (a VLM's language model) come from their source.
-pub fn resume_or_init(
+fn resume_or_init(
     params: &ParamStore,
     opt: &mut AdamW,
     checkpoint_dir: &Path,
@@ -169,7 +212,7 @@ pub fn resume_or_init(
 
 /// Train from step `start` to `cfg.steps`. `config` (the trainer's whole configuration) is
 /// recorded in each checkpoint.
-pub fn run(
+fn run(
     cfg: &LoopConfig,
     opt: &mut AdamW,
     start: u64,

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::lm::batch_tensors;
 use super::optim::{AdamW, ParamGroup, no_decay};
-use super::train_loop::{Hooks, Hyper, Objective, Trained, micro_rows, resume_or_init, run};
+use super::train_loop::{Hooks, Hyper, Objective, Trained, Trainer, micro_rows};
 use crate::data::batch::Batch;
 use crate::data::conversations::Sequences;
 use crate::data::image::normalize_into;
@@ -60,44 +60,39 @@ pub fn train(
     if groups.is_empty() {
         candle_core::bail!("nothing to train: every parameter is frozen");
     }
-    let mut opt = AdamW::new(groups, adamw)?;
-    let start = resume_or_init(&params, &mut opt, checkpoint_dir, hooks, |hooks| {
-        init(&params, hooks)
-    })?;
-    let trainable: usize = opt.params().map(|(_, v)| v.elem_count()).sum();
-    hooks.log(&format!(
-        "{} parameters, {trainable} of them trained",
-        params.num_params()
-    ));
-    let loop_cfg = cfg.hyper.loop_config();
-    // Only records with a sequence (some have no question–answer pairs, some are too long):
-    // every batch is full, and a resumed run sees the batches an uninterrupted one would.
-    let usable: Vec<bool> = sequences.by_index.iter().map(Option::is_some).collect();
-    let keep: Keep = Arc::new(move |i| usable.get(i as usize).copied().unwrap_or(false));
-    let stream = TrainStream::open_filtered(
-        train_dir,
-        cfg.hyper.batch_size,
-        cfg.hyper.seed,
-        cfg.shuffle_buffer,
-        start,
-        Some(keep),
-    )?;
-    let mut objective = Conversations {
-        model: &model,
-        stream,
-        sequences,
-        pad_id,
-        device: &device,
-        batch: None,
-    };
-    let finish = run(
-        &loop_cfg,
-        &mut opt,
-        start,
+    let opt = AdamW::new(groups, adamw)?;
+    let trainer = Trainer {
+        config: cfg,
+        hyper: &cfg.hyper,
         checkpoint_dir,
-        cfg,
-        &mut objective,
         hooks,
+    };
+    let finish = trainer.fit(
+        &params,
+        opt,
+        |hooks| init(&params, hooks),
+        |start| {
+            // Only records with a sequence (some have no question–answer pairs, some are too long):
+            // every batch is full, and a resumed run sees the batches an uninterrupted one would.
+            let usable: Vec<bool> = sequences.by_index.iter().map(Option::is_some).collect();
+            let keep: Keep = Arc::new(move |i| usable.get(i as usize).copied().unwrap_or(false));
+            let stream = TrainStream::open_filtered(
+                train_dir,
+                cfg.hyper.batch_size,
+                cfg.hyper.seed,
+                cfg.shuffle_buffer,
+                start,
+                Some(keep),
+            )?;
+            Ok(Conversations {
+                model: &model,
+                stream,
+                sequences,
+                pad_id,
+                device: &device,
+                batch: None,
+            })
+        },
     )?;
     Ok(Trained {
         params,
