@@ -15,6 +15,9 @@
 //! after it, and their logits are ignored by the loss. Left padding, which batched generation
 //! uses to line prompts of different lengths up at their ends, is given as a count per row: the
 //! pads are masked out as keys, and positions count from each row's first real token.
+//!
+//! A little over 500 lines, kept whole so that the decoder reads top to bottom; its config, its
+//! Hugging Face loader and its loss have files of their own beside it.
 
 use candle_core::{DType, Device, Result, Tensor};
 
@@ -501,20 +504,6 @@ fn attention_mask(
         })
         .collect();
     Ok(Some(Tensor::from_vec(m, (rows.len(), 1, t, s), dev)?))
-}
-
-/// Mean cross-entropy of `logits` `(N, T, V)` against `targets` `(N, T)` (u32) over positions
-/// where `mask` `(N, T)` is 1 (a masked loss: padding, prompt tokens). Differentiable.
-pub fn masked_cross_entropy(logits: &Tensor, targets: &Tensor, mask: &Tensor) -> Result<Tensor> {
-    let (n, t, v) = logits.dims3()?;
-    let nll = ops::cross_entropy(&logits.reshape((n * t, v))?, &targets.flatten_all()?)?
-        .reshape((n, t))?;
-    let count = mask.to_dtype(DType::F32)?.sum_all()?.to_scalar::<f32>()?;
-    let mask = mask.to_dtype(nll.dtype())?;
-    if count == 0.0 {
-        candle_core::bail!("masked_cross_entropy: the mask selects no position");
-    }
-    (nll * mask)?.sum_all()? / count as f64
 }
 
 #[cfg(test)]

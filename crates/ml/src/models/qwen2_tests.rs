@@ -3,6 +3,7 @@
 use candle_core::{DType, Device, IndexOp, Result, Tensor};
 
 use super::*;
+use crate::models::lm_loss::masked_cross_entropy;
 use crate::ops::tests::max_abs_diff;
 use crate::ops::with_composite;
 use crate::rng::Rng;
