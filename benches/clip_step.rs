@@ -37,9 +37,9 @@ use candle_core::{Device, Result, Tensor};
 use mimalloc::MiMalloc;
 use vlmflow_ml::models::clip::{Clip, ClipConfig};
 use vlmflow_ml::ops;
-use vlmflow_ml::optim::{AdamW, AdamWConfig, clip_grad_norm};
-use vlmflow_ml::params::Params;
+use vlmflow_ml::param_store::ParamStore;
 use vlmflow_ml::rng::Rng;
+use vlmflow_ml::train::optim::{AdamW, AdamWConfig, clip_grad_norm};
 
 /// mimalloc unless `VLMFLOW_ALLOC=system`, decided once at the first allocation (read with
 /// libc's `getenv`, which does not allocate) and never changed, so every block is freed by the
@@ -149,7 +149,7 @@ fn main() -> Result<()> {
     );
     let cfg = config(vocab);
     let dev = Device::Cpu;
-    let params = Params::new(0, &dev);
+    let params = ParamStore::new(0, &dev);
     let model = Clip::new(&params, &cfg)?;
     let mut opt = AdamW::with_default_groups(params.vars(), AdamWConfig::default())?;
     let vars = params.vars();

@@ -14,9 +14,9 @@
 use std::time::{Duration, Instant};
 
 use candle_core::{Device, Result};
-use vlmflow_ml::generate::{Generated, Prompt, SamplingConfig, generate, generate_uncached};
+use vlmflow_ml::infer::generate::{Generated, Prompt, SamplingConfig, generate, generate_uncached};
 use vlmflow_ml::models::qwen2::{Qwen2, Qwen2Config};
-use vlmflow_ml::params::Params;
+use vlmflow_ml::param_store::ParamStore;
 use vlmflow_ml::rng::Rng;
 
 #[global_allocator]
@@ -47,7 +47,7 @@ fn timed(f: impl FnOnce() -> Result<Generated>) -> Result<(Duration, Generated)>
 }
 
 fn bench(name: &str, cfg: &Qwen2Config, new_tokens: usize, reps: usize) -> Result<()> {
-    let params = Params::new(0, &Device::Cpu);
+    let params = ParamStore::new(0, &Device::Cpu);
     let model = Qwen2::new(&params, cfg)?;
     let mut rng = Rng::new(1);
     let prompt = vec![

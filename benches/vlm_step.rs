@@ -37,11 +37,11 @@ use vlmflow_ml::models::vit::VisionConfig;
 use vlmflow_ml::models::vlm::{Vlm, VlmConfig, is_vision};
 use vlmflow_ml::ops::causal_mask;
 use vlmflow_ml::ops::grouped_attention;
-use vlmflow_ml::optim::{AdamW, AdamWConfig, clip_grad_norm};
-use vlmflow_ml::params::Params;
+use vlmflow_ml::param_store::ParamStore;
 use vlmflow_ml::rng::Rng;
-use vlmflow_ml::train::train_step;
-use vlmflow_ml::vlm_train::{PartScales, part_groups};
+use vlmflow_ml::train::optim::{AdamW, AdamWConfig, clip_grad_norm};
+use vlmflow_ml::train::step::train_step;
+use vlmflow_ml::train::vlm::{PartScales, part_groups};
 
 #[global_allocator]
 static ALLOCATOR: vlmflow::alloc::MiMalloc = vlmflow::alloc::MiMalloc;
@@ -160,7 +160,7 @@ fn vlm(steps: usize, batch: usize, t: usize) -> Result<()> {
     if t < IMAGE_AT + q + LABELLED + 2 {
         candle_core::bail!("vlm_step: {t} tokens leave no room for the image and the answer");
     }
-    let params = Params::new(0, &dev).with_frozen(is_vision);
+    let params = ParamStore::new(0, &dev).with_frozen(is_vision);
     let model = Vlm::new(&params, &cfg)?;
     // The finetune stage's groups: projector at lr, LM at 0.3 × lr (the vision tower is frozen).
     let scales = PartScales {
@@ -213,7 +213,7 @@ fn vlm(steps: usize, batch: usize, t: usize) -> Result<()> {
 
 fn lm(steps: usize, batch: usize, t: usize) -> Result<()> {
     let dev = Device::Cpu;
-    let params = Params::new(0, &dev);
+    let params = ParamStore::new(0, &dev);
     let model = Qwen2::new(&params, &Qwen2Config::small(VOCAB))?;
     let mut opt = AdamW::with_default_groups(
         params.vars(),

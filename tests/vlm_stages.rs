@@ -132,7 +132,7 @@ fn the_vlm_stages_train_export_a_bundle_and_chat_from_it() {
     let copy = ws.path("old-bundle");
     std::fs::create_dir_all(&copy).unwrap();
     let info = ws.read("out/chat-export/bundle.json").replace(
-        &format!("\"version\": {}", vlmflow_ml::bundle::VERSION),
+        &format!("\"version\": {}", vlmflow_ml::infer::bundle::VERSION),
         "\"version\": 99",
     );
     std::fs::write(copy.join("bundle.json"), info).unwrap();
@@ -319,13 +319,13 @@ fn write_sharded_hf_folder(dir: &std::path::Path, tokenizer: &std::path::Path) {
     use vlmflow_ml::models::qwen2::Qwen2;
     use vlmflow_ml::models::qwen2_config::Qwen2Config;
     use vlmflow_ml::models::qwen2_load::save_hf_folder;
-    use vlmflow_ml::params::Params;
+    use vlmflow_ml::param_store::ParamStore;
 
     let vocab = Tokenizer::load(tokenizer).unwrap().vocab_size();
     let mut cfg = Qwen2Config::small(vocab);
     cfg.hidden_size = 64;
     cfg.intermediate_size = 128;
-    let model = Qwen2::new(&Params::new(5, &Device::Cpu), &cfg).unwrap();
+    let model = Qwen2::new(&ParamStore::new(5, &Device::Cpu), &cfg).unwrap();
     save_hf_folder(dir, &model).unwrap();
     let single = dir.join("model.safetensors");
     let tensors = candle_core::safetensors::load(&single, &Device::Cpu).unwrap();

@@ -1,7 +1,7 @@
 //! Draw a grid of synthetic shapes with their captions: `cargo run --example shapes_grid -- out.png`.
 
 use image::{GenericImage, RgbImage};
-use vlmflow_ml::data::shapes::{ShapesConfig, save_png};
+use vlmflow_ml::data::shapes::{ShapesConfig, render_png_bytes};
 
 fn main() {
     let out = std::env::args()
@@ -25,5 +25,5 @@ fn main() {
         grid.copy_from(&big, (i % cols) * 32 * scale, (i / cols) * 32 * scale)
             .expect("fits");
     }
-    save_png(&grid, std::path::Path::new(&out)).expect("write the grid");
+    std::fs::write(&out, render_png_bytes(&grid)).expect("write the grid");
 }

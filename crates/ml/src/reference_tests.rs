@@ -7,7 +7,7 @@ use serde_json::Value;
 
 use super::models::clip::{LOGIT_SCALE_MAX, contrastive_loss, l2_normalize};
 use super::ops;
-use super::optim::{AdamW, AdamWConfig, ParamGroup};
+use crate::train::optim::{AdamW, AdamWConfig, ParamGroup};
 
 const TOL: f32 = 1e-5;
 

@@ -2,6 +2,10 @@
 //!
 //! candle's CPU backend cannot be seeded (`Device::set_seed` bails on CPU), so reproducible runs
 //! draw their randomness here. SplitMix64: one `u64` of state, trivially saved in a checkpoint.
+//!
+//! Not the data pipeline's generator: `data::rng` (also SplitMix64, with per-sample streams)
+//! makes the training data and its order. Each keeps its own streams: merging them would change
+//! every artifact.
 
 use serde::{Deserialize, Serialize};
 

@@ -8,10 +8,10 @@ use std::path::{Path, PathBuf};
 use candle_core::{Device, Tensor};
 use vlmflow_engine::build::{EngineError, load_pipeline};
 use vlmflow_engine::workspace::Workspace;
-use vlmflow_ml::bundle::{self, Bundle};
+use vlmflow_ml::infer::bundle::{self, Bundle};
 
 pub use vlmflow_ml::data::chat::Turn;
-pub use vlmflow_ml::generate::SamplingConfig;
+pub use vlmflow_ml::infer::generate::SamplingConfig;
 
 /// Why a chat could not start or go on; the kind decides the exit code.
 #[derive(Debug)]

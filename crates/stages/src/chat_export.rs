@@ -1,5 +1,5 @@
 //! The `chat-export` kind: turn a trained VLM (a `finetune` or `vlm-pretrain` artifact) into a
-//! chat bundle (`ml::bundle`) that `vlmflow chat --bundle` loads, the language model also in the
+//! chat bundle (`ml::infer::bundle`) that `vlmflow chat --bundle` loads, the language model also in the
 //! Hugging Face Qwen2 layout, and a `manifest.json` with the bundle's provenance: every stage
 //! that led to it, with its key, params, input digests and final metrics.
 
@@ -8,11 +8,11 @@ use serde::Deserialize;
 
 use super::vlm_train::{VLM_JSON, VlmManifest};
 use super::{Kind, StageContext, params};
-use vlmflow_ml::bundle::{self, BundleInfo};
 use vlmflow_ml::data::tokenizer::Tokenizer;
+use vlmflow_ml::infer::bundle::{self, BundleInfo};
 use vlmflow_ml::models::vlm::Vlm;
-use vlmflow_ml::params::Params;
-use vlmflow_ml::vlm_folder::{self, LmFiles};
+use vlmflow_ml::models::vlm_folder::{self, LmFiles};
+use vlmflow_ml::param_store::ParamStore;
 
 pub struct ChatExport;
 
@@ -37,7 +37,7 @@ impl Kind for ChatExport {
         let manifest: VlmManifest = super::read_json(&source.join(VLM_JSON))?;
         let tokenizer_path = source.join("tokenizer.json");
         let tokenizer = Tokenizer::load(&tokenizer_path)?;
-        let params = Params::new(0, &candle_core::Device::Cpu);
+        let params = ParamStore::new(0, &candle_core::Device::Cpu);
         let model = Vlm::new(&params, &manifest.model)?;
         vlm_folder::load(source, &params, true)
             .with_context(|| format!("loading the VLM in {}", source.display()))?;

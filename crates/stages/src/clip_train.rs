@@ -10,9 +10,9 @@ use serde::Deserialize;
 
 use super::training::{StageHooks, check_finished};
 use super::{Kind, StageContext, params};
-use vlmflow_ml::clip_train::{TrainConfig, train};
 use vlmflow_ml::models::clip::ClipConfig;
-use vlmflow_ml::train_loop::Hyper;
+use vlmflow_ml::train::clip::{TrainConfig, train};
+use vlmflow_ml::train::train_loop::Hyper;
 
 pub struct ClipTrain;
 

@@ -12,13 +12,13 @@ use super::vlm_train::{Common, VLM_JSON, VlmManifest, is_vlm, sequences, write_v
 use super::{Kind, StageContext, params};
 use vlmflow_ml::data::conversations::{Objective, read_split_records};
 use vlmflow_ml::data::tokenizer::Tokenizer;
+use vlmflow_ml::infer::vlm_eval::exact_match;
 use vlmflow_ml::models::lora::{LoraConfig, is_adapter};
 use vlmflow_ml::models::vlm::{VlmConfig, is_lm};
-use vlmflow_ml::params::Params;
-use vlmflow_ml::train_loop::Hyper;
-use vlmflow_ml::vlm_eval::exact_match;
-use vlmflow_ml::vlm_folder::{self, LmFiles};
-use vlmflow_ml::vlm_train::train;
+use vlmflow_ml::models::vlm_folder::{self, LmFiles};
+use vlmflow_ml::param_store::ParamStore;
+use vlmflow_ml::train::train_loop::Hyper;
+use vlmflow_ml::train::vlm::train;
 
 pub struct Finetune;
 
@@ -97,7 +97,7 @@ impl Kind for Finetune {
             );
         }
         let frozen_rules = rules.clone();
-        let params = Params::new(p.hyper.seed, &device).with_frozen(move |n| {
+        let params = ParamStore::new(p.hyper.seed, &device).with_frozen(move |n| {
             !trains(&frozen_rules, n) || (with_lora && is_lm(n) && !is_adapter(n))
         });
         let model = VlmConfig {

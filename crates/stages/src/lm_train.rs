@@ -14,10 +14,10 @@ use super::{Kind, StageContext, params};
 use vlmflow_ml::data::chat::ChatTemplate;
 use vlmflow_ml::data::conversations::{Objective, build, read_split_records};
 use vlmflow_ml::data::tokenizer::Tokenizer;
-use vlmflow_ml::lm_train::{LmTrainConfig, evaluate, train};
 use vlmflow_ml::models::qwen2_config::Qwen2Config;
 use vlmflow_ml::models::qwen2_load::save_hf_folder;
-use vlmflow_ml::train_loop::Hyper;
+use vlmflow_ml::train::lm::{LmTrainConfig, evaluate, train};
+use vlmflow_ml::train::train_loop::Hyper;
 
 pub struct LmTrain;
 

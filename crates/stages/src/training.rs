@@ -4,8 +4,8 @@
 use anyhow::bail;
 
 use super::StageContext;
-use vlmflow_ml::plot::{Series, line_chart};
-use vlmflow_ml::train_loop::{Finish, Hooks, StepReport};
+use vlmflow_ml::train::plot::{Series, line_chart};
+use vlmflow_ml::train::train_loop::{Finish, Hooks, StepReport};
 
 pub(crate) struct StageHooks<'a, 'c> {
     ctx: &'a StageContext<'c>,

@@ -16,14 +16,14 @@ use super::{Kind, StageContext, params};
 use vlmflow_ml::data::chat::ChatTemplate;
 use vlmflow_ml::data::conversations::Objective;
 use vlmflow_ml::data::tokenizer::Tokenizer;
+use vlmflow_ml::infer::vlm_eval::mean_loss;
 use vlmflow_ml::models::projector::ProjectorConfig;
 use vlmflow_ml::models::qwen2_load::load_hf_folder;
 use vlmflow_ml::models::vlm::{VlmConfig, is_lm, is_vision};
-use vlmflow_ml::params::Params;
-use vlmflow_ml::train_loop::Hyper;
-use vlmflow_ml::vlm_eval::mean_loss;
-use vlmflow_ml::vlm_folder::LmFiles;
-use vlmflow_ml::vlm_train::train;
+use vlmflow_ml::models::vlm_folder::LmFiles;
+use vlmflow_ml::param_store::ParamStore;
+use vlmflow_ml::train::train_loop::Hyper;
+use vlmflow_ml::train::vlm::train;
 
 pub struct VlmPretrain;
 
@@ -136,7 +136,7 @@ impl Kind for VlmPretrain {
         )?;
 
         let train_vision = p.train_vision;
-        let params = Params::new(p.hyper.seed, &device)
+        let params = ParamStore::new(p.hyper.seed, &device)
             .with_frozen(move |name| is_lm(name) || (is_vision(name) && !train_vision));
         let cfg = p.common.config(model.clone(), &p.hyper);
         let mut hooks = StageHooks::new(ctx, p.hyper.steps);

@@ -1,6 +1,6 @@
 //! What the two VLM kinds share: `vlm-pretrain` (`vlm_pretrain.rs`) and `finetune`
 //! (`finetune.rs`) both write a VLM folder, `vlm.json` (model and chat template),
-//! `tokenizer.json`, and the weights as `ml::vlm_folder` lays them out: `model.safetensors`
+//! `tokenizer.json`, and the weights as `ml::models::vlm_folder` lays them out: `model.safetensors`
 //! (vision, projector, adapters) and `lm/`, the language model's Hugging Face folder, a byte copy
 //! of its source when frozen.
 
@@ -14,9 +14,9 @@ use vlmflow_ml::data::chat::ChatTemplate;
 use vlmflow_ml::data::conversations::{Objective, Sequences, build, read_split_records};
 use vlmflow_ml::data::tokenizer::Tokenizer;
 use vlmflow_ml::models::vlm::{Vlm, VlmConfig};
-use vlmflow_ml::train_loop::{Hyper, Trained};
-use vlmflow_ml::vlm_folder::{self, LmFiles};
-use vlmflow_ml::vlm_train::{PartScales, VlmTrainConfig};
+use vlmflow_ml::models::vlm_folder::{self, LmFiles};
+use vlmflow_ml::train::train_loop::{Hyper, Trained};
+use vlmflow_ml::train::vlm::{PartScales, VlmTrainConfig};
 
 /// `vlm.json`: what a VLM folder holds besides weights and tokenizer.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -104,7 +104,7 @@ pub(super) fn sequences(
     Ok(seqs)
 }
 
-/// Write the VLM folder: `vlm.json`, `tokenizer.json` and the weights (`ml::vlm_folder`).
+/// Write the VLM folder: `vlm.json`, `tokenizer.json` and the weights (`ml::models::vlm_folder`).
 pub(super) fn write_vlm(
     ctx: &StageContext<'_>,
     trained: &Trained<Vlm>,

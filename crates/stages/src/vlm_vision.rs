@@ -17,11 +17,11 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 
 use super::StageContext;
-use vlmflow_ml::clip_train::TrainConfig as ClipTrainConfig;
 use vlmflow_ml::data::shards::ShardSet;
 use vlmflow_ml::models::hf_vision::load_hf_vision;
 use vlmflow_ml::models::vit::{FeatureLayer, VisionConfig};
-use vlmflow_ml::params::Params;
+use vlmflow_ml::param_store::ParamStore;
+use vlmflow_ml::train::clip::TrainConfig as ClipTrainConfig;
 
 /// The vision params of `vlm-pretrain` (flattened into its params).
 #[derive(serde::Deserialize)]
@@ -50,7 +50,7 @@ enum Weights {
     /// A clip-train artifact's `model.safetensors`, whose `vision.*` the VLM shares.
     ClipStage(PathBuf),
     /// A Hugging Face tower, already read and renamed to `vision.*`.
-    HfFolder(Params),
+    HfFolder(ParamStore),
 }
 
 fn is_clip(path: &Path) -> bool {
@@ -132,7 +132,7 @@ impl VisionSource {
     }
 
     /// Puts the tower's weights into a VLM's `params` (its `vision.*`).
-    pub fn load_into(&self, params: &Params) -> candle_core::Result<()> {
+    pub fn load_into(&self, params: &ParamStore) -> candle_core::Result<()> {
         match &self.weights {
             Weights::ClipStage(path) => params.load_prefixed(path, "vision."),
             Weights::HfFolder(tower) => params.copy_from(tower),

@@ -8,11 +8,11 @@ use anyhow::{Context, bail};
 use serde::Deserialize;
 
 use super::{Kind, StageContext, params};
-use vlmflow_ml::clip_train::TrainConfig;
 use vlmflow_ml::data::tokenizer::Tokenizer;
+use vlmflow_ml::infer::zero_shot::{class_embeddings, confusion_image, evaluate};
 use vlmflow_ml::models::clip::Clip;
-use vlmflow_ml::params::Params;
-use vlmflow_ml::zero_shot::{class_embeddings, confusion_image, evaluate};
+use vlmflow_ml::param_store::ParamStore;
+use vlmflow_ml::train::clip::TrainConfig;
 
 pub struct ZeroShotEval;
 
@@ -59,7 +59,7 @@ impl Kind for ZeroShotEval {
         let (model_dir, data_dir) = upstreams(ctx, &p.split)?;
         let cfg: TrainConfig = super::read_json(&model_dir.join("config.json"))?;
         let device = super::device(ctx)?;
-        let params = Params::new(0, &device);
+        let params = ParamStore::new(0, &device);
         let model = Clip::new(&params, &cfg.model)?;
         let weights = model_dir.join("model.safetensors");
         params

@@ -12,6 +12,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use super::delimited::table;
 use super::split::Split;
 use super::{DataError, Result, format_err, io_err};
 
@@ -85,14 +86,9 @@ pub fn write_jsonl(path: &Path, records: &[CaptionRecord]) -> Result<()> {
 
 pub fn read_delimited(path: &Path, delimiter: u8) -> Result<Vec<CaptionRecord>> {
     let text = std::fs::read_to_string(path).map_err(io_err(path))?;
-    let mut rows = parse_delimited(&text, delimiter)
-        .map(|row| row.map_err(|(line, message)| format_err(path, Some(line), message)));
-    let Some(header) = rows.next().transpose()? else {
-        return Err(format_err(path, Some(1), "empty file: expected a header"));
-    };
+    let (header, rows) = table(path, &text, delimiter)?;
     let column = |names: &[&str]| {
         header
-            .fields
             .iter()
             .position(|h| names.contains(&h.trim().to_ascii_lowercase().as_str()))
     };
@@ -103,119 +99,21 @@ pub fn read_delimited(path: &Path, delimiter: u8) -> Result<Vec<CaptionRecord>> 
         return Err(format_err(
             path,
             Some(1),
-            format!(
-                "header {:?} must name an `image` and a `caption` column",
-                header.fields
-            ),
+            format!("header {header:?} must name an `image` and a `caption` column"),
         ));
     };
     let mut records = Vec::new();
     for row in rows {
         let row = row?;
-        if row.fields.len() == 1 && row.fields[0].trim().is_empty() {
-            continue; // blank line
-        }
-        let field = |col: usize| {
-            row.fields.get(col).cloned().ok_or_else(|| {
-                format_err(
-                    path,
-                    Some(row.line),
-                    format!(
-                        "expected {} fields as in the header, found {}",
-                        header.fields.len(),
-                        row.fields.len()
-                    ),
-                )
-            })
-        };
         records.push(CaptionRecord {
-            image: field(image_col)?,
-            caption: field(caption_col)?,
+            image: row.field(image_col)?,
+            caption: row.field(caption_col)?,
             label: None,
             split: None,
             qa: Vec::new(),
         });
     }
     Ok(records)
-}
-
-/// One row of a delimited file and the line it starts on (1-based).
-#[derive(Debug, PartialEq, Eq)]
-pub(super) struct Row {
-    pub(super) line: usize,
-    pub(super) fields: Vec<String>,
-}
-
-/// Split delimited text into rows: fields may be quoted with `"` (a doubled `""` is a quote),
-/// and a quoted field may span lines. Errors carry the line where the problem starts.
-pub(super) fn parse_delimited(
-    text: &str,
-    delimiter: u8,
-) -> impl Iterator<Item = std::result::Result<Row, (usize, String)>> + '_ {
-    let bytes = text.as_bytes();
-    let mut pos = 0;
-    let mut line = 1;
-    std::iter::from_fn(move || {
-        if pos >= bytes.len() {
-            return None;
-        }
-        let start_line = line;
-        let mut fields = Vec::new();
-        let mut field = Vec::new();
-        let mut quoted = false; // inside quotes
-        let mut was_quoted = false; // this field began with a quote
-        loop {
-            let Some(&b) = bytes.get(pos) else {
-                if quoted {
-                    return Some(Err((start_line, "unterminated quoted field".into())));
-                }
-                break;
-            };
-            pos += 1;
-            if quoted {
-                match b {
-                    b'"' if bytes.get(pos) == Some(&b'"') => {
-                        field.push(b'"');
-                        pos += 1;
-                    }
-                    b'"' => quoted = false,
-                    b'\n' => {
-                        line += 1;
-                        field.push(b);
-                    }
-                    _ => field.push(b),
-                }
-            } else if b == b'"' && field.is_empty() && !was_quoted {
-                quoted = true;
-                was_quoted = true;
-            } else if b == delimiter {
-                fields.push(take_field(&mut field, &mut was_quoted));
-            } else if b == b'\n' {
-                line += 1;
-                break;
-            } else if b == b'\r' && bytes.get(pos) == Some(&b'\n') {
-                // CRLF: the '\n' ends the row.
-            } else if was_quoted {
-                return Some(Err((
-                    start_line,
-                    format!("unexpected {:?} after a closing quote", b as char),
-                )));
-            } else {
-                field.push(b);
-            }
-        }
-        fields.push(take_field(&mut field, &mut was_quoted));
-        Some(Ok(Row {
-            line: start_line,
-            fields,
-        }))
-    })
-}
-
-fn take_field(field: &mut Vec<u8>, was_quoted: &mut bool) -> String {
-    *was_quoted = false;
-    // The input is a &str and we split only at ASCII bytes, so every field is valid UTF-8.
-    String::from_utf8(std::mem::take(field)).expect("fields split at ASCII bytes")
 }
 
 #[cfg(test)]

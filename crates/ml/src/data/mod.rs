@@ -26,6 +26,7 @@ pub mod chat;
 pub mod cifar;
 pub mod coco;
 pub mod conversations;
+mod delimited;
 pub mod fetch;
 pub mod image;
 pub mod llava;
@@ -70,6 +71,13 @@ pub enum DataError {
 }
 
 pub type Result<T, E = DataError> = std::result::Result<T, E>;
+
+/// Training and evaluation run in candle's `Result`: there a data error is its message.
+impl From<DataError> for candle_core::Error {
+    fn from(e: DataError) -> Self {
+        candle_core::Error::Msg(e.to_string())
+    }
+}
 
 fn at(path: &Path, line: Option<usize>) -> String {
     match line {

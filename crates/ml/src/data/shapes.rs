@@ -9,13 +9,11 @@
 //! green cross in the centre") so that the zero-shot prompt of [`prompt`] is in distribution.
 
 use std::io::Cursor;
-use std::path::Path;
 
 use image::{ImageFormat, Rgb, RgbImage};
 
 use super::captions::{CaptionRecord, Qa};
 use super::rng::Rng;
-use super::{Result, io_err};
 
 macro_rules! named_enum {
     ($(#[$m:meta])* $name:ident { $($variant:ident => $text:literal),+ $(,)? }) => {
@@ -337,11 +335,6 @@ pub fn render_png_bytes(image: &RgbImage) -> Vec<u8> {
         .write_to(&mut out, ImageFormat::Png)
         .expect("PNG encoding into memory cannot fail");
     out.into_inner()
-}
-
-/// Write the image as a PNG file.
-pub fn save_png(image: &RgbImage, path: &Path) -> Result<()> {
-    std::fs::write(path, render_png_bytes(image)).map_err(io_err(path))
 }
 
 #[cfg(test)]

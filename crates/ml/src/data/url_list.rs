@@ -12,7 +12,7 @@ use std::path::Path;
 
 use serde_json::Value;
 
-use super::captions::parse_delimited;
+use super::delimited::table;
 use super::{Result, format_err, io_err};
 
 /// One row of a URL list.
@@ -68,14 +68,9 @@ fn read_delimited(path: &Path, delimiter: u8, columns: &Columns<'_>) -> Result<V
     let text = std::fs::read_to_string(path).map_err(io_err(path))?;
     // Spreadsheets often save a byte-order mark, which would otherwise hide the first column.
     let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
-    let mut rows = parse_delimited(text, delimiter)
-        .map(|row| row.map_err(|(line, message)| format_err(path, Some(line), message)));
-    let Some(header) = rows.next().transpose()? else {
-        return Err(format_err(path, Some(1), "empty file: expected a header"));
-    };
+    let (header, rows) = table(path, text, delimiter)?;
     let position = |name: &str| {
         header
-            .fields
             .iter()
             .position(|h| h.trim().eq_ignore_ascii_case(name.trim()))
             .ok_or_else(|| {
@@ -83,9 +78,8 @@ fn read_delimited(path: &Path, delimiter: u8, columns: &Columns<'_>) -> Result<V
                     path,
                     Some(1),
                     format!(
-                        "the header {:?} has no `{name}` column: name the right one with \
-                         `url_column`, `caption_column` or `label_column` in the stage's params",
-                        header.fields
+                        "the header {header:?} has no `{name}` column: name the right one with \
+                         `url_column`, `caption_column` or `label_column` in the stage's params"
                     ),
                 )
             })
@@ -96,27 +90,11 @@ fn read_delimited(path: &Path, delimiter: u8, columns: &Columns<'_>) -> Result<V
     let mut out = Vec::new();
     for row in rows {
         let row = row?;
-        if row.fields.len() == 1 && row.fields[0].trim().is_empty() {
-            continue; // blank line
-        }
-        let field = |col: usize| {
-            row.fields.get(col).cloned().ok_or_else(|| {
-                format_err(
-                    path,
-                    Some(row.line),
-                    format!(
-                        "expected {} fields as in the header, found {}",
-                        header.fields.len(),
-                        row.fields.len()
-                    ),
-                )
-            })
-        };
         out.push(UrlRow {
             line: row.line,
-            url: field(url_col)?.trim().to_string(),
-            caption: field(caption_col)?,
-            label: nonempty(label_col.map(field).transpose()?),
+            url: row.field(url_col)?.trim().to_string(),
+            caption: row.field(caption_col)?,
+            label: nonempty(label_col.map(|col| row.field(col)).transpose()?),
         });
     }
     Ok(out)

@@ -9,8 +9,8 @@ use serde::{Deserialize, Serialize};
 
 use super::text::{TextConfig, TextTransformer};
 use super::vit::{VisionConfig, VisionTransformer};
-use crate::layers::Linear;
-use crate::params::Params;
+use crate::ops::layers::Linear;
+use crate::param_store::ParamStore;
 
 /// Initial temperature 1/0.07, as in the paper.
 pub const LOGIT_SCALE_INIT: f64 = 2.659_260_036_932_778; // ln(1/0.07)
@@ -94,7 +94,7 @@ pub struct Clip {
 impl Clip {
     /// Parameters are named `vision.*`, `text.*`, `visual_projection.weight`,
     /// `text_projection.weight` and `logit_scale`.
-    pub fn new(p: &Params, cfg: &ClipConfig) -> Result<Self> {
+    pub fn new(p: &ParamStore, cfg: &ClipConfig) -> Result<Self> {
         let (vw, tw, e) = (cfg.vision.width, cfg.text.width, cfg.embed_dim);
         Ok(Self {
             vision: VisionTransformer::new(&p.pp("vision"), &cfg.vision)?,

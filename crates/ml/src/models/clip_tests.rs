@@ -5,10 +5,10 @@ use candle_core::{DType, Device, Result, Tensor};
 use super::clip::{Clip, ClipConfig};
 use super::text::TextConfig;
 use super::vit::VisionConfig;
-use crate::optim::{AdamW, AdamWConfig};
-use crate::params::Params;
+use crate::param_store::ParamStore;
 use crate::rng::Rng;
-use crate::train::train_step;
+use crate::train::optim::{AdamW, AdamWConfig};
+use crate::train::step::train_step;
 
 pub(crate) fn tiny_config() -> ClipConfig {
     ClipConfig {
@@ -57,7 +57,7 @@ pub(crate) fn random_pairs(
 #[test]
 fn encoders_give_unit_vectors_of_embed_dim() -> Result<()> {
     let cfg = tiny_config();
-    let model = Clip::new(&Params::new(0, &Device::Cpu), &cfg)?;
+    let model = Clip::new(&ParamStore::new(0, &Device::Cpu), &cfg)?;
     let (img, tok, len) = random_pairs(&cfg, 3, 1)?;
     for e in [model.encode_image(&img)?, model.encode_text(&tok, &len)?] {
         assert_eq!(e.dims(), [3, 16]);
@@ -72,7 +72,7 @@ fn every_parameter_gets_a_nonzero_gradient() -> Result<()> {
     // The guard CANDLE-NOTES asks for: an op without backward would leave some Var at zero.
     for composite in [false, true] {
         let cfg = tiny_config();
-        let params = Params::new(0, &Device::Cpu);
+        let params = ParamStore::new(0, &Device::Cpu);
         let model = Clip::new(&params, &cfg)?;
         let (img, tok, len) = random_pairs(&cfg, 4, 2)?;
         let run = || model.loss(&img, &tok, &len)?.backward();
@@ -99,7 +99,7 @@ fn every_parameter_gets_a_nonzero_gradient() -> Result<()> {
 fn fused_and_composite_ops_give_the_same_whole_model_gradients() -> Result<()> {
     // Each fused kernel is checked alone in ops_tests; this checks them wired together.
     let cfg = tiny_config();
-    let params = Params::new(4, &Device::Cpu);
+    let params = ParamStore::new(4, &Device::Cpu);
     let model = Clip::new(&params, &cfg)?;
     let (img, tok, len) = random_pairs(&cfg, 6, 5)?;
     let run = || model.loss(&img, &tok, &len)?.backward();
@@ -128,7 +128,7 @@ fn fused_and_composite_ops_give_the_same_whole_model_gradients() -> Result<()> {
 #[test]
 fn caption_embedding_ignores_padding_tokens() -> Result<()> {
     let cfg = tiny_config();
-    let model = Clip::new(&Params::new(0, &Device::Cpu), &cfg)?;
+    let model = Clip::new(&ParamStore::new(0, &Device::Cpu), &cfg)?;
     let (_, tok, _) = random_pairs(&cfg, 2, 3)?;
     let len = Tensor::new(&[3u32, 5], &Device::Cpu)?;
     let a = model.encode_text(&tok, &len)?;
@@ -149,7 +149,7 @@ fn config_round_trips_through_json_and_small_has_calibration_size() -> Result<()
     let cfg = ClipConfig::small(64);
     let json = serde_json::to_string(&cfg).unwrap();
     assert_eq!(serde_json::from_str::<ClipConfig>(&json).unwrap(), cfg);
-    let params = Params::new(0, &Device::Cpu);
+    let params = ParamStore::new(0, &Device::Cpu);
     Clip::new(&params, &cfg)?;
     // CALIBRATION.md: 1.44M parameters (its vocabulary is unknown; 64 tokens here).
     let n = params.num_params();
@@ -164,7 +164,7 @@ fn config_round_trips_through_json_and_small_has_calibration_size() -> Result<()
 #[test]
 fn loss_falls_on_a_tiny_problem() -> Result<()> {
     let cfg = tiny_config();
-    let params = Params::new(0, &Device::Cpu);
+    let params = ParamStore::new(0, &Device::Cpu);
     let model = Clip::new(&params, &cfg)?;
     let (img, tok, len) = random_pairs(&cfg, 16, 4)?;
     let adam = AdamWConfig {

@@ -20,7 +20,7 @@ use super::hf_vision_config::{Family, HfVisionConfig};
 use super::hf_weights::{CONFIG, fail, read_tensors, read_text, tensor_names};
 use super::pos_resize::resize_grid;
 use super::vit::VisionTransformer;
-use crate::params::Params;
+use crate::param_store::ParamStore;
 
 pub const PREPROCESSOR: &str = "preprocessor_config.json";
 
@@ -32,7 +32,7 @@ pub struct HfVision {
     /// The tower at the image size asked for, feature layer at its default.
     pub model: VisionTransformer,
     /// Every parameter, named `vision.*`.
-    pub params: Params,
+    pub params: ParamStore,
     pub family: Family,
     /// The checkpoint's own image size, when its position grid was resized for another.
     pub resized_from: Option<usize>,
@@ -103,7 +103,7 @@ pub fn load_hf_vision(dir: &Path, image_size: usize, device: &Device) -> Result<
         .iter()
         .map(|t| (t.hf.clone(), t.shape.clone()))
         .collect();
-    let params = Params::new(0, device);
+    let params = ParamStore::new(0, device);
     let vision = params.pp("vision");
     for (t, value) in tensors
         .iter()

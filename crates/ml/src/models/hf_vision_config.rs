@@ -9,7 +9,7 @@ use serde::Deserialize;
 
 use super::vit::{FeatureLayer, PixelNorm, VisionConfig, VitArch};
 use crate::data::image::{CLIP_MEAN, CLIP_STD};
-use crate::layers::Activation;
+use crate::ops::layers::Activation;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Family {

@@ -101,7 +101,7 @@ fn the_config_records_the_family_and_the_new_image_size() -> Result<()> {
     let norm = cfg.arch.pixel_norm.expect("SigLIP re-normalises");
     assert_eq!((norm.mean, norm.std), ([0.5; 3], [0.5; 3]));
     // Every parameter of the tower came from the file (the pooling head did not).
-    let fresh = Params::new(0, &Device::Cpu);
+    let fresh = ParamStore::new(0, &Device::Cpu);
     VisionTransformer::new(&fresh.pp("vision"), cfg)?;
     assert_eq!(siglip.params.num_params(), fresh.num_params());
     let clip = load_hf_vision(&case_dir("clip"), 32, &Device::Cpu)?;

@@ -3,8 +3,9 @@
 
 use candle_core::{DType, Result, Tensor};
 
-use super::qwen2::{Qwen2, masked_cross_entropy};
+use super::qwen2::Qwen2;
 use crate::data::chat::IGNORE;
+use crate::ops;
 
 /// Mean next-token cross-entropy from the final hidden states `(N, T, C)` and labels `(N, T)`
 /// (i64). Logits are computed only where a label is, which spares the vocabulary projection of
@@ -31,4 +32,18 @@ pub fn next_token_loss(lm: &Qwen2, hidden: &Tensor, labels: &Tensor) -> Result<T
     let targets = Tensor::from_vec(picked, (1, m), dev)?;
     let mask = Tensor::ones((1, m), DType::F32, dev)?;
     masked_cross_entropy(&logits, &targets, &mask)
+}
+
+/// Mean cross-entropy of `logits` `(N, T, V)` against `targets` `(N, T)` (u32) over positions
+/// where `mask` `(N, T)` is 1 (a masked loss: padding, prompt tokens). Differentiable.
+pub fn masked_cross_entropy(logits: &Tensor, targets: &Tensor, mask: &Tensor) -> Result<Tensor> {
+    let (n, t, v) = logits.dims3()?;
+    let nll = ops::cross_entropy(&logits.reshape((n * t, v))?, &targets.flatten_all()?)?
+        .reshape((n, t))?;
+    let count = mask.to_dtype(DType::F32)?.sum_all()?.to_scalar::<f32>()?;
+    let mask = mask.to_dtype(nll.dtype())?;
+    if count == 0.0 {
+        candle_core::bail!("masked_cross_entropy: the mask selects no position");
+    }
+    (nll * mask)?.sum_all()? / count as f64
 }

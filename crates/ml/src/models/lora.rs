@@ -5,7 +5,7 @@
 use candle_core::{Result, Tensor};
 use serde::{Deserialize, Serialize};
 
-use crate::params::Params;
+use crate::param_store::ParamStore;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -37,7 +37,7 @@ pub struct Lora {
 
 impl Lora {
     /// Adapters for a `(d_out, d_in)` weight, named `lora_A` and `lora_B` under `p`.
-    pub fn new(p: &Params, d_in: usize, d_out: usize, cfg: &LoraConfig) -> Result<Self> {
+    pub fn new(p: &ParamStore, d_in: usize, d_out: usize, cfg: &LoraConfig) -> Result<Self> {
         if cfg.rank == 0 {
             candle_core::bail!("lora: rank must be at least 1");
         }

@@ -15,6 +15,7 @@ pub mod text;
 pub mod transformer;
 pub mod vit;
 pub mod vlm;
+pub mod vlm_folder;
 
 #[cfg(test)]
 pub(crate) mod clip_tests;

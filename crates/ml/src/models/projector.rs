@@ -8,9 +8,9 @@
 use candle_core::{Result, Tensor};
 use serde::{Deserialize, Serialize};
 
-use crate::layers::{INIT_STD, LayerNorm, Linear};
 use crate::ops;
-use crate::params::Params;
+use crate::ops::layers::{INIT_STD, LayerNorm, Linear};
+use crate::param_store::ParamStore;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
@@ -44,7 +44,7 @@ impl Projector {
     /// Parameters under `p`: `fc1`, `fc2` or the resampler's named parts. `vision_width` is the
     /// ViT's width, `lm_width` the language model's hidden size.
     pub fn new(
-        p: &Params,
+        p: &ParamStore,
         cfg: &ProjectorConfig,
         vision_width: usize,
         lm_width: usize,
@@ -131,7 +131,7 @@ mod tests {
     #[test]
     fn shapes_of_both_projectors() -> Result<()> {
         let x = features(2, 16, 24)?;
-        let p = Params::new(0, &Device::Cpu);
+        let p = ParamStore::new(0, &Device::Cpu);
         let mlp = Projector::new(&p.pp("mlp"), &ProjectorConfig::Mlp, 24, 32)?;
         assert_eq!(mlp.output_tokens(16), 16);
         assert_eq!(mlp.forward(&x)?.dims(), &[2, 16, 32]);
@@ -147,7 +147,7 @@ mod tests {
 
     #[test]
     fn every_resampler_parameter_gets_a_gradient() -> Result<()> {
-        let p = Params::new(1, &Device::Cpu);
+        let p = ParamStore::new(1, &Device::Cpu);
         let cfg = ProjectorConfig::Resampler {
             queries: 3,
             heads: 2,

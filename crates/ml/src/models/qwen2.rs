@@ -15,14 +15,17 @@
 //! after it, and their logits are ignored by the loss. Left padding, which batched generation
 //! uses to line prompts of different lengths up at their ends, is given as a count per row: the
 //! pads are masked out as keys, and positions count from each row's first real token.
+//!
+//! A little over 500 lines, kept whole so that the decoder reads top to bottom; its config, its
+//! Hugging Face loader and its loss have files of their own beside it.
 
 use candle_core::{DType, Device, Result, Tensor};
 
 use super::lora::LoraConfig;
-use crate::layers::{INIT_STD, Linear};
-use crate::lm_ops::{Rotary, rms_norm, swiglu};
+use crate::ops::decoder::{Rotary, rms_norm, swiglu};
+use crate::ops::layers::{INIT_STD, Linear};
 use crate::ops::{self, MASKED, grouped_attention};
-use crate::params::Params;
+use crate::param_store::ParamStore;
 
 pub use super::qwen2_config::Qwen2Config;
 
@@ -33,7 +36,7 @@ struct RmsNorm {
 }
 
 impl RmsNorm {
-    fn new(p: &Params, dim: usize, eps: f64) -> Result<Self> {
+    fn new(p: &ParamStore, dim: usize, eps: f64) -> Result<Self> {
         Ok(Self {
             weight: p.ones("weight", dim)?,
             eps,
@@ -62,7 +65,7 @@ struct Attention {
 }
 
 impl Attention {
-    fn new(p: &Params, cfg: &Qwen2Config) -> Result<Self> {
+    fn new(p: &ParamStore, cfg: &Qwen2Config) -> Result<Self> {
         let (c, kv) = (cfg.hidden_size, cfg.num_key_value_heads * cfg.head_dim());
         let out_std = residual_std(c, cfg);
         Ok(Self {
@@ -107,7 +110,7 @@ struct Mlp {
 }
 
 impl Mlp {
-    fn new(p: &Params, cfg: &Qwen2Config) -> Result<Self> {
+    fn new(p: &ParamStore, cfg: &Qwen2Config) -> Result<Self> {
         let (c, h) = (cfg.hidden_size, cfg.intermediate_size);
         let out_std = residual_std(h, cfg);
         Ok(Self {
@@ -180,7 +183,7 @@ impl DecoderLayer {
         }
     }
 
-    fn new(p: &Params, cfg: &Qwen2Config) -> Result<Self> {
+    fn new(p: &ParamStore, cfg: &Qwen2Config) -> Result<Self> {
         let (c, eps) = (cfg.hidden_size, cfg.rms_norm_eps);
         Ok(Self {
             input_layernorm: RmsNorm::new(&p.pp("input_layernorm"), c, eps)?,
@@ -247,7 +250,7 @@ impl Qwen2 {
     /// Builds the model from `p`: parameters already there (a loaded checkpoint) are used,
     /// missing ones are created at random (normal weights at 1/√fan_in, 1/√(2·layers) smaller on
     /// the residual projections, embeddings at 0.02, zero biases, unit norms).
-    pub fn new(p: &Params, cfg: &Qwen2Config) -> Result<Self> {
+    pub fn new(p: &ParamStore, cfg: &Qwen2Config) -> Result<Self> {
         cfg.validate().map_err(candle_core::Error::Msg)?;
         let (v, c) = (cfg.vocab_size, cfg.hidden_size);
         let m = p.pp("model");
@@ -274,7 +277,7 @@ impl Qwen2 {
 
     /// Add LoRA adapters to every decoder layer's linear layers named in `cfg.targets`
     /// (parameters `model.layers.N.<…>.lora_A` / `lora_B` in `p`).
-    pub fn attach_lora(&mut self, p: &Params, cfg: &LoraConfig) -> Result<()> {
+    pub fn attach_lora(&mut self, p: &ParamStore, cfg: &LoraConfig) -> Result<()> {
         if let Some(bad) = cfg.targets.iter().find(|t| !LINEARS.contains(&t.as_str())) {
             candle_core::bail!(
                 "lora: unknown target `{bad}`: expected some of {}",
@@ -501,20 +504,6 @@ fn attention_mask(
         })
         .collect();
     Ok(Some(Tensor::from_vec(m, (rows.len(), 1, t, s), dev)?))
-}
-
-/// Mean cross-entropy of `logits` `(N, T, V)` against `targets` `(N, T)` (u32) over positions
-/// where `mask` `(N, T)` is 1 (a masked loss: padding, prompt tokens). Differentiable.
-pub fn masked_cross_entropy(logits: &Tensor, targets: &Tensor, mask: &Tensor) -> Result<Tensor> {
-    let (n, t, v) = logits.dims3()?;
-    let nll = ops::cross_entropy(&logits.reshape((n * t, v))?, &targets.flatten_all()?)?
-        .reshape((n, t))?;
-    let count = mask.to_dtype(DType::F32)?.sum_all()?.to_scalar::<f32>()?;
-    let mask = mask.to_dtype(nll.dtype())?;
-    if count == 0.0 {
-        candle_core::bail!("masked_cross_entropy: the mask selects no position");
-    }
-    (nll * mask)?.sum_all()? / count as f64
 }
 
 #[cfg(test)]

@@ -13,7 +13,7 @@ use candle_core::{Device, Result, Tensor};
 pub use super::hf_weights::{CONFIG, INDEX, WEIGHTS};
 use super::hf_weights::{fail, read_tensors, read_text, weight_files};
 use super::qwen2::{Qwen2, Qwen2Config};
-use crate::params::Params;
+use crate::param_store::ParamStore;
 
 pub const TOKENIZER: &str = "tokenizer.json";
 
@@ -21,7 +21,7 @@ pub const TOKENIZER: &str = "tokenizer.json";
 pub struct HfModel {
     pub model: Qwen2,
     /// Every parameter, named as on disk (what an optimizer or `save_hf_folder` is given).
-    pub params: Params,
+    pub params: ParamStore,
     /// `tokenizer.json`, when the folder has one.
     pub tokenizer: Option<PathBuf>,
     /// The Jinja chat template: `chat_template.jinja`, or `tokenizer_config.json`'s `chat_template`.
@@ -36,7 +36,7 @@ pub fn load_hf_folder(dir: &Path, device: &Device) -> Result<HfModel> {
     let cfg = Qwen2Config::from_json(&read_text(&config_path, "the model config")?)
         .map_err(|e| fail(&config_path, e))?;
     let wanted = cfg.tensor_shapes();
-    let params = Params::new(0, device);
+    let params = ParamStore::new(0, device);
     for ((name, _), t) in wanted
         .iter()
         .zip(read_tensors(dir, &wanted, device, "Qwen2")?)

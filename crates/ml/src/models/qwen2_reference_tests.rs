@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use candle_core::{DType, Device, IndexOp, Result, Tensor};
 
 use super::qwen2_load::load_hf_folder;
-use crate::generate::{Prompt, SamplingConfig, generate, generate_uncached};
+use crate::infer::generate::{Prompt, SamplingConfig, generate, generate_uncached};
 use crate::ops::with_composite;
 
 const TOL: f32 = 1e-4;

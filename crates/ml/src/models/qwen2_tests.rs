@@ -3,11 +3,12 @@
 use candle_core::{DType, Device, IndexOp, Result, Tensor};
 
 use super::*;
+use crate::models::lm_loss::masked_cross_entropy;
 use crate::ops::tests::max_abs_diff;
 use crate::ops::with_composite;
-use crate::optim::{AdamW, AdamWConfig};
 use crate::rng::Rng;
-use crate::train::train_step;
+use crate::train::optim::{AdamW, AdamWConfig};
+use crate::train::step::train_step;
 
 /// 2 layers, 32 wide, 4 query heads sharing 2 key/value heads.
 pub(crate) fn tiny_config(tied: bool) -> Qwen2Config {
@@ -29,8 +30,8 @@ pub(crate) fn tiny_config(tied: bool) -> Qwen2Config {
 
 /// A model whose weights are drawn at a scale that gives logits of order 1 (the training init,
 /// std 0.02, gives nearly uniform predictions, which would hide most mistakes).
-pub(crate) fn lively_model(cfg: &Qwen2Config, seed: u64) -> Result<(Params, Qwen2)> {
-    let params = Params::new(seed, &Device::Cpu);
+pub(crate) fn lively_model(cfg: &Qwen2Config, seed: u64) -> Result<(ParamStore, Qwen2)> {
+    let params = ParamStore::new(seed, &Device::Cpu);
     let model = Qwen2::new(&params, cfg)?;
     let mut rng = Rng::new(seed);
     for (name, var) in params.vars() {
@@ -103,7 +104,7 @@ fn configs_this_code_would_compute_differently_are_refused() {
 fn parameters_have_hf_names_and_small_has_calibration_size() -> Result<()> {
     for tied in [false, true] {
         let cfg = tiny_config(tied);
-        let params = Params::new(0, &Device::Cpu);
+        let params = ParamStore::new(0, &Device::Cpu);
         let model = Qwen2::new(&params, &cfg)?;
         let want = cfg.tensor_shapes();
         let from_params: Vec<_> = params
@@ -120,7 +121,7 @@ fn parameters_have_hf_names_and_small_has_calibration_size() -> Result<()> {
         assert_eq!(from_model, want);
         assert_eq!(want.iter().any(|(k, _)| k == "lm_head.weight"), !tied);
     }
-    let params = Params::new(0, &Device::Cpu);
+    let params = ParamStore::new(0, &Device::Cpu);
     Qwen2::new(&params, &Qwen2Config::small(512))?;
     let n = params.num_params();
     assert!((500_000..600_000).contains(&n), "{n} parameters");
@@ -132,7 +133,7 @@ fn every_parameter_gets_a_nonzero_gradient_and_a_step_changes_it() -> Result<()>
     // The guard CANDLE-NOTES asks for: an op without backward would leave some Var untouched.
     for (tied, composite) in [(false, false), (true, false), (false, true)] {
         let cfg = tiny_config(tied);
-        let params = Params::new(0, &Device::Cpu);
+        let params = ParamStore::new(0, &Device::Cpu);
         let model = Qwen2::new(&params, &cfg)?;
         let mut rng = Rng::new(2);
         let ids = random_ids(&mut rng, 3, 7, cfg.vocab_size)?;
@@ -250,7 +251,7 @@ fn kv_cache_steps_give_the_full_forward_logits() -> Result<()> {
 #[test]
 fn bad_inputs_are_errors_not_panics() -> Result<()> {
     let cfg = tiny_config(true);
-    let model = Qwen2::new(&Params::new(0, &Device::Cpu), &cfg)?;
+    let model = Qwen2::new(&ParamStore::new(0, &Device::Cpu), &cfg)?;
     let dev = Device::Cpu;
     let err = model
         .forward_ids(&Tensor::new(&[[1u32, 40]], &dev)?, None)
@@ -280,7 +281,7 @@ fn bad_inputs_are_errors_not_panics() -> Result<()> {
     );
     let mut bad = cfg.clone();
     bad.num_key_value_heads = 3;
-    assert!(Qwen2::new(&Params::new(0, &dev), &bad).is_err());
+    assert!(Qwen2::new(&ParamStore::new(0, &dev), &bad).is_err());
     Ok(())
 }
 
@@ -302,7 +303,7 @@ fn masked_cross_entropy_counts_only_the_masked_positions() -> Result<()> {
 #[test]
 fn loss_falls_when_memorising_a_few_sequences() -> Result<()> {
     let cfg = tiny_config(true);
-    let params = Params::new(0, &Device::Cpu);
+    let params = ParamStore::new(0, &Device::Cpu);
     let model = Qwen2::new(&params, &cfg)?;
     let seq = random_ids(&mut Rng::new(12), 4, 9, cfg.vocab_size)?;
     let (inputs, targets) = (seq.narrow(1, 0, 8)?, seq.narrow(1, 1, 8)?);

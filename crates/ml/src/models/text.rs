@@ -10,9 +10,9 @@ use candle_core::{DType, Result, Tensor};
 use serde::{Deserialize, Serialize};
 
 use super::transformer::{BlockOptions, Transformer};
-use crate::layers::{INIT_STD, LayerNorm};
 use crate::ops;
-use crate::params::Params;
+use crate::ops::layers::{INIT_STD, LayerNorm};
+use crate::param_store::ParamStore;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TextConfig {
@@ -33,7 +33,7 @@ pub struct TextTransformer {
 }
 
 impl TextTransformer {
-    pub fn new(p: &Params, cfg: &TextConfig) -> Result<Self> {
+    pub fn new(p: &ParamStore, cfg: &TextConfig) -> Result<Self> {
         Ok(Self {
             token_embedding: p.normal("token_embedding", (cfg.vocab_size, cfg.width), INIT_STD)?,
             position_embedding: p.normal("position_embedding", (cfg.max_len, cfg.width), 0.01)?,

@@ -5,9 +5,9 @@
 
 use candle_core::{Result, Tensor};
 
-use crate::layers::{Activation, LN_EPS, LayerNorm, Linear};
 use crate::ops;
-use crate::params::Params;
+use crate::ops::layers::{Activation, LN_EPS, LayerNorm, Linear};
+use crate::param_store::ParamStore;
 
 /// What a block is made of besides its width and heads. This project's towers use
 /// [`BlockOptions::standard`]; a pretrained Hugging Face ViT brings its own.
@@ -43,7 +43,7 @@ pub struct SelfAttention {
 impl SelfAttention {
     /// `layers` scales the output projection's init by 1/√(2·layers) (GPT-2, CLIP), so the
     /// residual stream's variance does not grow with depth.
-    pub fn new(p: &Params, width: usize, heads: usize, layers: usize) -> Result<Self> {
+    pub fn new(p: &ParamStore, width: usize, heads: usize, layers: usize) -> Result<Self> {
         if heads == 0 || !width.is_multiple_of(heads) {
             candle_core::bail!("attention: width {width} is not divisible by {heads} heads");
         }
@@ -76,7 +76,7 @@ pub struct Mlp {
 
 impl Mlp {
     pub fn new(
-        p: &Params,
+        p: &ParamStore,
         width: usize,
         hidden: usize,
         layers: usize,
@@ -106,7 +106,7 @@ pub struct Block {
 
 impl Block {
     pub fn new(
-        p: &Params,
+        p: &ParamStore,
         width: usize,
         heads: usize,
         layers: usize,
@@ -134,7 +134,7 @@ pub struct Transformer {
 
 impl Transformer {
     pub fn new(
-        p: &Params,
+        p: &ParamStore,
         width: usize,
         layers: usize,
         heads: usize,

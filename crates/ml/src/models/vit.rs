@@ -14,9 +14,9 @@ use serde::{Deserialize, Serialize};
 
 use super::transformer::{BlockOptions, Transformer};
 use crate::data::image::{CLIP_MEAN, CLIP_STD};
-use crate::layers::{Activation, INIT_STD, LN_EPS, LayerNorm, Linear};
 use crate::ops;
-use crate::params::Params;
+use crate::ops::layers::{Activation, INIT_STD, LN_EPS, LayerNorm, Linear};
+use crate::param_store::ParamStore;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct VisionConfig {
@@ -184,7 +184,7 @@ pub struct VisionTransformer {
 }
 
 impl VisionTransformer {
-    pub fn new(p: &Params, cfg: &VisionConfig) -> Result<Self> {
+    pub fn new(p: &ParamStore, cfg: &VisionConfig) -> Result<Self> {
         if cfg.patch_size == 0 || !cfg.image_size.is_multiple_of(cfg.patch_size) {
             candle_core::bail!(
                 "vit: image size {} is not a multiple of patch size {}",

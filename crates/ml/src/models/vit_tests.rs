@@ -96,7 +96,7 @@ fn features_are_the_patch_tokens_of_the_chosen_layer() -> Result<()> {
         post_norm: false,
     };
     for (arch, cls) in [(clip_arch(), 1), (siglip_arch(), 0)] {
-        let p = Params::new(3, &Device::Cpu);
+        let p = ParamStore::new(3, &Device::Cpu);
         let vit = VisionTransformer::new(&p, &config(arch.clone(), penultimate))?;
         let f = vit.features(&x)?;
         assert_eq!(f.dims(), &[2, 4, 16]);
@@ -126,7 +126,7 @@ fn a_pixel_norm_tower_sees_what_its_checkpoint_was_trained_on() -> Result<()> {
         })
         .collect();
     let siglip = Tensor::from_vec(siglip, x.shape(), &Device::Cpu)?;
-    let p = Params::new(4, &Device::Cpu);
+    let p = ParamStore::new(4, &Device::Cpu);
     let with = VisionTransformer::new(&p, &config(siglip_arch(), FeatureLayer::default()))?;
     let plain = VitArch {
         pixel_norm: None,
@@ -141,7 +141,7 @@ fn a_pixel_norm_tower_sees_what_its_checkpoint_was_trained_on() -> Result<()> {
 #[test]
 fn every_parameter_of_the_hugging_face_variants_gets_a_gradient() -> Result<()> {
     for arch in [clip_arch(), siglip_arch()] {
-        let p = Params::new(5, &Device::Cpu);
+        let p = ParamStore::new(5, &Device::Cpu);
         let vit = VisionTransformer::new(&p, &config(arch, FeatureLayer::default()))?;
         let grads = vit.features(&images(2, 6)?)?.sqr()?.sum_all()?.backward()?;
         for (name, var) in p.vars() {
@@ -156,7 +156,7 @@ fn every_parameter_of_the_hugging_face_variants_gets_a_gradient() -> Result<()> 
 
 #[test]
 fn a_tower_without_a_cls_token_cannot_pool() -> Result<()> {
-    let p = Params::new(7, &Device::Cpu);
+    let p = ParamStore::new(7, &Device::Cpu);
     let vit = VisionTransformer::new(&p, &config(siglip_arch(), FeatureLayer::default()))?;
     let err = vit.forward(&images(1, 8)?).unwrap_err().to_string();
     assert!(err.contains("no CLS token"), "{err}");

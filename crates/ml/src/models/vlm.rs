@@ -15,7 +15,7 @@ use super::projector::{Projector, ProjectorConfig};
 use super::qwen2::Qwen2;
 use super::qwen2_config::Qwen2Config;
 use super::vit::{VisionConfig, VisionTransformer};
-use crate::params::Params;
+use crate::param_store::ParamStore;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct VlmConfig {
@@ -59,7 +59,7 @@ pub struct Vlm {
 }
 
 impl Vlm {
-    pub fn new(p: &Params, cfg: &VlmConfig) -> Result<Self> {
+    pub fn new(p: &ParamStore, cfg: &VlmConfig) -> Result<Self> {
         let mut lm = Qwen2::new(p, &cfg.lm)?;
         if let Some(lora) = &cfg.lora {
             lm.attach_lora(p, lora)?;
@@ -79,14 +79,14 @@ impl Vlm {
 
     /// The same model with its LoRA updates folded into the weights and no adapters (itself, in
     /// a new store, when it has none): what is exported.
-    pub fn merged(&self, params: &Params) -> Result<(Params, Vlm)> {
+    pub fn merged(&self, params: &ParamStore) -> Result<(ParamStore, Vlm)> {
         let merged: std::collections::BTreeMap<String, Tensor> =
             self.lm.merged_lora_weights()?.into_iter().collect();
         let cfg = VlmConfig {
             lora: None,
             ..self.cfg.clone()
         };
-        let out = Params::new(0, params.device());
+        let out = ParamStore::new(0, params.device());
         let model = Vlm::new(&out, &cfg)?;
         let source: std::collections::BTreeMap<String, candle_core::Var> =
             params.vars().into_iter().collect();

@@ -3,8 +3,8 @@ use candle_core::{D, DType, Device, Result, Tensor};
 use super::*;
 use crate::data::chat::IGNORE;
 use crate::models::lora::LoraConfig;
-use crate::optim::{AdamW, AdamWConfig};
-use crate::train::train_step;
+use crate::train::optim::{AdamW, AdamWConfig};
+use crate::train::step::train_step;
 
 /// A VLM small enough for unit tests (vocabulary 40).
 pub(crate) fn tiny() -> VlmConfig {
@@ -53,7 +53,7 @@ fn batch() -> Result<(Tensor, Tensor, Tensor)> {
 
 #[test]
 fn image_embeddings_replace_the_placeholders_only() -> Result<()> {
-    let p = Params::new(0, &Device::Cpu);
+    let p = ParamStore::new(0, &Device::Cpu);
     let vlm = Vlm::new(&p, &tiny())?;
     let (images, ids, _) = batch()?;
     let spliced = vlm.embed(&ids, Some((&images, 2)))?;
@@ -79,7 +79,7 @@ fn image_embeddings_replace_the_placeholders_only() -> Result<()> {
 
 #[test]
 fn the_loss_scores_only_labelled_positions_against_the_next_token() -> Result<()> {
-    let p = Params::new(1, &Device::Cpu);
+    let p = ParamStore::new(1, &Device::Cpu);
     let vlm = Vlm::new(&p, &tiny())?;
     let (images, ids, labels) = batch()?;
     let loss = vlm
@@ -119,7 +119,7 @@ fn softmax_ref(x: &Tensor) -> Result<Tensor> {
 
 #[test]
 fn a_step_with_the_lm_frozen_trains_the_rest_and_leaves_the_lm_alone() -> Result<()> {
-    let p = Params::new(2, &Device::Cpu).with_frozen(is_lm);
+    let p = ParamStore::new(2, &Device::Cpu).with_frozen(is_lm);
     let vlm = Vlm::new(&p, &tiny())?;
     let (images, ids, labels) = batch()?;
     let before: Vec<(String, Tensor)> = p
@@ -169,7 +169,7 @@ fn a_merged_lora_model_computes_what_the_adapted_one_does() -> Result<()> {
         }),
         ..tiny()
     };
-    let p = Params::new(3, &Device::Cpu);
+    let p = ParamStore::new(3, &Device::Cpu);
     let vlm = Vlm::new(&p, &cfg)?;
     // B starts at zero (the adapted model equals the base); give it values so merging matters.
     for (name, var) in p.vars() {
@@ -195,7 +195,7 @@ fn a_merged_lora_model_computes_what_the_adapted_one_does() -> Result<()> {
     let diff = (adapted - folded)?.abs()?.max_all()?.to_scalar::<f32>()?;
     assert!(diff < 1e-4, "merged and adapted logits differ by {diff}");
 
-    let base = Vlm::new(&Params::new(3, &Device::Cpu), &tiny())?;
+    let base = Vlm::new(&ParamStore::new(3, &Device::Cpu), &tiny())?;
     let plain = base
         .lm
         .forward_embeds(&base.embed(&ids, Some((&images, 2)))?, None)?;

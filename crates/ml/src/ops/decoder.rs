@@ -2,25 +2,26 @@
 //! embeddings and the SwiGLU gate (grouped-query attention is `ops::grouped_attention`).
 //!
 //! Like `ops`, each has a composite form built from candle primitives with a working backward
-//! (candle-nn's `rms_norm` and `rope` have none: CANDLE-NOTES.md) and, for f32 CPU tensors, a
-//! fused kernel from `fused_lm.rs`; `ops::with_composite` switches the fused ones off.
+//! (candle-nn's `rms_norm` and `rope` have none: CANDLE-NOTES.md) and a kernel from `kernels`,
+//! chosen by `ops::backend`.
 
 use std::sync::Arc;
 
 use candle_core::{D, Device, Result, Tensor};
 
-use super::fused_lm;
-use super::ops::fused_ok;
+use super::backend::{Backend, backend};
+use crate::kernels::cpu;
 
 // ---------------------------------------------------------------- RMSNorm
 
 /// `x / sqrt(mean(x²) + eps) · w` over the last dim.
 pub fn rms_norm(x: &Tensor, w: &Tensor, eps: f64) -> Result<Tensor> {
-    if fused_ok(x) {
-        let op = fused_lm::RmsNorm { eps: eps as f32 };
-        x.contiguous()?.apply_op2(&w.contiguous()?, op)
-    } else {
-        rms_norm_composite(x, w, eps)
+    match backend(x) {
+        Backend::Cpu => {
+            let op = cpu::norm::RmsNorm { eps: eps as f32 };
+            x.contiguous()?.apply_op2(&w.contiguous()?, op)
+        }
+        Backend::Composite => rms_norm_composite(x, w, eps),
     }
 }
 
@@ -33,11 +34,12 @@ pub fn rms_norm_composite(x: &Tensor, w: &Tensor, eps: f64) -> Result<Tensor> {
 
 /// `silu(gate) · up`.
 pub fn swiglu(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
-    if fused_ok(gate) && gate.shape() == up.shape() {
-        gate.contiguous()?
-            .apply_op2(&up.contiguous()?, fused_lm::SwiGlu)
-    } else {
-        gate.silu()? * up
+    match backend(gate) {
+        // The kernel takes no broadcast.
+        Backend::Cpu if gate.shape() == up.shape() => gate
+            .contiguous()?
+            .apply_op2(&up.contiguous()?, cpu::activation::SwiGlu),
+        _ => gate.silu()? * up,
     }
 }
 
@@ -107,15 +109,16 @@ impl Rotary {
                 self.t
             );
         }
-        if fused_ok(x) {
-            let op = fused_lm::Rope {
-                cos: self.cos.clone(),
-                sin: self.sin.clone(),
-                head_dim: self.head_dim,
-            };
-            x.contiguous()?.apply_op1(op)
-        } else {
-            self.apply_composite(x)
+        match backend(x) {
+            Backend::Cpu => {
+                let op = cpu::rope::Rope {
+                    cos: self.cos.clone(),
+                    sin: self.sin.clone(),
+                    head_dim: self.head_dim,
+                };
+                x.contiguous()?.apply_op1(op)
+            }
+            Backend::Composite => self.apply_composite(x),
         }
     }
 
@@ -135,5 +138,5 @@ impl Rotary {
 }
 
 #[cfg(test)]
-#[path = "lm_ops_tests.rs"]
+#[path = "decoder_tests.rs"]
 mod tests;

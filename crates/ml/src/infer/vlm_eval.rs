@@ -7,20 +7,16 @@ use std::path::Path;
 use candle_core::{Device, Result, Tensor};
 use serde::Serialize;
 
-use super::data::batch::batches;
-use super::data::captions::CaptionRecord;
-use super::data::chat::ChatTemplate;
-use super::data::conversations::Sequences;
-use super::data::image::normalize_into;
-use super::data::shards::ShardSet;
-use super::data::tokenizer::Tokenizer;
 use super::generate::{Prompt, SamplingConfig, generate};
-use super::models::vlm::Vlm;
-use super::vlm_train::VlmBatch;
-
-fn data_err(e: super::data::DataError) -> candle_core::Error {
-    candle_core::Error::Msg(e.to_string())
-}
+use crate::data::batch::batches;
+use crate::data::captions::CaptionRecord;
+use crate::data::chat::ChatTemplate;
+use crate::data::conversations::Sequences;
+use crate::data::image::normalize_into;
+use crate::data::shards::ShardSet;
+use crate::data::tokenizer::Tokenizer;
+use crate::models::vlm::Vlm;
+use crate::train::vlm::VlmBatch;
 
 /// Mean loss over the split in `dir` (its shards and `sequences`), in batches of `batch_size`.
 pub fn mean_loss(
@@ -31,10 +27,10 @@ pub fn mean_loss(
     batch_size: usize,
     device: &Device,
 ) -> Result<f64> {
-    let set = ShardSet::open(dir).map_err(data_err)?;
+    let set = ShardSet::open(dir)?;
     let (mut weighted, mut rows) = (0.0, 0usize);
     for batch in batches(set.iter(), set.spec(), batch_size.max(1), false) {
-        let batch = batch.map_err(data_err)?;
+        let batch = batch?;
         let image_size = model.cfg.vision.image_size;
         if let Some(b) = VlmBatch::new(&batch, sequences, image_size, pad_id, device)? {
             weighted += b.loss(model, 0, 1)?.to_scalar::<f32>()? as f64 * b.rows() as f64;
@@ -84,13 +80,13 @@ pub fn exact_match(
     batch_size: usize,
     device: &Device,
 ) -> Result<ExactMatch> {
-    let set = ShardSet::open(dir).map_err(data_err)?;
+    let set = ShardSet::open(dir)?;
     let image_size = model.cfg.vision.image_size;
     let image_len = 3 * image_size * image_size;
     // Questions grouped by their text: one prompt, many images, one batch.
     let mut by_question: BTreeMap<&str, Vec<Asked>> = BTreeMap::new();
     for record in set.iter().take(max_images) {
-        let record = record.map_err(data_err)?;
+        let record = record?;
         let Some(caption) = records.get(record.index as usize) else {
             candle_core::bail!(
                 "{}: the captions list has fewer records than the shards",
@@ -119,9 +115,7 @@ pub fn exact_match(
     let mut per_kind: BTreeMap<String, (usize, usize)> = BTreeMap::new();
     let (mut wrong, mut right) = (Vec::new(), Vec::new());
     for (question, asked) in &by_question {
-        let prompt = template
-            .prompt(tokenizer, &[], question, true)
-            .map_err(data_err)?;
+        let prompt = template.prompt(tokenizer, &[], question, true)?;
         let at = prompt.image_at.expect("the prompt has an image");
         for chunk in asked.chunks(batch_size.max(1)) {
             let n = chunk.len();
@@ -137,7 +131,7 @@ pub fn exact_match(
             let out = generate(&model.lm, Prompt::Embeds(&rows), &sampling, |_, _| {})?;
             for (asked, tokens) in chunk.iter().zip(&out.tokens) {
                 let (expected, kind) = (asked.answer, asked.kind);
-                let answer = tokenizer.decode(tokens).map_err(data_err)?;
+                let answer = tokenizer.decode(tokens)?;
                 let ok = normalize_answer(&answer) == normalize_answer(expected);
                 let entry = per_kind.entry(kind.to_string()).or_default();
                 entry.0 += usize::from(ok);

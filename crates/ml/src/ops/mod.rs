@@ -1,32 +1,23 @@
-//! Differentiable building blocks that are safe for training.
+//! The differentiable ops models are written in, safe for training.
 //!
 //! Each op has a composite form built only from candle primitives whose backward is known to work
 //! (CANDLE-NOTES.md: candle-nn's fused `layer_norm`, `softmax_last_dim`, `rms_norm` and `sdpa`
-//! silently drop gradients), and, where it pays on CPU, a fused form from `fused.rs` with an
-//! analytic backward. The public functions pick the fused form for f32 CPU tensors unless
-//! `with_composite` asks otherwise; tests check both forms agree.
-
-use std::cell::Cell;
+//! silently drop gradients), and, where it pays, a kernel from `kernels` with an analytic
+//! backward. `backend` alone decides which one runs; tests check both forms agree.
+//!
+//! Here: the ops every model uses. `decoder`: what a Llama/Qwen2 decoder adds. `layers`: the
+//! parameterised layers over them that model files are assembled from.
 
 use candle_core::{D, DType, Device, Result, Tensor};
 
-use super::fused;
+use crate::kernels::cpu;
 
-thread_local! {
-    static USE_FUSED: Cell<bool> = const { Cell::new(true) };
-}
+pub mod backend;
+pub mod decoder;
+pub mod layers;
 
-/// Runs `f` with the fused kernels switched off on this thread (for tests and benches).
-pub fn with_composite<R>(f: impl FnOnce() -> R) -> R {
-    let before = USE_FUSED.with(|c| c.replace(false));
-    let out = f();
-    USE_FUSED.with(|c| c.set(before));
-    out
-}
-
-pub(crate) fn fused_ok(x: &Tensor) -> bool {
-    USE_FUSED.with(|c| c.get()) && x.device().is_cpu() && x.dtype() == DType::F32
-}
+pub use backend::with_composite;
+use backend::{Backend, backend};
 
 /// A mask value that zeroes a softmax weight without the NaNs `-inf` brings to fully-masked rows.
 pub const MASKED: f32 = -1e9;
@@ -34,12 +25,13 @@ pub const MASKED: f32 = -1e9;
 // ---------------------------------------------------------------- LayerNorm
 
 pub fn layer_norm(x: &Tensor, w: &Tensor, b: &Tensor, eps: f64) -> Result<Tensor> {
-    if fused_ok(x) {
-        let op = fused::LayerNorm { eps: eps as f32 };
-        x.contiguous()?
-            .apply_op3(&w.contiguous()?, &b.contiguous()?, op)
-    } else {
-        layer_norm_composite(x, w, b, eps)
+    match backend(x) {
+        Backend::Cpu => {
+            let op = cpu::norm::LayerNorm { eps: eps as f32 };
+            x.contiguous()?
+                .apply_op3(&w.contiguous()?, &b.contiguous()?, op)
+        }
+        Backend::Composite => layer_norm_composite(x, w, b, eps),
     }
 }
 
@@ -55,10 +47,9 @@ pub fn layer_norm_composite(x: &Tensor, w: &Tensor, b: &Tensor, eps: f64) -> Res
 
 /// Softmax over the last dim.
 pub fn softmax(x: &Tensor) -> Result<Tensor> {
-    if fused_ok(x) {
-        x.contiguous()?.apply_op1(fused::Softmax)
-    } else {
-        softmax_composite(x)
+    match backend(x) {
+        Backend::Cpu => x.contiguous()?.apply_op1(cpu::softmax::Softmax),
+        Backend::Composite => softmax_composite(x),
     }
 }
 
@@ -74,12 +65,13 @@ pub fn softmax_composite(x: &Tensor) -> Result<Tensor> {
 /// Per-row cross-entropy of logits `(M, V)` against class indices `targets` `(M)` (any integer
 /// dtype): `logsumexp(x[r]) − x[r, targets[r]]`, shape `(M)`.
 pub fn cross_entropy(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
-    if fused_ok(logits) {
-        let targets = targets.to_dtype(DType::U32)?.to_vec1::<u32>()?;
-        let op = super::fused_loss::CrossEntropy { targets };
-        logits.contiguous()?.apply_op1(op)
-    } else {
-        cross_entropy_composite(logits, targets)
+    match backend(logits) {
+        Backend::Cpu => {
+            let targets = targets.to_dtype(DType::U32)?.to_vec1::<u32>()?;
+            let op = cpu::cross_entropy::CrossEntropy { targets };
+            logits.contiguous()?.apply_op1(op)
+        }
+        Backend::Composite => cross_entropy_composite(logits, targets),
     }
 }
 
@@ -97,19 +89,17 @@ pub fn cross_entropy_composite(logits: &Tensor, targets: &Tensor) -> Result<Tens
 /// GELU with the tanh approximation (PyTorch `approximate="tanh"`, candle `Tensor::gelu`): its
 /// backward needs no `erf`, which CANDLE-NOTES measured at 11% of a step on CPU.
 pub fn gelu(x: &Tensor) -> Result<Tensor> {
-    if fused_ok(x) {
-        x.contiguous()?.apply_op1(fused::Gelu)
-    } else {
-        x.gelu()
+    match backend(x) {
+        Backend::Cpu => x.contiguous()?.apply_op1(cpu::activation::Gelu),
+        Backend::Composite => x.gelu(),
     }
 }
 
 /// QuickGELU, `x·σ(1.702·x)` (OpenAI CLIP's `quick_gelu`).
 pub fn quick_gelu(x: &Tensor) -> Result<Tensor> {
-    if fused_ok(x) {
-        x.contiguous()?.apply_op1(fused::QuickGelu)
-    } else {
-        quick_gelu_composite(x)
+    match backend(x) {
+        Backend::Cpu => x.contiguous()?.apply_op1(cpu::activation::QuickGelu),
+        Backend::Composite => quick_gelu_composite(x),
     }
 }
 
@@ -121,17 +111,18 @@ pub fn quick_gelu_composite(x: &Tensor) -> Result<Tensor> {
 
 /// `x + b` with `b` broadcast over the leading dims of `x` (`b`'s shape = `x`'s trailing dims).
 pub fn bias_add(x: &Tensor, b: &Tensor) -> Result<Tensor> {
-    if fused_ok(x) {
-        x.contiguous()?.apply_op2(&b.contiguous()?, fused::BiasAdd)
-    } else {
-        x.broadcast_add(b)
+    match backend(x) {
+        Backend::Cpu => x
+            .contiguous()?
+            .apply_op2(&b.contiguous()?, cpu::bias_add::BiasAdd),
+        Backend::Composite => x.broadcast_add(b),
     }
 }
 
 /// `x @ wᵀ + b` for `x` of shape `(.., in)` and `w` of shape `(out, in)` (PyTorch layout).
 ///
 /// The leading dims are folded into one so that a single 2-D matmul runs, and the weight gradient
-/// is one GEMM rather than a batch of them summed afterwards. Fused on CPU (`fused_linear.rs`).
+/// is one GEMM rather than a batch of them summed afterwards. A kernel on CPU (`kernels/cpu/linear.rs`).
 pub fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
     let dims = x.dims().to_vec();
     let Some((inner, lead)) = dims.split_last() else {
@@ -139,17 +130,20 @@ pub fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
     };
     let rows: usize = lead.iter().product();
     let x = x.reshape((rows, *inner))?;
-    let y = if fused_ok(&x) {
-        let (x, w) = (x.contiguous()?, w.contiguous()?);
-        match b {
-            Some(b) => x.apply_op3(&w, &b.contiguous()?, super::fused_linear::Linear)?,
-            None => x.apply_op2(&w, super::fused_linear::LinearNoBias)?,
+    let y = match backend(&x) {
+        Backend::Cpu => {
+            let (x, w) = (x.contiguous()?, w.contiguous()?);
+            match b {
+                Some(b) => x.apply_op3(&w, &b.contiguous()?, cpu::linear::Linear)?,
+                None => x.apply_op2(&w, cpu::linear::LinearNoBias)?,
+            }
         }
-    } else {
-        let y = x.matmul(&w.t()?)?;
-        match b {
-            Some(b) => y.broadcast_add(b)?,
-            None => y,
+        Backend::Composite => {
+            let y = x.matmul(&w.t()?)?;
+            match b {
+                Some(b) => y.broadcast_add(b)?,
+                None => y,
+            }
         }
     };
     let mut out = lead.to_vec();
@@ -194,7 +188,7 @@ pub fn multi_head_attention(
 /// `q`: `(N, Tq, H·d)`; `k`, `v`: `(N, Tk, KV·d)` (`Tk > Tq` when earlier keys come from a KV
 /// cache, or for cross-attention); `mask`: additive, broadcastable to `(N, H, Tq, Tk)`. Returns
 /// `(N, Tq, H·d)`. On CPU with a head-independent mask (broadcastable to `(N, 1, Tq, Tk)`) this
-/// is one fused op (`fused_attention.rs`).
+/// is one kernel (`kernels/cpu/attention.rs`).
 pub fn grouped_attention(
     q: &Tensor,
     k: &Tensor,
@@ -211,7 +205,8 @@ pub fn grouped_attention(
     let (n, tq, c) = q.dims3()?;
     let tk = k.dim(1)?;
     let per_head = mask.is_none_or(|m| m.rank() < 4 || m.dim(1).is_ok_and(|h| h == 1));
-    if fused_ok(q) && per_head {
+    // The kernel takes one mask for all heads of a sample.
+    if backend(q) == Backend::Cpu && per_head {
         let mask = match mask {
             None => None,
             Some(m) => {
@@ -224,7 +219,7 @@ pub fn grouped_attention(
                 Some((m, mn))
             }
         };
-        let op = super::fused_attention::Attention {
+        let op = cpu::attention::Attention {
             heads,
             kv_heads,
             mask,

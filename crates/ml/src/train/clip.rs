@@ -7,13 +7,13 @@ use std::path::Path;
 use candle_core::{Device, Result, Tensor};
 use serde::{Deserialize, Serialize};
 
-use super::data::batch::Batch;
-use super::data::image::normalize_into;
-use super::data::stream::TrainStream;
-use super::models::clip::{Clip, ClipConfig};
 use super::optim::AdamW;
-use super::params::Params;
-use super::train_loop::{Hooks, Hyper, Objective, Trained, micro_rows, resume_or_init, run};
+use super::train_loop::{Hooks, Hyper, Objective, Trained, Trainer, micro_rows};
+use crate::data::batch::Batch;
+use crate::data::image::normalize_into;
+use crate::data::stream::TrainStream;
+use crate::models::clip::{Clip, ClipConfig};
+use crate::param_store::ParamStore;
 
 /// Everything that shapes a training run (the stage's params, resolved).
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -34,53 +34,43 @@ pub fn train(
     device: &Device,
     hooks: &mut dyn Hooks,
 ) -> Result<Trained<Clip>> {
-    let params = Params::new(cfg.hyper.seed, device);
+    let params = ParamStore::new(cfg.hyper.seed, device);
     let model = Clip::new(&params, &cfg.model)?;
-    let adamw = cfg.hyper.adamw();
-    let mut opt = AdamW::with_default_groups(params.vars(), adamw)?;
-    let start = resume_or_init(&params, &mut opt, checkpoint_dir, hooks, |hooks| {
+    let opt = AdamW::with_default_groups(params.vars(), cfg.hyper.adamw())?;
+    let trainer = Trainer {
+        config: cfg,
+        hyper: &cfg.hyper,
+        checkpoint_dir,
+        hooks,
+    };
+    let init = |hooks: &mut dyn Hooks| {
         if let Some(path) = init_from {
             params.load(path)?;
             hooks.log(&format!("initialised from {}", path.display()));
         }
         Ok(())
-    })?;
-    hooks.log(&format!("{} parameters", params.num_params()));
-
-    let loop_cfg = cfg.hyper.loop_config();
-    let stream = TrainStream::open(
-        train_dir,
-        cfg.hyper.batch_size,
-        cfg.hyper.seed,
-        cfg.shuffle_buffer,
-        start,
-    )
-    .map_err(data_err)?;
-    let mut objective = Contrastive {
-        model: &model,
-        stream,
-        image_size: cfg.model.vision.image_size,
-        device,
-        batch: None,
     };
-    let finish = run(
-        &loop_cfg,
-        &mut opt,
-        start,
-        checkpoint_dir,
-        cfg,
-        &mut objective,
-        hooks,
-    )?;
+    let finish = trainer.fit(&params, opt, init, |start| {
+        let stream = TrainStream::open(
+            train_dir,
+            cfg.hyper.batch_size,
+            cfg.hyper.seed,
+            cfg.shuffle_buffer,
+            start,
+        )?;
+        Ok(Contrastive {
+            model: &model,
+            stream,
+            image_size: cfg.model.vision.image_size,
+            device,
+            batch: None,
+        })
+    })?;
     Ok(Trained {
         params,
         model,
         finish,
     })
-}
-
-fn data_err(e: super::data::DataError) -> candle_core::Error {
-    candle_core::Error::Msg(e.to_string())
 }
 
 /// The contrastive objective over a stream of shard batches.
@@ -97,8 +87,7 @@ impl Objective for Contrastive<'_> {
         let batch = self
             .stream
             .next()
-            .ok_or_else(|| candle_core::Error::Msg("the data stream ended".into()))?
-            .map_err(data_err)?;
+            .ok_or_else(|| candle_core::Error::Msg("the data stream ended".into()))??;
         self.batch = Some(BatchTensors::new(&batch, self.image_size, self.device)?);
         Ok(batch.size)
     }

@@ -17,9 +17,9 @@ use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 use super::fast_math::fast_exp;
-use super::fused::with_data;
 use super::matmul::{Mat, MatMut, Parallelism, matmul_into};
-use super::ops::MASKED;
+use super::rows::with_data;
+use crate::ops::MASKED;
 
 /// Attention of q `(N, Tq, H·d)` over k, v `(N, Tk, KV·d)`.
 pub struct Attention {
@@ -70,7 +70,7 @@ struct Block {
 }
 
 fn f32s<'a>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [f32]> {
-    super::fused::slice(s, l, "fused attention")
+    super::rows::slice(s, l, "fused attention")
 }
 
 fn spans(mask: Option<&[f32]>, dm: &Dims) -> Vec<Span> {

@@ -3,7 +3,7 @@
 //! ```text
 //! bundle.json          format + version, the model config, the chat template's ids, stop ids
 //! model.safetensors    the vision tower and the projector
-//! lm/                  the language model in the Hugging Face Qwen2 layout (`ml::vlm_folder`),
+//! lm/                  the language model in the Hugging Face Qwen2 layout (`models::vlm_folder`),
 //!                      with tokenizer.json and chat_template.jinja: other tools load it as is
 //! tokenizer.json
 //! chat_template.jinja  the same ChatML template, for tools that render Jinja
@@ -16,13 +16,13 @@ use std::path::Path;
 use candle_core::{Device, Result, Tensor};
 use serde::{Deserialize, Serialize};
 
-use super::data::chat::{ChatTemplate, Turn};
-use super::data::image::{load, normalize_into, resize_center_crop, to_chw};
-use super::data::tokenizer::Tokenizer;
 use super::generate::{Prompt, SamplingConfig, generate};
-use super::models::vlm::{Vlm, VlmConfig};
-use super::params::Params;
-use super::vlm_folder::{self, LmFiles};
+use crate::data::chat::{ChatTemplate, Turn};
+use crate::data::image::{load, normalize_into, resize_center_crop, to_chw};
+use crate::data::tokenizer::Tokenizer;
+use crate::models::vlm::{Vlm, VlmConfig};
+use crate::models::vlm_folder::{self, LmFiles};
+use crate::param_store::ParamStore;
 
 pub const FORMAT: &str = "vlmflow-chat-bundle";
 /// 2: the language model's weights only under `lm/` (1 also had them in `model.safetensors`).
@@ -68,7 +68,7 @@ fn fail(path: &Path, message: impl std::fmt::Display) -> candle_core::Error {
 /// where the language model's files come from.
 pub fn write(
     dir: &Path,
-    params: &Params,
+    params: &ParamStore,
     model: &Vlm,
     lm: LmFiles,
     info: &BundleInfo,
@@ -108,7 +108,7 @@ impl Bundle {
             ));
         }
         let info: BundleInfo = serde_json::from_value(header).map_err(|e| fail(&info_path, e))?;
-        let params = Params::new(0, device);
+        let params = ParamStore::new(0, device);
         let model = Vlm::new(&params, &info.model)?;
         vlm_folder::load(dir, &params, true)?;
         let tokenizer = Tokenizer::load(&dir.join("tokenizer.json"))
@@ -141,12 +141,10 @@ impl Bundle {
         sampling: &SamplingConfig,
         mut on_text: impl FnMut(&str),
     ) -> Result<String> {
-        let data_err = |e: super::data::DataError| candle_core::Error::Msg(e.to_string());
         let prompt = self
             .info
             .template
-            .prompt(&self.tokenizer, history, question, true)
-            .map_err(data_err)?;
+            .prompt(&self.tokenizer, history, question, true)?;
         let at = prompt.image_at.expect("the first turn carries the image");
         let ids = Tensor::new(prompt.ids.as_slice(), image.device())?.unsqueeze(0)?;
         let embeds = self.model.embed(&ids, Some((image, at)))?.squeeze(0)?;
@@ -165,7 +163,7 @@ impl Bundle {
                 shown = text.len();
             }
         })?;
-        self.tokenizer.decode(&tokens).map_err(data_err)
+        Ok(self.tokenizer.decode(&tokens)?)
     }
 }
 
@@ -189,7 +187,7 @@ mod tests {
         cfg.lm.vocab_size = tok.vocab_size();
         let template = ChatTemplate::new(&tok, cfg.image_tokens(), None)
             .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
-        let params = Params::new(9, &Device::Cpu);
+        let params = ParamStore::new(9, &Device::Cpu);
         let model = Vlm::new(&params, &cfg)?;
         let info = BundleInfo::new(cfg.clone(), template.clone(), vec![template.im_end]);
         let out = dir.path().join("bundle");

@@ -9,7 +9,7 @@ use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 use super::fast_math::fast_exp;
-use super::fused::{PAR_MIN, cpu_tensor, map_rows, rows_cols, slice, with_data};
+use super::rows::{PAR_MIN, cpu_tensor, map_rows, rows_cols, slice, with_data};
 
 /// Args: logits `(M, V)`; `targets` holds M class indices `< V`. Output: `(M)`.
 pub struct CrossEntropy {

@@ -192,7 +192,7 @@ fn top_p_keeps_the_smallest_likely_set() {
 #[test]
 fn bad_settings_and_prompts_are_errors() -> Result<()> {
     let model = Qwen2::new(
-        &crate::params::Params::new(0, &Device::Cpu),
+        &crate::param_store::ParamStore::new(0, &Device::Cpu),
         &Qwen2Config::small(16),
     )?;
     let rows = prompts()

@@ -8,11 +8,11 @@ use std::path::Path;
 use candle_core::{Device, Result, Tensor};
 use image::{Rgb, RgbImage};
 
-use super::clip_train::BatchTensors;
-use super::data::batch::batches;
-use super::data::shards::ShardSet;
-use super::data::tokenizer::Tokenizer;
-use super::models::clip::{Clip, l2_normalize};
+use crate::data::batch::batches;
+use crate::data::shards::ShardSet;
+use crate::data::tokenizer::Tokenizer;
+use crate::models::clip::{Clip, l2_normalize};
+use crate::train::clip::BatchTensors;
 
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct ZeroShot {
@@ -47,12 +47,15 @@ pub fn class_embeddings(
     templates: &[String],
     device: &Device,
 ) -> Result<Tensor> {
-    let tok_err = |e: super::data::DataError| candle_core::Error::Msg(e.to_string());
     let mut rows = Vec::with_capacity(classes.len());
     for class in classes {
         let ids: Vec<Vec<u32>> = templates
             .iter()
-            .map(|t| tokenizer.encode(&fill(t, class)).map_err(tok_err))
+            .map(|t| {
+                tokenizer
+                    .encode(&fill(t, class))
+                    .map_err(candle_core::Error::from)
+            })
             .collect::<Result<_>>()?;
         let max_len = model.cfg.text.max_len;
         let seq = ids.iter().map(Vec::len).max().unwrap_or(1).min(max_len);
@@ -83,13 +86,12 @@ pub fn evaluate(
     batch_size: usize,
     device: &Device,
 ) -> Result<ZeroShot> {
-    let data_err = |e: super::data::DataError| candle_core::Error::Msg(e.to_string());
-    let set = ShardSet::open(dir).map_err(data_err)?;
+    let set = ShardSet::open(dir)?;
     let k = classes.len();
     let mut confusion = vec![vec![0u64; k]; k];
     let (mut images, mut top5_hits) = (0u64, 0u64);
     for batch in batches(set.iter(), set.spec(), batch_size, false) {
-        let batch = batch.map_err(data_err)?;
+        let batch = batch?;
         let inputs = BatchTensors::new(&batch, set.spec().image_size as usize, device)?;
         let scores = model
             .encode_image(&inputs.images)?

@@ -8,9 +8,9 @@
 use candle_core::{Result, Tensor};
 use serde::{Deserialize, Serialize};
 
-use super::models::lora::{Lora, LoraConfig};
-use super::ops;
-use super::params::Params;
+use crate::models::lora::{Lora, LoraConfig};
+use crate::ops;
+use crate::param_store::ParamStore;
 
 /// Embeddings, class tokens and learned queries start at this std (as in CLIP).
 pub const INIT_STD: f64 = 0.02;
@@ -25,11 +25,17 @@ pub struct Linear {
 }
 
 impl Linear {
-    pub fn new(p: &Params, d_in: usize, d_out: usize, bias: bool) -> Result<Self> {
+    pub fn new(p: &ParamStore, d_in: usize, d_out: usize, bias: bool) -> Result<Self> {
         Self::with_std(p, d_in, d_out, bias, (d_in as f64).powf(-0.5))
     }
 
-    pub fn with_std(p: &Params, d_in: usize, d_out: usize, bias: bool, std: f64) -> Result<Self> {
+    pub fn with_std(
+        p: &ParamStore,
+        d_in: usize,
+        d_out: usize,
+        bias: bool,
+        std: f64,
+    ) -> Result<Self> {
         Ok(Self {
             weight: p.normal("weight", (d_out, d_in), std)?,
             bias: if bias {
@@ -42,7 +48,7 @@ impl Linear {
     }
 
     /// Give this layer LoRA adapters, as parameters `lora_A` and `lora_B` under `p`.
-    pub fn attach_lora(&mut self, p: &Params, cfg: &LoraConfig) -> Result<()> {
+    pub fn attach_lora(&mut self, p: &ParamStore, cfg: &LoraConfig) -> Result<()> {
         let (d_out, d_in) = self.weight.dims2()?;
         self.lora = Some(Lora::new(p, d_in, d_out, cfg)?);
         Ok(())
@@ -65,12 +71,12 @@ pub struct LayerNorm {
 }
 
 impl LayerNorm {
-    pub fn new(p: &Params, dim: usize) -> Result<Self> {
+    pub fn new(p: &ParamStore, dim: usize) -> Result<Self> {
         Self::with_eps(p, dim, LN_EPS)
     }
 
     /// A LayerNorm with another epsilon (SigLIP checkpoints use 1e-6).
-    pub fn with_eps(p: &Params, dim: usize, eps: f64) -> Result<Self> {
+    pub fn with_eps(p: &ParamStore, dim: usize, eps: f64) -> Result<Self> {
         Ok(Self {
             weight: p.ones("weight", dim)?,
             bias: p.zeros("bias", dim)?,

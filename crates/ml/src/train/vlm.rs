@@ -1,6 +1,6 @@
 //! Training the VLM (vlm-pretrain and finetune): images from the shards, sequences from the
 //! split's caption records in the LM's chat template, the loss on labelled positions only.
-//! What trains is decided by the caller (a frozen-name rule on the `Params`); each part
+//! What trains is decided by the caller (a frozen-name rule on the `ParamStore`); each part
 //! (vision, projector, language model) gets its own learning-rate multiplier.
 
 use std::path::Path;
@@ -9,15 +9,15 @@ use std::sync::Arc;
 use candle_core::{Device, Result, Tensor};
 use serde::{Deserialize, Serialize};
 
-use super::data::batch::Batch;
-use super::data::conversations::Sequences;
-use super::data::image::normalize_into;
-use super::data::stream::{Keep, TrainStream};
-use super::lm_train::batch_tensors;
-use super::models::vlm::{Vlm, VlmConfig, is_lm, is_projector, is_vision};
+use super::lm::batch_tensors;
 use super::optim::{AdamW, ParamGroup, no_decay};
-use super::params::Params;
-use super::train_loop::{Hooks, Hyper, Objective, Trained, micro_rows, resume_or_init, run};
+use super::train_loop::{Hooks, Hyper, Objective, Trained, Trainer, micro_rows};
+use crate::data::batch::Batch;
+use crate::data::conversations::Sequences;
+use crate::data::image::normalize_into;
+use crate::data::stream::{Keep, TrainStream};
+use crate::models::vlm::{Vlm, VlmConfig, is_lm, is_projector, is_vision};
+use crate::param_store::ParamStore;
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct VlmTrainConfig {
@@ -41,13 +41,13 @@ pub struct PartScales {
 #[allow(clippy::too_many_arguments)]
 pub fn train(
     cfg: &VlmTrainConfig,
-    params: Params,
+    params: ParamStore,
     train_dir: &Path,
     sequences: &Sequences,
     pad_id: u32,
     checkpoint_dir: &Path,
     hooks: &mut dyn Hooks,
-    init: impl FnOnce(&Params, &mut dyn Hooks) -> Result<()>,
+    init: impl FnOnce(&ParamStore, &mut dyn Hooks) -> Result<()>,
 ) -> Result<Trained<Vlm>> {
     let device = params.device().clone();
     let model = Vlm::new(&params, &cfg.model)?;
@@ -60,45 +60,39 @@ pub fn train(
     if groups.is_empty() {
         candle_core::bail!("nothing to train: every parameter is frozen");
     }
-    let mut opt = AdamW::new(groups, adamw)?;
-    let start = resume_or_init(&params, &mut opt, checkpoint_dir, hooks, |hooks| {
-        init(&params, hooks)
-    })?;
-    let trainable: usize = opt.params().map(|(_, v)| v.elem_count()).sum();
-    hooks.log(&format!(
-        "{} parameters, {trainable} of them trained",
-        params.num_params()
-    ));
-    let loop_cfg = cfg.hyper.loop_config();
-    // Only records with a sequence (some have no question–answer pairs, some are too long):
-    // every batch is full, and a resumed run sees the batches an uninterrupted one would.
-    let usable: Vec<bool> = sequences.by_index.iter().map(Option::is_some).collect();
-    let keep: Keep = Arc::new(move |i| usable.get(i as usize).copied().unwrap_or(false));
-    let stream = TrainStream::open_filtered(
-        train_dir,
-        cfg.hyper.batch_size,
-        cfg.hyper.seed,
-        cfg.shuffle_buffer,
-        start,
-        Some(keep),
-    )
-    .map_err(data_err)?;
-    let mut objective = Conversations {
-        model: &model,
-        stream,
-        sequences,
-        pad_id,
-        device: &device,
-        batch: None,
-    };
-    let finish = run(
-        &loop_cfg,
-        &mut opt,
-        start,
+    let opt = AdamW::new(groups, adamw)?;
+    let trainer = Trainer {
+        config: cfg,
+        hyper: &cfg.hyper,
         checkpoint_dir,
-        cfg,
-        &mut objective,
         hooks,
+    };
+    let finish = trainer.fit(
+        &params,
+        opt,
+        |hooks| init(&params, hooks),
+        |start| {
+            // Only records with a sequence (some have no question–answer pairs, some are too long):
+            // every batch is full, and a resumed run sees the batches an uninterrupted one would.
+            let usable: Vec<bool> = sequences.by_index.iter().map(Option::is_some).collect();
+            let keep: Keep = Arc::new(move |i| usable.get(i as usize).copied().unwrap_or(false));
+            let stream = TrainStream::open_filtered(
+                train_dir,
+                cfg.hyper.batch_size,
+                cfg.hyper.seed,
+                cfg.shuffle_buffer,
+                start,
+                Some(keep),
+            )?;
+            Ok(Conversations {
+                model: &model,
+                stream,
+                sequences,
+                pad_id,
+                device: &device,
+                batch: None,
+            })
+        },
     )?;
     Ok(Trained {
         params,
@@ -138,10 +132,6 @@ pub fn part_groups(
         }
     }
     groups
-}
-
-fn data_err(e: super::data::DataError) -> candle_core::Error {
-    candle_core::Error::Msg(e.to_string())
 }
 
 /// A batch ready for the model: the rows that have a sequence, with their images.
@@ -220,8 +210,7 @@ impl Objective for Conversations<'_> {
         let batch = self
             .stream
             .next()
-            .ok_or_else(|| candle_core::Error::Msg("the data stream ended".into()))?
-            .map_err(data_err)?;
+            .ok_or_else(|| candle_core::Error::Msg("the data stream ended".into()))??;
         let b = VlmBatch::new(&batch, self.sequences, image_size, self.pad_id, self.device)?
             .ok_or_else(|| candle_core::Error::Msg("a batch without sequences".into()))?;
         let rows = b.rows();

@@ -11,8 +11,8 @@
 use candle_core::{Result, Tensor};
 use serde::{Deserialize, Serialize};
 
-use super::models::qwen2::Qwen2;
-use super::rng::Rng;
+use crate::models::qwen2::Qwen2;
+use crate::rng::Rng;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default)]

@@ -5,8 +5,8 @@
 //! transposed weight's gradient is also formed transposed and copied back. Here backward is two
 //! GEMMs straight into fresh buffers (dx = g w, dw = gᵀ x) and a column sum (db).
 
-use super::fused::with_data;
 use super::matmul::{Mat, MatMut, all_threads, matmul_into};
+use super::rows::with_data;
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 
 /// Linear with bias. Args: x `(M, K)`, w `(N, K)`, b `(N)`.
@@ -15,7 +15,7 @@ pub struct Linear;
 pub struct LinearNoBias;
 
 fn f32s<'a>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [f32]> {
-    super::fused::slice(s, l, "fused linear")
+    super::rows::slice(s, l, "fused linear")
 }
 
 fn dims(x: &Layout, w: &Layout) -> Result<(usize, usize, usize)> {
@@ -95,7 +95,7 @@ impl CustomOp3 for Linear {
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let (dx, dw) = backward(x, w, g)?;
         // db = column sums of g: the same deterministic kernel as the fused bias-add.
-        let db = crate::fused::column_sums(g, b.elem_count())?.reshape(b.shape())?;
+        let db = super::rows::column_sums(g, b.elem_count())?.reshape(b.shape())?;
         Ok((Some(dx), Some(dw), Some(db)))
     }
 }

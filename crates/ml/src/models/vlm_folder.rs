@@ -14,10 +14,10 @@ use std::path::Path;
 
 use candle_core::Result;
 
-use super::models::lora::is_adapter;
-use super::models::qwen2_load::{TOKENIZER, copy_hf_folder, load_hf_folder, save_hf_folder};
-use super::models::vlm::{Vlm, VlmConfig, is_lm};
-use super::params::{Params, save_vars};
+use super::lora::is_adapter;
+use super::qwen2_load::{TOKENIZER, copy_hf_folder, load_hf_folder, save_hf_folder};
+use super::vlm::{Vlm, VlmConfig, is_lm};
+use crate::param_store::{ParamStore, save_vars};
 
 /// The weights that are not the language model's.
 pub const PARTS: &str = "model.safetensors";
@@ -37,7 +37,13 @@ fn in_parts(name: &str) -> bool {
 }
 
 /// Writes `model`'s weights (`params`, its store) into `dir`, with `tokenizer` beside the LM.
-pub fn save(dir: &Path, params: &Params, model: &Vlm, lm: LmFiles, tokenizer: &Path) -> Result<()> {
+pub fn save(
+    dir: &Path,
+    params: &ParamStore,
+    model: &Vlm,
+    lm: LmFiles,
+    tokenizer: &Path,
+) -> Result<()> {
     std::fs::create_dir_all(dir)
         .map_err(|e| candle_core::Error::Msg(format!("creating {}: {e}", dir.display())))?;
     let mut parts = params.vars();
@@ -55,7 +61,7 @@ pub fn save(dir: &Path, params: &Params, model: &Vlm, lm: LmFiles, tokenizer: &P
 
 /// Loads a folder written by `save` into the store of a `Vlm` of the same config. With
 /// `adapters` false, LoRA adapters the store has are left as they are (new ones, to train).
-pub fn load(dir: &Path, params: &Params, adapters: bool) -> Result<()> {
+pub fn load(dir: &Path, params: &ParamStore, adapters: bool) -> Result<()> {
     let parts = dir.join(PARTS);
     params
         .load_matching(&parts, |name| {
@@ -69,11 +75,11 @@ pub fn load(dir: &Path, params: &Params, adapters: bool) -> Result<()> {
 /// Loads the VLM in `dir`, of config `cfg`, into `params`: the store of a model to continue
 /// training, which may have new LoRA adapters of its own. `dir`'s adapters, if it has any, are
 /// merged into its weights first.
-pub fn load_merged(dir: &Path, cfg: &VlmConfig, params: &Params) -> Result<()> {
+pub fn load_merged(dir: &Path, cfg: &VlmConfig, params: &ParamStore) -> Result<()> {
     if cfg.lora.is_none() {
         return load(dir, params, false);
     }
-    let store = Params::new(0, params.device());
+    let store = ParamStore::new(0, params.device());
     let model = Vlm::new(&store, cfg)?;
     load(dir, &store, true)?;
     let (merged, _) = model.merged(&store)?;
@@ -88,7 +94,7 @@ mod tests {
     use crate::models::lora::LoraConfig;
     use crate::models::vlm::tests::tiny;
 
-    fn values(p: &Params) -> Vec<(String, Vec<f32>)> {
+    fn values(p: &ParamStore) -> Vec<(String, Vec<f32>)> {
         p.vars()
             .into_iter()
             .map(|(n, v)| (n, v.as_tensor().flatten_all().unwrap().to_vec1().unwrap()))
@@ -109,7 +115,7 @@ mod tests {
             lora: Some(lora),
             ..tiny()
         };
-        let params = Params::new(3, &Device::Cpu);
+        let params = ParamStore::new(3, &Device::Cpu);
         let model = Vlm::new(&params, &cfg)?;
         let source = dir.path().join("source-lm");
         save_hf_folder(&source, &model.lm)?;
@@ -128,7 +134,7 @@ mod tests {
         );
         assert!(parts.iter().any(|n| is_adapter(n)));
 
-        let back = Params::new(4, &Device::Cpu);
+        let back = ParamStore::new(4, &Device::Cpu);
         Vlm::new(&back, &cfg)?;
         load(&out, &back, true)?;
         assert_eq!(values(&back), values(&params));

@@ -10,10 +10,10 @@ use candle_core::{Result, Tensor};
 use serde::{Deserialize, Serialize};
 
 use super::optim::{AdamW, AdamWConfig};
-use super::params::Params;
-use super::rng::Rng;
 use super::schedule::WarmupCosine;
-use super::train::{Checkpoint, TrainState, train_step};
+use super::step::{Checkpoint, TrainState, train_step};
+use crate::param_store::ParamStore;
+use crate::rng::Rng;
 
 /// The hyperparameters every trainer shares; a training stage's params hold them flattened,
 /// with these defaults.
@@ -133,7 +133,7 @@ pub trait Hooks {
 
 /// What a trainer hands back: the parameters, the model built on them, how the run ended.
 pub struct Trained<M> {
-    pub params: Params,
+    pub params: ParamStore,
     pub model: M,
     pub finish: Finish,
 }
@@ -145,11 +145,54 @@ pub enum Finish {
     Stopped(u64),
 }
 
+/// The part every trainer shares, around what differs between them (the model, its optimizer
+/// groups, its objective).
+pub struct Trainer<'a, C: Serialize> {
+    /// The trainer's whole configuration, recorded in each checkpoint.
+    pub config: &'a C,
+    pub hyper: &'a Hyper,
+    pub checkpoint_dir: &'a Path,
+    pub hooks: &'a mut dyn Hooks,
+}
+
+impl<C: Serialize> Trainer<'_, C> {
+    /// Resume from the checkpoint or start with `init` ([`resume_or_init`]), report the number of
+    /// parameters, then run the loop on the objective `objective(start)` makes for the first step.
+    pub fn fit<O: Objective>(
+        self,
+        params: &ParamStore,
+        mut opt: AdamW,
+        init: impl FnOnce(&mut dyn Hooks) -> Result<()>,
+        objective: impl FnOnce(u64) -> Result<O>,
+    ) -> Result<Finish> {
+        let start = resume_or_init(params, &mut opt, self.checkpoint_dir, self.hooks, init)?;
+        let total = params.num_params();
+        if params.has_frozen_rule() {
+            let trained: usize = opt.params().map(|(_, v)| v.elem_count()).sum();
+            self.hooks
+                .log(&format!("{total} parameters, {trained} of them trained"));
+        } else {
+            self.hooks.log(&format!("{total} parameters"));
+        }
+        let loop_cfg = self.hyper.loop_config();
+        let mut objective = objective(start)?;
+        run(
+            &loop_cfg,
+            &mut opt,
+            start,
+            self.checkpoint_dir,
+            self.config,
+            &mut objective,
+            self.hooks,
+        )
+    }
+}
+
 /// Call `init` (load pretrained weights), then resume from the checkpoint in `checkpoint_dir` if
 /// there is one, returning its step (else 0). `init` runs on resume too: a checkpoint holds only
 /// what the optimizer trains, so frozen weights (a VLM's language model) come from their source.
-pub fn resume_or_init(
-    params: &Params,
+fn resume_or_init(
+    params: &ParamStore,
     opt: &mut AdamW,
     checkpoint_dir: &Path,
     hooks: &mut dyn Hooks,
@@ -169,7 +212,7 @@ pub fn resume_or_init(
 
 /// Train from step `start` to `cfg.steps`. `config` (the trainer's whole configuration) is
 /// recorded in each checkpoint.
-pub fn run(
+fn run(
     cfg: &LoopConfig,
     opt: &mut AdamW,
     start: u64,
@@ -241,7 +284,7 @@ mod tests {
         fn log(&mut self, _: &str) {}
     }
 
-    fn value(p: &Params, name: &str) -> Result<f32> {
+    fn value(p: &ParamStore, name: &str) -> Result<f32> {
         let vars: std::collections::BTreeMap<_, _> = p.vars().into_iter().collect();
         vars[name].as_tensor().sum_all()?.to_scalar::<f32>()
     }
@@ -251,14 +294,14 @@ mod tests {
     {
         let dir = tempfile::tempdir().map_err(candle_core::Error::wrap)?;
         let ckpt = dir.path().join("ckpt");
-        let build = || -> Result<(Params, AdamW)> {
-            let p = Params::new(0, &Device::Cpu).with_frozen(|n| n.starts_with("frozen."));
+        let build = || -> Result<(ParamStore, AdamW)> {
+            let p = ParamStore::new(0, &Device::Cpu).with_frozen(|n| n.starts_with("frozen."));
             p.pp("frozen").normal("w", 4, 1.0)?;
             p.pp("trained").normal("w", 4, 1.0)?;
             let opt = AdamW::with_default_groups(p.trainable_vars(), AdamWConfig::default())?;
             Ok((p, opt))
         };
-        let set = |p: &Params, name: &str, v: f32| -> Result<()> {
+        let set = |p: &ParamStore, name: &str, v: f32| -> Result<()> {
             let vars: std::collections::BTreeMap<_, _> = p.vars().into_iter().collect();
             vars[name].set(&Tensor::full(v, 4, &Device::Cpu)?.to_dtype(DType::F32)?)
         };

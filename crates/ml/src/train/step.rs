@@ -13,8 +13,8 @@ use candle_core::{Error, Result, Tensor, Var};
 use serde::{Deserialize, Serialize};
 
 use super::optim::{AdamW, clip_grad_norm};
-use super::params::{Params, load_vars, save_vars};
-use super::rng::Rng;
+use crate::param_store::{ParamStore, load_vars, save_vars};
+use crate::rng::Rng;
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct StepStats {
@@ -175,7 +175,7 @@ impl Checkpoint {
     }
 
     /// Overwrites `params` and `opt` from the checkpoint and returns its state.
-    pub fn load(dir: &Path, params: &Params, opt: &mut AdamW) -> Result<TrainState> {
+    pub fn load(dir: &Path, params: &ParamStore, opt: &mut AdamW) -> Result<TrainState> {
         let state = Self::read_state(dir)?;
         let dir = Self::resolve(dir)?;
         let trained: Vec<(String, Var)> = opt.params().cloned().collect();
@@ -194,5 +194,5 @@ impl Checkpoint {
 }
 
 #[cfg(test)]
-#[path = "train_tests.rs"]
+#[path = "step_tests.rs"]
 mod tests;

@@ -7,14 +7,14 @@ use std::path::Path;
 use candle_core::{Device, Result, Tensor};
 use serde::{Deserialize, Serialize};
 
-use super::data::conversations::{Sequences, pad_batch};
-use super::data::rng::Rng;
-use super::models::lm_loss::next_token_loss;
-use super::models::qwen2::Qwen2;
-use super::models::qwen2_config::Qwen2Config;
 use super::optim::AdamW;
-use super::params::Params;
-use super::train_loop::{Hooks, Hyper, Objective, Trained, micro_rows, resume_or_init, run};
+use super::train_loop::{Hooks, Hyper, Objective, Trained, Trainer, micro_rows};
+use crate::data::conversations::{Sequences, pad_batch};
+use crate::data::rng::Rng;
+use crate::models::lm_loss::next_token_loss;
+use crate::models::qwen2::Qwen2;
+use crate::models::qwen2_config::Qwen2Config;
+use crate::param_store::ParamStore;
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct LmTrainConfig {
@@ -32,29 +32,29 @@ pub fn train(
     device: &Device,
     hooks: &mut dyn Hooks,
 ) -> Result<Trained<Qwen2>> {
-    let params = Params::new(cfg.hyper.seed, device);
+    let params = ParamStore::new(cfg.hyper.seed, device);
     let model = Qwen2::new(&params, &cfg.model)?;
-    let adamw = cfg.hyper.adamw();
-    let mut opt = AdamW::with_default_groups(params.vars(), adamw)?;
-    let start = resume_or_init(&params, &mut opt, checkpoint_dir, hooks, |_| Ok(()))?;
-    hooks.log(&format!("{} parameters", params.num_params()));
-    let loop_cfg = cfg.hyper.loop_config();
-    let mut objective = TextObjective {
-        model: &model,
-        order: SequenceOrder::new(train, cfg.hyper.batch_size, cfg.hyper.seed)?,
-        sequences: train,
-        pad_id,
-        device,
-        batch: None,
-    };
-    let finish = run(
-        &loop_cfg,
-        &mut opt,
-        start,
+    let opt = AdamW::with_default_groups(params.vars(), cfg.hyper.adamw())?;
+    let trainer = Trainer {
+        config: cfg,
+        hyper: &cfg.hyper,
         checkpoint_dir,
-        cfg,
-        &mut objective,
         hooks,
+    };
+    let finish = trainer.fit(
+        &params,
+        opt,
+        |_| Ok(()),
+        |_start| {
+            Ok(TextObjective {
+                model: &model,
+                order: SequenceOrder::new(train, cfg.hyper.batch_size, cfg.hyper.seed)?,
+                sequences: train,
+                pad_id,
+                device,
+                batch: None,
+            })
+        },
     )?;
     Ok(Trained {
         params,
@@ -88,7 +88,7 @@ pub fn evaluate(
 
 /// Right-padded `(ids, labels)` tensors of `rows`.
 pub fn batch_tensors(
-    rows: &[&super::data::chat::Tokenized],
+    rows: &[&crate::data::chat::Tokenized],
     pad_id: u32,
     device: &Device,
 ) -> Result<(Tensor, Tensor)> {

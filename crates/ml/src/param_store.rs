@@ -17,7 +17,7 @@ use super::rng::Rng;
 type FrozenRule = Arc<dyn Fn(&str) -> bool + Send + Sync>;
 
 #[derive(Clone)]
-pub struct Params {
+pub struct ParamStore {
     vars: Arc<Mutex<BTreeMap<String, Var>>>,
     prefix: String,
     seed: u64,
@@ -25,7 +25,7 @@ pub struct Params {
     frozen: Option<FrozenRule>,
 }
 
-impl Params {
+impl ParamStore {
     pub fn new(seed: u64, device: &Device) -> Self {
         Self {
             vars: Arc::new(Mutex::new(BTreeMap::new())),
@@ -38,10 +38,15 @@ impl Params {
 
     /// A store whose parameters named so that `is_frozen(name)` holds are handed to the model
     /// detached: no gradient is computed for them (the backward pass still flows *through*
-    /// them) and [`Params::trainable_vars`] leaves them out. Set it before building the model.
+    /// them) and [`ParamStore::trainable_vars`] leaves them out. Set it before building the model.
     pub fn with_frozen(mut self, is_frozen: impl Fn(&str) -> bool + Send + Sync + 'static) -> Self {
         self.frozen = Some(Arc::new(is_frozen));
         self
+    }
+
+    /// Whether a frozen rule is set ([`ParamStore::with_frozen`]), whatever it freezes.
+    pub fn has_frozen_rule(&self) -> bool {
+        self.frozen.is_some()
     }
 
     fn is_frozen(&self, full_name: &str) -> bool {
@@ -138,7 +143,7 @@ impl Params {
         vars.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
     }
 
-    /// The parameters an optimizer should update: [`Params::vars`] less the frozen ones.
+    /// The parameters an optimizer should update: [`ParamStore::vars`] less the frozen ones.
     pub fn trainable_vars(&self) -> Vec<(String, Var)> {
         let mut vars = self.vars();
         vars.retain(|(name, _)| !self.is_frozen(name));
@@ -162,7 +167,7 @@ impl Params {
 
     /// Overwrites each parameter of `source` in this store (same name, same shape): how a
     /// loaded language model's weights go into a VLM that holds it under the same names.
-    pub fn copy_from(&self, source: &Params) -> Result<()> {
+    pub fn copy_from(&self, source: &ParamStore) -> Result<()> {
         let mine: BTreeMap<String, Var> = self.vars().into_iter().collect();
         for (name, var) in source.vars() {
             let Some(target) = mine.get(&name) else {
@@ -180,13 +185,13 @@ impl Params {
         Ok(())
     }
 
-    /// [`Params::load`] for the parameters whose names start with `prefix` only (e.g. `vision.`
+    /// [`ParamStore::load`] for the parameters whose names start with `prefix` only (e.g. `vision.`
     /// from a CLIP checkpoint into a VLM); the others keep their values.
     pub fn load_prefixed(&self, path: &Path, prefix: &str) -> Result<()> {
         self.load_matching(path, |name| name.starts_with(prefix))
     }
 
-    /// [`Params::load`] for the parameters whose names pass `keep` only.
+    /// [`ParamStore::load`] for the parameters whose names pass `keep` only.
     pub fn load_matching(&self, path: &Path, keep: impl Fn(&str) -> bool) -> Result<()> {
         let mut vars = self.vars();
         vars.retain(|(name, _)| keep(name));
@@ -231,9 +236,9 @@ mod tests {
     #[test]
     fn init_depends_on_seed_and_name_not_order() -> Result<()> {
         let dev = Device::Cpu;
-        let a = Params::new(3, &dev);
+        let a = ParamStore::new(3, &dev);
         let x1 = a.pp("m").normal("w", (4, 4), 0.02)?;
-        let b = Params::new(3, &dev);
+        let b = ParamStore::new(3, &dev);
         b.zeros("other", 5)?;
         let x2 = b.pp("m").normal("w", (4, 4), 0.02)?;
         assert_eq!(x1.to_vec2::<f32>()?, x2.to_vec2::<f32>()?);
@@ -247,7 +252,7 @@ mod tests {
 
     #[test]
     fn frozen_parameters_get_no_gradient_but_pass_one_through() -> Result<()> {
-        let p = Params::new(0, &Device::Cpu).with_frozen(|name| name.starts_with("a."));
+        let p = ParamStore::new(0, &Device::Cpu).with_frozen(|name| name.starts_with("a."));
         let a = p.pp("a").normal("w", (3, 3), 1.0)?;
         let b = p.pp("b").normal("w", (3, 3), 1.0)?;
         let x = Tensor::ones((1, 3), DType::F32, &Device::Cpu)?;

@@ -5,17 +5,17 @@ use candle_core::{Device, Result, Tensor};
 use super::*;
 use crate::models::clip::{Clip, ClipConfig};
 use crate::models::clip_tests::{random_pairs, tiny_config};
-use crate::optim::AdamWConfig;
-use crate::schedule::WarmupCosine;
+use crate::train::optim::AdamWConfig;
+use crate::train::schedule::WarmupCosine;
 
 struct Run {
-    params: Params,
+    params: ParamStore,
     model: Clip,
     opt: AdamW,
 }
 
 fn build(seed: u64, cfg: &ClipConfig) -> Result<Run> {
-    let params = Params::new(seed, &Device::Cpu);
+    let params = ParamStore::new(seed, &Device::Cpu);
     let model = Clip::new(&params, cfg)?;
     let opt = AdamW::with_default_groups(params.vars(), AdamWConfig::default())?;
     Ok(Run { params, model, opt })
