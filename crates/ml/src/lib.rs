@@ -12,7 +12,7 @@
 //! - `infer`: what uses a trained model: generation, chat bundles, evaluations.
 //!
 //! Beside them, `param_store` (the named trainable parameters every model is built from) and `rng`
-//! (the seeded generator of initial weights and sampling; the data pipeline has its own).
+//! (the one seeded generator: initial weights, shuffles, sampling, synthetic data).
 
 pub mod data;
 pub mod infer;

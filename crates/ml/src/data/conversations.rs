@@ -6,9 +6,9 @@
 
 use super::captions::{CaptionRecord, read_jsonl};
 use super::chat::{CAPTION_PROMPT, ChatTemplate, Tokenized, Turn};
-use super::rng::Rng;
 use super::tokenizer::Tokenizer;
 use super::{Result, io_err};
+use crate::rng::Rng;
 
 use std::path::Path;
 

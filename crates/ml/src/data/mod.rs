@@ -30,7 +30,6 @@ mod delimited;
 pub mod fetch;
 pub mod image;
 pub mod llava;
-pub mod rng;
 pub mod shapes;
 pub mod shards;
 pub mod split;

@@ -13,7 +13,7 @@ use std::io::Cursor;
 use image::{ImageFormat, Rgb, RgbImage};
 
 use super::captions::{CaptionRecord, Qa};
-use super::rng::Rng;
+use crate::rng::Rng;
 
 macro_rules! named_enum {
     ($(#[$m:meta])* $name:ident { $($variant:ident => $text:literal),+ $(,)? }) => {
@@ -322,7 +322,7 @@ fn render(
         }
         let a = covered as f32 / (SUPERSAMPLE * SUPERSAMPLE) as f32;
         Rgb(std::array::from_fn(|c| {
-            let v = a * fill[c] + (1.0 - a) * background[c] + noise * rng.normal();
+            let v = a * fill[c] + (1.0 - a) * background[c] + noise * rng.normal_f32();
             v.round().clamp(0.0, 255.0) as u8
         }))
     })

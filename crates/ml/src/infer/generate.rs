@@ -234,7 +234,7 @@ impl Sampler {
         if !(kept > 0.0 && kept.is_finite()) {
             return argmax(); // NaN or infinite logits: nothing sensible to draw from
         }
-        let mut u = self.rng.uniform() * kept;
+        let mut u = self.rng.f64() * kept;
         for &(id, p) in &probs {
             if u < p {
                 return id;

@@ -10,11 +10,11 @@ use serde::{Deserialize, Serialize};
 use super::optim::AdamW;
 use super::train_loop::{Hooks, Hyper, Objective, Trained, Trainer, micro_rows};
 use crate::data::conversations::{Sequences, pad_batch};
-use crate::data::rng::Rng;
 use crate::models::lm_loss::next_token_loss;
 use crate::models::qwen2::Qwen2;
 use crate::models::qwen2_config::Qwen2Config;
 use crate::param_store::ParamStore;
+use crate::rng::Rng;
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct LmTrainConfig {

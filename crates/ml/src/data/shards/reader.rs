@@ -6,8 +6,8 @@ use std::io::{BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 use super::{HEADER_LEN, Record, ShardSpec, decode_record, read_header};
-use crate::data::rng::Rng;
 use crate::data::{Result, format_err, io_err};
+use crate::rng::Rng;
 
 /// The shards of one folder, their headers read and their sizes checked.
 #[derive(Debug, Clone)]
