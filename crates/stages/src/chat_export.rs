@@ -5,9 +5,11 @@
 
 use anyhow::Context;
 use serde::Deserialize;
+use serde_json::Value;
 
 use super::vlm_train::{VLM_JSON, VlmManifest};
-use super::{Kind, StageContext, params};
+use super::{Kind, StageContext, kind_params};
+use vlmflow_engine::kind::ParamProblem;
 use vlmflow_ml::bundle::{self, BundleInfo};
 use vlmflow_ml::data::tokenizer::Tokenizer;
 use vlmflow_ml::models::vlm::Vlm;
@@ -29,8 +31,12 @@ impl Kind for ChatExport {
         "2"
     }
 
+    fn check_params(&self, params: &Value) -> Vec<ParamProblem> {
+        kind_params::check::<ChatExportParams>(params)
+    }
+
     fn run(&self, ctx: &StageContext<'_>) -> anyhow::Result<()> {
-        let _: ChatExportParams = params::read(ctx)?;
+        let _: ChatExportParams = kind_params::read(ctx)?;
         let source = ctx.find_upstream("finetune (or vlm-pretrain) stage", |p| {
             p.join(VLM_JSON).is_file()
         })?;

@@ -7,9 +7,12 @@ use std::path::Path;
 
 use anyhow::{Context, bail};
 use serde::Deserialize;
+use serde_json::Value;
 
+use super::kind_params::{self, part};
 use super::training::{StageHooks, check_finished};
-use super::{Kind, StageContext, params};
+use super::{Kind, StageContext};
+use vlmflow_engine::kind::ParamProblem;
 use vlmflow_ml::clip_train::{TrainConfig, train};
 use vlmflow_ml::models::clip::ClipConfig;
 use vlmflow_ml::train_loop::Hyper;
@@ -19,6 +22,15 @@ pub struct ClipTrain;
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ClipTrainParams {
+    #[serde(flatten)]
+    own: OwnParams,
+    #[serde(flatten)]
+    train: Hyper,
+}
+
+/// The params only `clip-train` reads, flattened with `Hyper` into one table.
+#[derive(Deserialize)]
+struct OwnParams {
     /// `small` (32 px, sized for 2 CPU cores) or `vit-b16` (the seed's 150M-parameter shape).
     #[serde(default = "default_model")]
     model: String,
@@ -27,8 +39,6 @@ struct ClipTrainParams {
     shuffle_buffer: usize,
     /// A needed stage whose `model.safetensors` to start from, instead of random weights.
     init_from: Option<String>,
-    #[serde(flatten)]
-    train: Hyper,
 }
 
 fn default_model() -> String {
@@ -47,16 +57,23 @@ impl Kind for ClipTrain {
         "1"
     }
 
+    fn check_params(&self, params: &Value) -> Vec<ParamProblem> {
+        kind_params::check_flattened::<ClipTrainParams>(
+            params,
+            &[part::<OwnParams>(), part::<Hyper>()],
+        )
+    }
+
     fn run(&self, ctx: &StageContext<'_>) -> anyhow::Result<()> {
-        let p: ClipTrainParams = params::read(ctx)?;
-        let init_from = match &p.init_from {
+        let p: ClipTrainParams = kind_params::read(ctx)?;
+        let init_from = match &p.own.init_from {
             Some(stage) => Some(ctx.upstream(stage)?.join("model.safetensors")),
             None => None,
         };
-        let data = data_upstream(ctx, p.init_from.as_deref())?;
+        let data = data_upstream(ctx, p.own.init_from.as_deref())?;
         let tokenizer = data.join("tokenizer.json");
         let vocab = vlmflow_ml::data::tokenizer::Tokenizer::load(&tokenizer)?.vocab_size();
-        let model = match p.model.as_str() {
+        let model = match p.own.model.as_str() {
             "small" => ClipConfig::small(vocab),
             "vit-b16" => ClipConfig::vit_b16(vocab),
             other => bail!(
@@ -68,7 +85,7 @@ impl Kind for ClipTrain {
         let cfg = TrainConfig {
             model,
             hyper: p.train,
-            shuffle_buffer: p.shuffle_buffer,
+            shuffle_buffer: p.own.shuffle_buffer,
         };
         let device = super::device(ctx)?;
         let mut hooks = StageHooks::new(ctx, steps);

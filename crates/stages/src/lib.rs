@@ -6,8 +6,8 @@ mod chat_export;
 mod clip_train;
 mod download;
 mod finetune;
+mod kind_params;
 mod lm_train;
-mod params;
 mod preprocess;
 mod train_rules;
 mod training;
@@ -67,4 +67,42 @@ pub(crate) fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> anyhow::
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     serde_json::from_str(&text)
         .with_context(|| format!("{} is not the JSON expected", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+    use vlmflow_engine::kind::{ParamFault, ParamKey, ParamProblem};
+
+    fn check(kind: &str, params: serde_json::Value) -> Vec<ParamProblem> {
+        super::kinds().find(kind).unwrap().check_params(&params)
+    }
+
+    #[test]
+    fn kinds_check_their_params_as_they_read_them() {
+        assert!(check("download", json!({"count": 10, "seed": 1})).is_empty());
+        let wrong = check("download", json!({"count": "many"}));
+        let expected = "invalid type: string \"many\", expected u64";
+        assert_eq!(wrong, [ParamProblem::invalid(&["count"], expected)]);
+        let unknown = check("download", json!({"source": "synthetic", "image_sise": 8}));
+        let ParamFault::Unknown { known } = &unknown[0].fault else {
+            panic!("{unknown:?}")
+        };
+        assert!(known.contains(&"image_size".to_string()) && known.contains(&"source".into()));
+        let source = check("download", json!({"source": "cifar"}));
+        assert_eq!(source[0].path, [ParamKey::Key("source".into())]);
+
+        let finetune = json!({"steps": 5, "lr": 0.1, "lora": {"rank": 4, "alpha": 8, "targets": [], "rnak": 1}});
+        let nested = check("finetune", finetune);
+        assert_eq!(nested[0].dotted(), "lora.rnak");
+        let hyper = check(
+            "vlm-pretrain",
+            json!({"steps": "5", "lr": 0.1, "querys": 4}),
+        );
+        let dotted: Vec<String> = hyper.iter().map(ParamProblem::dotted).collect();
+        assert_eq!(dotted, ["querys", "steps"]);
+        assert!(check("lm-train", json!({"steps": 5, "lr": 0.1})).is_empty());
+        assert!(check("chat-export", json!({})).is_empty());
+        assert_eq!(check("chat-export", json!({"x": 1}))[0].dotted(), "x");
+    }
 }
