@@ -7,8 +7,9 @@ use anyhow::Context;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::vlm_train::{VLM_JSON, VlmManifest};
-use super::{Kind, StageContext, kind_params};
+use super::{Kind, StageContext};
+use crate::shared::kind_params;
+use crate::shared::vlm_common::{VLM_JSON, VlmManifest};
 use vlmflow_engine::kind::ParamProblem;
 use vlmflow_ml::bundle::{self, BundleInfo};
 use vlmflow_ml::data::tokenizer::Tokenizer;

@@ -3,15 +3,13 @@
 //! the run's metrics; the artifact holds the weights, the config, the tokenizer and a loss curve.
 //! Checkpoints go to the run's checkpoint folder, so a killed build resumes where it stopped.
 
-use std::path::Path;
-
 use anyhow::{Context, bail};
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::kind_params::{self, part};
-use super::training::{StageHooks, check_finished};
 use super::{Kind, StageContext};
+use crate::shared::kind_params::{self, part};
+use crate::shared::training::{StageHooks, check_finished};
 use vlmflow_engine::kind::ParamProblem;
 use vlmflow_ml::clip_train::{TrainConfig, train};
 use vlmflow_ml::models::clip::ClipConfig;
@@ -66,11 +64,15 @@ impl Kind for ClipTrain {
 
     fn run(&self, ctx: &StageContext<'_>) -> anyhow::Result<()> {
         let p: ClipTrainParams = kind_params::read(ctx)?;
-        let init_from = match &p.own.init_from {
-            Some(stage) => Some(ctx.upstream(stage)?.join("model.safetensors")),
+        let init_stage = match &p.own.init_from {
+            Some(stage) => Some(ctx.upstream(stage)?),
             None => None,
         };
-        let data = data_upstream(ctx, p.own.init_from.as_deref())?;
+        let init_from = init_stage.map(|dir| dir.join("model.safetensors"));
+        // The stage holding training shards: the one that is not `init_from`.
+        let data = ctx.find_upstream("preprocess stage (with train/ shards)", |dir| {
+            Some(dir) != init_stage && dir.join("train").is_dir()
+        })?;
         let tokenizer = data.join("tokenizer.json");
         let vocab = vlmflow_ml::data::tokenizer::Tokenizer::load(&tokenizer)?.vocab_size();
         let model = match p.own.model.as_str() {
@@ -109,30 +111,5 @@ impl Kind for ClipTrain {
             .context("copying the tokenizer")?;
         hooks.finish()?;
         Ok(())
-    }
-}
-
-/// The needed stage holding training shards (the one that is not `init_from`).
-fn data_upstream<'c>(
-    ctx: &'c StageContext<'_>,
-    init_from: Option<&str>,
-) -> anyhow::Result<&'c Path> {
-    let candidates: Vec<&Path> = ctx
-        .upstream
-        .iter()
-        .filter(|(name, path)| Some(name.as_str()) != init_from && path.join("train").is_dir())
-        .map(|(_, path)| path.as_path())
-        .collect();
-    match candidates.as_slice() {
-        [one] => Ok(one),
-        [] => bail!(
-            "stage `{}` needs a preprocess stage (with train/ shards): add it to `needs`",
-            ctx.stage
-        ),
-        _ => bail!(
-            "stage `{}` needs exactly one preprocess stage; it has {}",
-            ctx.stage,
-            candidates.len()
-        ),
     }
 }

@@ -6,12 +6,13 @@ use anyhow::bail;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::kind_params::{self, part};
-use super::lm_train::is_data;
-use super::train_rules::{TrainSpec, check_rules, trains};
-use super::training::{StageHooks, check_finished};
-use super::vlm_train::{Common, VLM_JSON, VlmManifest, is_vlm, sequences, write_vlm};
 use super::{Kind, StageContext};
+use crate::shared::inputs::is_data;
+use crate::shared::kind_params::{self, part};
+use crate::shared::train_rules::{TrainSpec, check_rules, trains};
+use crate::shared::vlm_common::{
+    Common, VLM_JSON, VlmManifest, is_vlm, sequences, train_vlm, write_vlm,
+};
 use vlmflow_engine::kind::ParamProblem;
 use vlmflow_ml::data::conversations::{Objective, read_split_records};
 use vlmflow_ml::data::tokenizer::Tokenizer;
@@ -21,7 +22,6 @@ use vlmflow_ml::params::Params;
 use vlmflow_ml::train_loop::Hyper;
 use vlmflow_ml::vlm_eval::exact_match;
 use vlmflow_ml::vlm_folder::{self, LmFiles};
-use vlmflow_ml::vlm_train::train;
 
 pub struct Finetune;
 
@@ -122,15 +122,13 @@ impl Kind for Finetune {
             ..manifest.model.clone()
         };
         let cfg = p.common.config(model.clone(), &p.hyper);
-        let mut hooks = StageHooks::new(ctx, p.hyper.steps);
-        let trained = train(
+        let (trained, hooks) = train_vlm(
+            ctx,
             &cfg,
             params,
-            &data.join("train"),
+            data,
             &train_seqs,
             tokenizer.pad_id(),
-            ctx.checkpoint_dir,
-            &mut hooks,
             |params, hooks| {
                 let names: Vec<String> = params.vars().into_iter().map(|(n, _)| n).collect();
                 check_rules(ctx, &rules, &names)
@@ -140,7 +138,6 @@ impl Kind for Finetune {
                 Ok(())
             },
         )?;
-        check_finished(trained.finish, p.hyper.steps)?;
         let validation = data.join("validation");
         let records = read_split_records(&validation)?;
         let result = exact_match(

@@ -1,19 +1,19 @@
 //! Stage kinds: the only room where the engine and the ML code meet. A kind reads its params, asks
 //! its context for inputs and upstream artifacts, does its work, and hands back outputs (files in
 //! its out folder, or the declared outs of a command) and metrics through `StageContext`.
+//!
+//! The layout has one rule: each kind is a file or a folder at the top level (a folder holds that
+//! kind's own helpers, e.g. `download/`'s sources), and what several kinds share is under
+//! `shared/`. No kind imports another kind.
 
 mod chat_export;
 mod clip_train;
 mod download;
 mod finetune;
-mod kind_params;
 mod lm_train;
 mod preprocess;
-mod train_rules;
-mod training;
+mod shared;
 mod vlm_pretrain;
-mod vlm_train;
-mod vlm_vision;
 mod zero_shot;
 
 use std::path::Path;

@@ -4,15 +4,14 @@
 //! Face model folder (`config.json`, `model.safetensors`, `tokenizer.json`): the VLM stages
 //! read it exactly as they read a downloaded Qwen2.5.
 
-use std::path::Path;
-
 use anyhow::{Context, bail};
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::kind_params::{self, part};
-use super::training::{StageHooks, check_finished};
 use super::{Kind, StageContext};
+use crate::shared::inputs::is_data;
+use crate::shared::kind_params::{self, part};
+use crate::shared::training::{StageHooks, check_finished};
 use vlmflow_engine::kind::ParamProblem;
 use vlmflow_ml::data::chat::ChatTemplate;
 use vlmflow_ml::data::conversations::{Objective, build, read_split_records};
@@ -49,11 +48,6 @@ fn default_model() -> String {
 }
 fn default_max_len() -> usize {
     128
-}
-
-/// A `preprocess` artifact: shards, their caption records and the tokenizer.
-pub(crate) fn is_data(path: &Path) -> bool {
-    path.join("meta.json").is_file() && path.join("tokenizer.json").is_file()
 }
 
 impl Kind for LmTrain {

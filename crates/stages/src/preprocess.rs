@@ -16,7 +16,8 @@ use rayon::prelude::*;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::{Kind, StageContext, kind_params};
+use super::{Kind, StageContext};
+use crate::shared::kind_params;
 use vlmflow_engine::kind::ParamProblem;
 use vlmflow_ml::data::captions::{CaptionRecord, read_jsonl, write_jsonl};
 use vlmflow_ml::data::chat::CAPTION_PROMPT;

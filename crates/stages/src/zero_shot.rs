@@ -8,7 +8,8 @@ use anyhow::{Context, bail};
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::{Kind, StageContext, kind_params};
+use super::{Kind, StageContext};
+use crate::shared::kind_params;
 use vlmflow_engine::kind::ParamProblem;
 use vlmflow_ml::clip_train::TrainConfig;
 use vlmflow_ml::data::tokenizer::Tokenizer;

@@ -16,11 +16,10 @@ mod webdataset;
 
 use std::path::Path;
 
-use anyhow::bail;
 use serde_json::Value;
 
-use super::kind_params::{self, check};
 use super::{Kind, StageContext};
+use crate::shared::kind_params::{self, check};
 use vlmflow_engine::kind::{ParamFault, ParamProblem};
 use vlmflow_ml::data::captions::{CaptionRecord, write_jsonl};
 use vlmflow_ml::data::cifar::Variant::{self, Cifar10, Cifar100};
@@ -118,22 +117,6 @@ fn write_index(out_dir: &Path, records: &[CaptionRecord]) -> anyhow::Result<()> 
             out_dir.join("classes.json"),
             serde_json::to_string_pretty(&labels)?,
         )?;
-    }
-    Ok(())
-}
-
-/// Local data must be a declared input, or edits to it would not make the stage stale.
-pub(crate) fn require_input(ctx: &StageContext<'_>, path: &str) -> anyhow::Result<()> {
-    let covered = ctx
-        .inputs
-        .iter()
-        .any(|i| path == i || path.starts_with(&format!("{i}/")));
-    if !covered {
-        bail!(
-            "stage `{}` reads {path}, which is not among its `inputs`: add it to `inputs` in the Stagefile \
-             so that changing it reruns the stage",
-            ctx.stage
-        );
     }
     Ok(())
 }

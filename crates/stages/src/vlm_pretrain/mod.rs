@@ -3,18 +3,19 @@
 //! Qwen2 folder) through a new projector, and trains the caption objective with the LM frozen.
 //! Reports the validation caption loss.
 
+mod vision;
+
 use std::path::{Path, PathBuf};
 
 use anyhow::bail;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::kind_params::{self, part};
-use super::lm_train::is_data;
-use super::training::{StageHooks, check_finished};
-use super::vlm_train::{Common, VlmManifest, sequences, write_vlm};
-use super::vlm_vision::{VisionParams, VisionSource};
-use super::{Kind, StageContext};
+use crate::shared::inputs::{is_data, require_input};
+use crate::shared::kind_params::{self, part};
+use crate::shared::vlm_common::{Common, VlmManifest, sequences, train_vlm, write_vlm};
+use crate::{Kind, StageContext};
+use vision::{VisionParams, VisionSource};
 use vlmflow_engine::kind::ParamProblem;
 use vlmflow_ml::data::chat::ChatTemplate;
 use vlmflow_ml::data::conversations::Objective;
@@ -26,7 +27,6 @@ use vlmflow_ml::params::Params;
 use vlmflow_ml::train_loop::Hyper;
 use vlmflow_ml::vlm_eval::mean_loss;
 use vlmflow_ml::vlm_folder::LmFiles;
-use vlmflow_ml::vlm_train::train;
 
 pub struct VlmPretrain;
 
@@ -75,7 +75,7 @@ struct OwnParams {
 }
 
 fn is_hf_lm(path: &Path) -> bool {
-    super::read_json::<serde_json::Value>(&path.join("config.json"))
+    crate::read_json::<serde_json::Value>(&path.join("config.json"))
         .is_ok_and(|v| v["hidden_size"].is_u64())
 }
 
@@ -103,11 +103,11 @@ impl Kind for VlmPretrain {
     fn run(&self, ctx: &StageContext<'_>) -> anyhow::Result<()> {
         let p: PretrainParams = kind_params::read(ctx)?;
         let data = ctx.find_upstream("preprocess stage", is_data)?;
-        let device = super::device(ctx)?;
+        let device = crate::device(ctx)?;
         let vision = VisionSource::open(ctx, &p.vision, &data.join("train"), &device)?;
         let lm_dir: PathBuf = match &p.own.lm {
             Some(path) => {
-                super::download::require_input(ctx, path)?;
+                require_input(ctx, path)?;
                 ctx.workspace.join(path)
             }
             None => ctx
@@ -161,15 +161,13 @@ impl Kind for VlmPretrain {
         let params = Params::new(p.hyper.seed, &device)
             .with_frozen(move |name| is_lm(name) || (is_vision(name) && !train_vision));
         let cfg = p.common.config(model.clone(), &p.hyper);
-        let mut hooks = StageHooks::new(ctx, p.hyper.steps);
-        let trained = train(
+        let (trained, hooks) = train_vlm(
+            ctx,
             &cfg,
             params,
-            &data.join("train"),
+            data,
             &train_seqs,
             tokenizer.pad_id(),
-            ctx.checkpoint_dir,
-            &mut hooks,
             |params, hooks| {
                 vision.load_into(params)?;
                 params.copy_from(&lm.params)?;
@@ -181,7 +179,6 @@ impl Kind for VlmPretrain {
                 Ok(())
             },
         )?;
-        check_finished(trained.finish, p.hyper.steps)?;
         let val_loss = mean_loss(
             &trained.model,
             &data.join("validation"),

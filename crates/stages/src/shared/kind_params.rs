@@ -7,7 +7,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 use serde_path_to_error::Segment;
 
-use super::StageContext;
+use crate::StageContext;
 use vlmflow_engine::kind::{ParamFault, ParamKey, ParamProblem};
 
 /// Deserialize the stage's params; unknown or mistyped params are an error naming the stage.
