@@ -170,7 +170,8 @@ params = { source = "synthetic", cuont = 10 }
     let run = ws.build(&[]);
     assert_eq!(run.code, 2, "{run}");
     assert!(
-        run.stderr.contains("unknown param `cuont` in stage `download`")
+        run.stderr
+            .contains("unknown param `cuont` in stage `download`")
             && run.stderr.contains("did you mean `count`?"),
         "{run}"
     );
