@@ -109,7 +109,7 @@ fn pipeline_noop(table: &mut Table, dir: &Path, n: usize, reps: usize, goal_ms: 
 
 /// Loading the Stagefile of a pipeline `pipeline_noop` wrote, in this process.
 fn stagefile_load(table: &mut Table, dir: &Path, n: usize, reps: usize) {
-    let kinds = Kinds::cmd_only().specs();
+    let kinds = Kinds::cmd_only();
     let times = repeat(reps, || {
         let t = Instant::now();
         let pipeline = stagefile::load(dir, &kinds).unwrap_or_else(|d| panic!("{d}"));

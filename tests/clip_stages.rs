@@ -119,8 +119,9 @@ fn training_is_deterministic_and_an_interrupted_run_resumes_to_the_same_weights(
 #[test]
 fn per_step_metrics_can_be_queried_while_the_stage_trains() {
     let ws = Ws::new(PIPELINE);
-    ws.build_ok(&["preprocess"]);
+    // Every stage's params are checked whatever the target: clip-train's go in first.
     ws.params("clip-train", "steps = 5000\nbatch_size = 16\nlr = 1e-3\n");
+    ws.build_ok(&["preprocess"]);
     let mut child = ws.spawn(&["build", "clip-train"]);
     let losses = || {
         ws.query_i64(

@@ -166,10 +166,14 @@ kind = "download"
 params = { source = "synthetic", cuont = 10 }
 "#,
     );
+    // Checked when the Stagefile loads, before anything runs (stagefile_errors.rs has more).
     let run = ws.build(&[]);
-    assert_eq!(run.code, 1, "{run}");
+    assert_eq!(run.code, 2, "{run}");
     assert!(
-        run.stdout.contains("stage `download`") && run.stdout.contains("cuont"),
+        run.stderr
+            .contains("unknown param `cuont` in stage `download`")
+            && run.stderr.contains("did you mean `count`?"),
         "{run}"
     );
+    assert!(run.lines().is_empty(), "nothing ran\n{run}");
 }

@@ -275,3 +275,113 @@ fn a_bad_command_line_is_exit_2() {
     let run = ws.run(&["frobnicate"]);
     run.assert_code(2);
 }
+
+/// A params mistake: exit 2 at `location` (as `mistake` checks), and no object or run recorded.
+fn params_mistake(stagefile: &str, files: &[(&str, &str)], location: &str) -> Run {
+    let ws = Ws::new(stagefile);
+    for (path, text) in files {
+        ws.write(path, text);
+    }
+    let run = mistake(stagefile, files, location);
+    ws.build(&[]).assert_code(2);
+    assert!(
+        ws.files_under("cache/objects").is_empty(),
+        "nothing was stored"
+    );
+    assert!(!ws.exists("out"), "no stage wrote anything");
+    run
+}
+
+#[test]
+fn a_wrong_type_in_a_params_file_is_located_before_anything_runs() {
+    let run = params_mistake(
+        r#"[stages.prepare]
+kind = "cmd"
+cmd = "echo ran >> ran.log"
+outs = ["out/prepare"]
+
+[stages.download]
+kind = "download"
+"#,
+        &[(
+            "stages/download.toml",
+            "# shapes\nseed = 1\ncount = \"many\"\n",
+        )],
+        "stages/download.toml:3",
+    );
+    let expected =
+        "error: param `count` of stage `download`: invalid type: string \"many\", expected u64
+ --> stages/download.toml:3:9
+  |
+3 | count = \"many\"
+  |         ^^^^^^
+  = help: `count` takes u64";
+    assert!(run.stderr.contains(expected), "{run}");
+}
+
+#[test]
+fn a_misspelt_inline_param_is_located_with_a_suggestion() {
+    let run = params_mistake(
+        r#"[stages.download]
+kind = "download"
+params = { count = 100, image_sise = 16 }
+"#,
+        &[],
+        "Stagefile:3",
+    );
+    assert!(
+        run.stderr
+            .contains("unknown param `image_sise` in stage `download`"),
+        "{run}"
+    );
+    assert!(run.stderr.contains("did you mean `image_size`?"), "{run}");
+}
+
+#[test]
+fn a_nested_param_is_located_in_its_table() {
+    let run = params_mistake(
+        r#"[stages.download]
+kind = "download"
+
+[stages.finetune]
+kind = "finetune"
+needs = ["download"]
+
+[stages.finetune.params]
+steps = 10
+lr = 1e-3
+lora = { rank = 4, alpha = 8, targets = ["q_proj"], dropuot = 0.1 }
+"#,
+        &[],
+        "Stagefile:11",
+    );
+    assert!(
+        run.stderr
+            .contains("unknown param `lora.dropuot` in stage `finetune`"),
+        "{run}"
+    );
+    assert!(
+        run.stderr
+            .contains("the keys there are `rank`, `alpha`, `targets`"),
+        "{run}"
+    );
+}
+
+#[test]
+fn a_bad_set_is_named_and_nothing_runs() {
+    let ws = Ws::new(
+        r#"[stages.download]
+kind = "download"
+params = { count = 100 }
+"#,
+    );
+    let run = ws.build(&["--set", "download.count=many"]);
+    run.assert_code(2);
+    let expected = "error: `--set download.count=many`: param `count` of stage `download`: \
+                    invalid type: string \"many\", expected u64";
+    assert!(run.stderr.contains(expected), "{run}");
+    assert!(run.stderr.contains("help: `count` takes u64"), "{run}");
+    assert!(run.lines().is_empty(), "nothing ran\n{run}");
+    assert!(ws.files_under("cache/objects").is_empty());
+    assert!(!ws.exists("out"));
+}

@@ -71,8 +71,9 @@ pub fn load_pipeline(
     kinds: &Kinds,
     set: &[String],
 ) -> Result<(Pipeline, BTreeMap<String, Value>), EngineError> {
-    let mut pipeline = stagefile::load(&ws.root, &kinds.specs()).map_err(EngineError::Stagefile)?;
+    let mut pipeline = stagefile::load(&ws.root, kinds).map_err(EngineError::Stagefile)?;
     let mut overrides: BTreeMap<String, Value> = BTreeMap::new();
+    let mut applied = Vec::new();
     for text in set {
         let o = Override::parse(text).map_err(EngineError::Usage)?;
         let index = stage_index(&pipeline, &o.stage, "--set")?;
@@ -81,7 +82,9 @@ pub fn load_pipeline(
             .entry(o.stage.clone())
             .or_insert_with(|| Value::Object(Default::default()));
         entry[o.param_name()] = o.value.clone();
+        applied.push((text.as_str(), o));
     }
+    stagefile::check_overrides(&pipeline, kinds, &applied).map_err(EngineError::Stagefile)?;
     Ok((pipeline, overrides))
 }
 

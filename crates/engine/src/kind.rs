@@ -8,8 +8,6 @@ use std::sync::Mutex;
 
 use serde_json::Value;
 
-use crate::stagefile::KindSpec;
-
 /// One kind of stage. Implementations must be deterministic functions of what the key covers
 /// (params, inputs, upstream artifacts, implementation version).
 pub trait Kind: Send + Sync {
@@ -21,6 +19,12 @@ pub trait Kind: Send + Sync {
     /// `StageContext::out_dir`.
     fn runs_command(&self) -> bool {
         false
+    }
+    /// The mistakes in a stage's params, checked when the Stagefile loads, before anything runs:
+    /// what reading them when the stage runs would refuse. The default accepts any params (`cmd`
+    /// hands them to its command as they are).
+    fn check_params(&self, _params: &Value) -> Vec<ParamProblem> {
+        Vec::new()
     }
     fn run(&self, ctx: &StageContext<'_>) -> anyhow::Result<()>;
 }
@@ -54,15 +58,62 @@ impl Kinds {
         self.list.iter().copied()
     }
 
-    /// What the Stagefile loader needs to know of the kinds.
-    pub fn specs(&self) -> Vec<KindSpec> {
-        self.list
-            .iter()
-            .map(|k| KindSpec {
-                name: k.name(),
-                runs_command: k.runs_command(),
-            })
-            .collect()
+    pub fn names(&self) -> impl Iterator<Item = &'static str> + '_ {
+        self.iter().map(|k| k.name())
+    }
+}
+
+/// One mistake in a stage's params, as a kind reports it: where it is and what is wrong. The
+/// Stagefile loader locates it in the params file or inline table.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ParamProblem {
+    /// From the top of the params to the mistake: the unknown key itself, the table lacking a
+    /// key, or the key whose value is wrong. Empty for the params as a whole.
+    pub path: Vec<ParamKey>,
+    pub fault: ParamFault,
+}
+
+/// One step into the params: a table's key or a list's position.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ParamKey {
+    Key(String),
+    Index(usize),
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum ParamFault {
+    /// The last key of the path is no param of its table; `known` are the names that are.
+    Unknown { known: Vec<String> },
+    /// The table at the path lacks the required `key`.
+    Missing { key: String },
+    /// The value at the path is refused, in serde's words (`invalid type: string "many",
+    /// expected u64`) or the kind's.
+    Invalid(String),
+}
+
+impl ParamProblem {
+    /// A refused value at `path` (keys from the top of the params).
+    pub fn invalid(path: &[&str], message: impl Into<String>) -> Self {
+        ParamProblem {
+            path: path.iter().map(|k| ParamKey::Key(k.to_string())).collect(),
+            fault: ParamFault::Invalid(message.into()),
+        }
+    }
+
+    /// The path as written in TOML's dotted form: `lora.rank`, `templates[1]`.
+    pub fn dotted(&self) -> String {
+        let mut out = String::new();
+        for key in &self.path {
+            match key {
+                ParamKey::Key(k) if out.is_empty() => out.push_str(k),
+                ParamKey::Key(k) => {
+                    out.push('.');
+                    out.push_str(k);
+                }
+                ParamKey::Index(i) => out.push_str(&format!("[{i}]")),
+            }
+        }
+        out
     }
 }
 

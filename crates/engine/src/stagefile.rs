@@ -4,13 +4,14 @@
 //!
 //! Loading runs in passes, each collecting diagnostics rather than stopping at the first:
 //! 1. each stage table on its own (keys, types, kind rules, paths, inline params) → `RawStage`,
-//!    then the params files, read in parallel;
+//!    then the params files, read in parallel, then every stage's params checked by its kind;
 //! 2. across stages: outs that overlap, inputs produced by another stage (implicit needs), needs;
 //! 3. resources against capacities, then the order (Kahn) or a cycle.
 
 mod graph;
 mod link;
 mod params;
+mod params_check;
 mod paths;
 mod syntax;
 #[cfg(test)]
@@ -24,23 +25,10 @@ use toml::Spanned;
 use toml::de::{DeString, DeTable, DeValue};
 
 use super::diagnostic::{Diagnostic, Diagnostics, did_you_mean, list_choices};
+use crate::kind::{Kind, Kinds};
+pub use params_check::check_overrides;
 use paths::{Location, PathError};
 use syntax::syntax_error;
-
-/// What the engine knows of a kind while loading: its name and whether it runs a shell command.
-#[derive(Clone, Copy, Debug)]
-pub struct KindSpec {
-    pub name: &'static str,
-    /// `cmd`: requires `cmd = "..."` and at least one `outs` entry. Built-in kinds forbid `cmd`,
-    /// and their outs default to `["out/<stage>"]` (at most one path may be given).
-    pub runs_command: bool,
-}
-
-/// The kind every workspace has, even when the caller's list leaves it out.
-const CMD_KIND: KindSpec = KindSpec {
-    name: "cmd",
-    runs_command: true,
-};
 
 /// A validated pipeline. `stages` is in a topological order (every stage after the stages it
 /// needs), ties broken by order in the Stagefile.
@@ -107,7 +95,7 @@ pub fn params_from_toml(text: &str) -> Option<serde_json::Value> {
 }
 
 /// Read `<workspace>/Stagefile` and everything it points at.
-pub fn load(workspace: &Path, kinds: &[KindSpec]) -> Result<Pipeline, Diagnostics> {
+pub fn load(workspace: &Path, kinds: &Kinds) -> Result<Pipeline, Diagnostics> {
     let path = workspace.join(STAGEFILE);
     let text = std::fs::read_to_string(&path).map_err(|e| {
         let message = format!("cannot read {}: {e}", path.display());
@@ -124,6 +112,7 @@ pub fn load(workspace: &Path, kinds: &[KindSpec]) -> Result<Pipeline, Diagnostic
         .map(|(key, value)| loader.stage(key, value))
         .collect();
     loader.read_params_files(&mut raws, &prefetched);
+    loader.check_params(&raws, &prefetched);
     let outs = loader.index_outs(&raws);
     let (mut needs, inputs) = loader.link_inputs(&raws, &outs);
     loader.link_needs(&raws, &mut needs);
@@ -139,13 +128,17 @@ type Entry<'d> = (&'d Spanned<DeString<'d>>, &'d Spanned<DeValue<'d>>);
 struct RawStage {
     name: String,
     name_span: Range<usize>,
-    kind: Option<KindSpec>,
+    kind: Option<&'static dyn Kind>,
     needs: Vec<(String, Range<usize>)>,
     inputs: Vec<(Location, Range<usize>)>,
     outs: Vec<(String, Range<usize>)>,
     cmd: Option<String>,
     params: serde_json::Value,
     params_file: Option<String>,
+    /// The span of an inline `params` table, to locate its mistakes.
+    params_inline: Option<Range<usize>>,
+    /// The params could not be read (a diagnostic says why): their kind does not check them.
+    params_failed: bool,
     /// A params file still to read (see `Loader::read_params_files`).
     params_request: Option<params::FileRequest>,
     metrics: Option<String>,
@@ -176,17 +169,13 @@ struct Loader<'a> {
     /// The workspace as an absolute, normalized path, to recognize absolute paths that lie in it.
     workspace_abs: String,
     text: &'a str,
-    kinds: Vec<KindSpec>,
+    kinds: &'a Kinds,
     diags: Vec<Diagnostic>,
 }
 
 impl<'a> Loader<'a> {
-    fn new(workspace: &'a Path, text: &'a str, kinds: &[KindSpec]) -> Self {
+    fn new(workspace: &'a Path, text: &'a str, kinds: &'a Kinds) -> Self {
         let workspace_abs = paths::workspace_root(workspace);
-        let mut kinds = kinds.to_vec();
-        if !kinds.iter().any(|k| k.name == CMD_KIND.name) {
-            kinds.insert(0, CMD_KIND);
-        }
         Loader {
             workspace,
             workspace_abs,
@@ -248,6 +237,8 @@ impl<'a> Loader<'a> {
             cmd: None,
             params: serde_json::Value::Object(Default::default()),
             params_file: None,
+            params_inline: None,
+            params_failed: false,
             params_request: None,
             metrics: None,
             resources: Vec::new(),
@@ -445,8 +436,8 @@ impl<'a> Loader<'a> {
     ) {
         raw.kind = self.resolve_kind(&raw.name, raw.name_span.clone(), kind);
         match raw.kind {
-            Some(spec) if spec.runs_command => self.command_rules(raw, w),
-            Some(spec) => self.built_in_rules(raw, spec.name, w),
+            Some(kind) if kind.runs_command() => self.command_rules(raw, w),
+            Some(kind) => self.built_in_rules(raw, kind.name(), w),
             None => {}
         }
     }
@@ -456,8 +447,8 @@ impl<'a> Loader<'a> {
         stage: &str,
         name_span: Range<usize>,
         kind: Option<(String, Range<usize>)>,
-    ) -> Option<KindSpec> {
-        let names: Vec<&'static str> = self.kinds.iter().map(|k| k.name).collect();
+    ) -> Option<&'static dyn Kind> {
+        let names: Vec<&'static str> = self.kinds.names().collect();
         let Some((kind, kind_span)) = kind else {
             let message = format!("stage `{stage}` has no `kind`");
             let help = format!(
@@ -467,15 +458,15 @@ impl<'a> Loader<'a> {
             self.error(name_span, message, help);
             return None;
         };
-        let spec = self.kinds.iter().find(|k| k.name == kind).copied();
-        if spec.is_none() {
+        let found = self.kinds.find(&kind);
+        if found.is_none() {
             let help = match did_you_mean(&kind, names.iter().copied()) {
                 Some(s) => format!("did you mean `{s}`?"),
                 None => format!("the kinds are {}", list_choices(names)),
             };
             self.error(kind_span, format!("unknown kind `{kind}`"), help);
         }
-        spec
+        found
     }
 
     /// A command stage says what to run and what it writes.

@@ -1,13 +1,16 @@
 //! The `chat-export` kind: turn a trained VLM (a `finetune` or `vlm-pretrain` artifact) into a
-//! chat bundle (`ml::infer::bundle`) that `vlmflow chat --bundle` loads, the language model also in the
+//! chat bundle (`ml::bundle`) that `vlmflow chat --bundle` loads, the language model also in the
 //! Hugging Face Qwen2 layout, and a `manifest.json` with the bundle's provenance: every stage
 //! that led to it, with its key, params, input digests and final metrics.
 
 use anyhow::Context;
 use serde::Deserialize;
+use serde_json::Value;
 
-use super::vlm_train::{VLM_JSON, VlmManifest};
-use super::{Kind, StageContext, params};
+use super::{Kind, StageContext};
+use crate::shared::kind_params;
+use crate::shared::vlm_common::{VLM_JSON, VlmManifest};
+use vlmflow_engine::kind::ParamProblem;
 use vlmflow_ml::data::tokenizer::Tokenizer;
 use vlmflow_ml::infer::bundle::{self, BundleInfo};
 use vlmflow_ml::models::vlm::Vlm;
@@ -29,8 +32,12 @@ impl Kind for ChatExport {
         "2"
     }
 
+    fn check_params(&self, params: &Value) -> Vec<ParamProblem> {
+        kind_params::check::<ChatExportParams>(params)
+    }
+
     fn run(&self, ctx: &StageContext<'_>) -> anyhow::Result<()> {
-        let _: ChatExportParams = params::read(ctx)?;
+        let _: ChatExportParams = kind_params::read(ctx)?;
         let source = ctx.find_upstream("finetune (or vlm-pretrain) stage", |p| {
             p.join(VLM_JSON).is_file()
         })?;

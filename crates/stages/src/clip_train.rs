@@ -3,13 +3,14 @@
 //! the run's metrics; the artifact holds the weights, the config, the tokenizer and a loss curve.
 //! Checkpoints go to the run's checkpoint folder, so a killed build resumes where it stopped.
 
-use std::path::Path;
-
 use anyhow::{Context, bail};
 use serde::Deserialize;
+use serde_json::Value;
 
-use super::training::{StageHooks, check_finished};
-use super::{Kind, StageContext, params};
+use super::{Kind, StageContext};
+use crate::shared::kind_params::{self, part};
+use crate::shared::training::{StageHooks, check_finished};
+use vlmflow_engine::kind::ParamProblem;
 use vlmflow_ml::models::clip::ClipConfig;
 use vlmflow_ml::train::clip::{TrainConfig, train};
 use vlmflow_ml::train::train_loop::Hyper;
@@ -19,6 +20,15 @@ pub struct ClipTrain;
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ClipTrainParams {
+    #[serde(flatten)]
+    own: OwnParams,
+    #[serde(flatten)]
+    train: Hyper,
+}
+
+/// The params only `clip-train` reads, flattened with `Hyper` into one table.
+#[derive(Deserialize)]
+struct OwnParams {
     /// `small` (32 px, sized for 2 CPU cores) or `vit-b16` (the seed's 150M-parameter shape).
     #[serde(default = "default_model")]
     model: String,
@@ -27,8 +37,6 @@ struct ClipTrainParams {
     shuffle_buffer: usize,
     /// A needed stage whose `model.safetensors` to start from, instead of random weights.
     init_from: Option<String>,
-    #[serde(flatten)]
-    train: Hyper,
 }
 
 fn default_model() -> String {
@@ -47,16 +55,27 @@ impl Kind for ClipTrain {
         "1"
     }
 
+    fn check_params(&self, params: &Value) -> Vec<ParamProblem> {
+        kind_params::check_flattened::<ClipTrainParams>(
+            params,
+            &[part::<OwnParams>(), part::<Hyper>()],
+        )
+    }
+
     fn run(&self, ctx: &StageContext<'_>) -> anyhow::Result<()> {
-        let p: ClipTrainParams = params::read(ctx)?;
-        let init_from = match &p.init_from {
-            Some(stage) => Some(ctx.upstream(stage)?.join("model.safetensors")),
+        let p: ClipTrainParams = kind_params::read(ctx)?;
+        let init_stage = match &p.own.init_from {
+            Some(stage) => Some(ctx.upstream(stage)?),
             None => None,
         };
-        let data = data_upstream(ctx, p.init_from.as_deref())?;
+        let init_from = init_stage.map(|dir| dir.join("model.safetensors"));
+        // The stage holding training shards: the one that is not `init_from`.
+        let data = ctx.find_upstream("preprocess stage (with train/ shards)", |dir| {
+            Some(dir) != init_stage && dir.join("train").is_dir()
+        })?;
         let tokenizer = data.join("tokenizer.json");
         let vocab = vlmflow_ml::data::tokenizer::Tokenizer::load(&tokenizer)?.vocab_size();
-        let model = match p.model.as_str() {
+        let model = match p.own.model.as_str() {
             "small" => ClipConfig::small(vocab),
             "vit-b16" => ClipConfig::vit_b16(vocab),
             other => bail!(
@@ -68,7 +87,7 @@ impl Kind for ClipTrain {
         let cfg = TrainConfig {
             model,
             hyper: p.train,
-            shuffle_buffer: p.shuffle_buffer,
+            shuffle_buffer: p.own.shuffle_buffer,
         };
         let device = super::device(ctx)?;
         let mut hooks = StageHooks::new(ctx, steps);
@@ -92,30 +111,5 @@ impl Kind for ClipTrain {
             .context("copying the tokenizer")?;
         hooks.finish()?;
         Ok(())
-    }
-}
-
-/// The needed stage holding training shards (the one that is not `init_from`).
-fn data_upstream<'c>(
-    ctx: &'c StageContext<'_>,
-    init_from: Option<&str>,
-) -> anyhow::Result<&'c Path> {
-    let candidates: Vec<&Path> = ctx
-        .upstream
-        .iter()
-        .filter(|(name, path)| Some(name.as_str()) != init_from && path.join("train").is_dir())
-        .map(|(_, path)| path.as_path())
-        .collect();
-    match candidates.as_slice() {
-        [one] => Ok(one),
-        [] => bail!(
-            "stage `{}` needs a preprocess stage (with train/ shards): add it to `needs`",
-            ctx.stage
-        ),
-        _ => bail!(
-            "stage `{}` needs exactly one preprocess stage; it has {}",
-            ctx.stage,
-            candidates.len()
-        ),
     }
 }

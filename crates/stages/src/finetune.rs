@@ -4,12 +4,16 @@
 
 use anyhow::bail;
 use serde::Deserialize;
+use serde_json::Value;
 
-use super::lm_train::is_data;
-use super::train_rules::{TrainSpec, check_rules, trains};
-use super::training::{StageHooks, check_finished};
-use super::vlm_train::{Common, VLM_JSON, VlmManifest, is_vlm, sequences, write_vlm};
-use super::{Kind, StageContext, params};
+use super::{Kind, StageContext};
+use crate::shared::inputs::is_data;
+use crate::shared::kind_params::{self, part};
+use crate::shared::train_rules::{TrainSpec, check_rules, trains};
+use crate::shared::vlm_common::{
+    Common, VLM_JSON, VlmManifest, is_vlm, sequences, train_vlm, write_vlm,
+};
+use vlmflow_engine::kind::ParamProblem;
 use vlmflow_ml::data::conversations::{Objective, read_split_records};
 use vlmflow_ml::data::tokenizer::Tokenizer;
 use vlmflow_ml::infer::vlm_eval::exact_match;
@@ -18,7 +22,6 @@ use vlmflow_ml::models::vlm::{VlmConfig, is_lm};
 use vlmflow_ml::models::vlm_folder::{self, LmFiles};
 use vlmflow_ml::param_store::ParamStore;
 use vlmflow_ml::train::train_loop::Hyper;
-use vlmflow_ml::train::vlm::train;
 
 pub struct Finetune;
 
@@ -32,6 +35,17 @@ fn default_true() -> bool {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FinetuneParams {
+    #[serde(flatten)]
+    own: OwnParams,
+    #[serde(flatten)]
+    common: Common,
+    #[serde(flatten)]
+    hyper: Hyper,
+}
+
+/// The params only `finetune` reads, flattened with the shared ones into one table.
+#[derive(Deserialize)]
+struct OwnParams {
     /// What trains: `"all"`, or a list of parts (`vision`, `projector`, `lm`) and parameter-name
     /// patterns (`*` matches any run of characters, e.g. `model.layers.*.mlp.*`). By default the
     /// projector and the LM (with `lora`: the projector and the adapters).
@@ -46,10 +60,6 @@ struct FinetuneParams {
     /// Train LoRA adapters on the language model's linear layers instead of its weights:
     /// `{ rank = 8, alpha = 16, targets = ["q_proj", "v_proj"] }`. Merged by chat-export.
     lora: Option<LoraConfig>,
-    #[serde(flatten)]
-    common: Common,
-    #[serde(flatten)]
-    hyper: Hyper,
 }
 
 impl Kind for Finetune {
@@ -61,8 +71,15 @@ impl Kind for Finetune {
         "2"
     }
 
+    fn check_params(&self, params: &Value) -> Vec<ParamProblem> {
+        kind_params::check_flattened::<FinetuneParams>(
+            params,
+            &[part::<OwnParams>(), part::<Common>(), part::<Hyper>()],
+        )
+    }
+
     fn run(&self, ctx: &StageContext<'_>) -> anyhow::Result<()> {
-        let p: FinetuneParams = params::read(ctx)?;
+        let p: FinetuneParams = kind_params::read(ctx)?;
         let data = ctx.find_upstream("preprocess stage", is_data)?;
         let base = ctx.find_upstream("vlm-pretrain stage", is_vlm)?;
         let manifest: VlmManifest = super::read_json(&base.join(VLM_JSON))?;
@@ -70,7 +87,7 @@ impl Kind for Finetune {
         let tokenizer = Tokenizer::load(&tokenizer_path)?;
         let template = &manifest.template;
         let objective = Objective::Answers {
-            shuffle_turns: p.shuffle_turns,
+            shuffle_turns: p.own.shuffle_turns,
         };
         let train_seqs = sequences(
             ctx,
@@ -83,8 +100,8 @@ impl Kind for Finetune {
         )?;
 
         let device = super::device(ctx)?;
-        let with_lora = p.lora.is_some();
-        let rules = match &p.train {
+        let with_lora = p.own.lora.is_some();
+        let rules = match &p.own.train {
             Some(spec) => spec.rules(),
             None if with_lora => vec!["projector".to_string()],
             None => vec!["projector".to_string(), "lm".to_string()],
@@ -101,19 +118,17 @@ impl Kind for Finetune {
             !trains(&frozen_rules, n) || (with_lora && is_lm(n) && !is_adapter(n))
         });
         let model = VlmConfig {
-            lora: p.lora.clone(),
+            lora: p.own.lora.clone(),
             ..manifest.model.clone()
         };
         let cfg = p.common.config(model.clone(), &p.hyper);
-        let mut hooks = StageHooks::new(ctx, p.hyper.steps);
-        let trained = train(
+        let (trained, hooks) = train_vlm(
+            ctx,
             &cfg,
             params,
-            &data.join("train"),
+            data,
             &train_seqs,
             tokenizer.pad_id(),
-            ctx.checkpoint_dir,
-            &mut hooks,
             |params, hooks| {
                 let names: Vec<String> = params.vars().into_iter().map(|(n, _)| n).collect();
                 check_rules(ctx, &rules, &names)
@@ -123,7 +138,6 @@ impl Kind for Finetune {
                 Ok(())
             },
         )?;
-        check_finished(trained.finish, p.hyper.steps)?;
         let validation = data.join("validation");
         let records = read_split_records(&validation)?;
         let result = exact_match(
@@ -132,7 +146,7 @@ impl Kind for Finetune {
             template,
             &validation,
             &records,
-            p.eval_images,
+            p.own.eval_images,
             p.hyper.batch_size,
             &device,
         )?;
@@ -191,7 +205,7 @@ mod tests {
         }))
         .unwrap();
         assert_eq!(
-            (ok.hyper.batch_size, ok.common.max_len, ok.eval_images),
+            (ok.hyper.batch_size, ok.common.max_len, ok.own.eval_images),
             (8, 99, 3)
         );
         let err = serde_json::from_value::<PretrainParams>(serde_json::json!({

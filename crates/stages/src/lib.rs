@@ -1,6 +1,10 @@
 //! Stage kinds: the only room where the engine and the ML code meet. A kind reads its params, asks
 //! its context for inputs and upstream artifacts, does its work, and hands back outputs (files in
 //! its out folder, or the declared outs of a command) and metrics through `StageContext`.
+//!
+//! The layout has one rule: each kind is a file or a folder at the top level (a folder holds that
+//! kind's own helpers, e.g. `download/`'s sources), and what several kinds share is under
+//! `shared/`. No kind imports another kind.
 
 pub mod chat;
 mod chat_export;
@@ -8,13 +12,9 @@ mod clip_train;
 mod download;
 mod finetune;
 mod lm_train;
-mod params;
 mod preprocess;
-mod train_rules;
-mod training;
+mod shared;
 mod vlm_pretrain;
-mod vlm_train;
-mod vlm_vision;
 mod zero_shot;
 
 use std::path::Path;
@@ -68,4 +68,42 @@ pub(crate) fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> anyhow::
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     serde_json::from_str(&text)
         .with_context(|| format!("{} is not the JSON expected", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+    use vlmflow_engine::kind::{ParamFault, ParamKey, ParamProblem};
+
+    fn check(kind: &str, params: serde_json::Value) -> Vec<ParamProblem> {
+        super::kinds().find(kind).unwrap().check_params(&params)
+    }
+
+    #[test]
+    fn kinds_check_their_params_as_they_read_them() {
+        assert!(check("download", json!({"count": 10, "seed": 1})).is_empty());
+        let wrong = check("download", json!({"count": "many"}));
+        let expected = "invalid type: string \"many\", expected u64";
+        assert_eq!(wrong, [ParamProblem::invalid(&["count"], expected)]);
+        let unknown = check("download", json!({"source": "synthetic", "image_sise": 8}));
+        let ParamFault::Unknown { known } = &unknown[0].fault else {
+            panic!("{unknown:?}")
+        };
+        assert!(known.contains(&"image_size".to_string()) && known.contains(&"source".into()));
+        let source = check("download", json!({"source": "cifar"}));
+        assert_eq!(source[0].path, [ParamKey::Key("source".into())]);
+
+        let finetune = json!({"steps": 5, "lr": 0.1, "lora": {"rank": 4, "alpha": 8, "targets": [], "rnak": 1}});
+        let nested = check("finetune", finetune);
+        assert_eq!(nested[0].dotted(), "lora.rnak");
+        let hyper = check(
+            "vlm-pretrain",
+            json!({"steps": "5", "lr": 0.1, "querys": 4}),
+        );
+        let dotted: Vec<String> = hyper.iter().map(ParamProblem::dotted).collect();
+        assert_eq!(dotted, ["querys", "steps"]);
+        assert!(check("lm-train", json!({"steps": 5, "lr": 0.1})).is_empty());
+        assert!(check("chat-export", json!({})).is_empty());
+        assert_eq!(check("chat-export", json!({"x": 1}))[0].dotted(), "x");
+    }
 }

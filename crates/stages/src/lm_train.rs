@@ -4,13 +4,15 @@
 //! Face model folder (`config.json`, `model.safetensors`, `tokenizer.json`): the VLM stages
 //! read it exactly as they read a downloaded Qwen2.5.
 
-use std::path::Path;
-
 use anyhow::{Context, bail};
 use serde::Deserialize;
+use serde_json::Value;
 
-use super::training::{StageHooks, check_finished};
-use super::{Kind, StageContext, params};
+use super::{Kind, StageContext};
+use crate::shared::inputs::is_data;
+use crate::shared::kind_params::{self, part};
+use crate::shared::training::{StageHooks, check_finished};
+use vlmflow_engine::kind::ParamProblem;
 use vlmflow_ml::data::chat::ChatTemplate;
 use vlmflow_ml::data::conversations::{Objective, build, read_split_records};
 use vlmflow_ml::data::tokenizer::Tokenizer;
@@ -24,14 +26,21 @@ pub struct LmTrain;
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct LmTrainParams {
+    #[serde(flatten)]
+    own: OwnParams,
+    #[serde(flatten)]
+    train: Hyper,
+}
+
+/// The params only `lm-train` reads, flattened with `Hyper` into one table.
+#[derive(Deserialize)]
+struct OwnParams {
     /// `small` (2 layers, 128 wide: the offline default).
     #[serde(default = "default_model")]
     model: String,
     /// Sequences longer than this many tokens are left out (and counted).
     #[serde(default = "default_max_len")]
     max_len: usize,
-    #[serde(flatten)]
-    train: Hyper,
 }
 
 fn default_model() -> String {
@@ -39,11 +48,6 @@ fn default_model() -> String {
 }
 fn default_max_len() -> usize {
     128
-}
-
-/// A `preprocess` artifact: shards, their caption records and the tokenizer.
-pub(crate) fn is_data(path: &Path) -> bool {
-    path.join("meta.json").is_file() && path.join("tokenizer.json").is_file()
 }
 
 impl Kind for LmTrain {
@@ -55,16 +59,23 @@ impl Kind for LmTrain {
         "1"
     }
 
+    fn check_params(&self, params: &Value) -> Vec<ParamProblem> {
+        kind_params::check_flattened::<LmTrainParams>(
+            params,
+            &[part::<OwnParams>(), part::<Hyper>()],
+        )
+    }
+
     fn run(&self, ctx: &StageContext<'_>) -> anyhow::Result<()> {
-        let p: LmTrainParams = params::read(ctx)?;
+        let p: LmTrainParams = kind_params::read(ctx)?;
         let data = ctx.find_upstream("preprocess stage", is_data)?;
         let tokenizer_path = data.join("tokenizer.json");
         let tokenizer = Tokenizer::load(&tokenizer_path)?;
-        let Some(mut model) = Qwen2Config::named(&p.model, tokenizer.vocab_size()) else {
+        let Some(mut model) = Qwen2Config::named(&p.own.model, tokenizer.vocab_size()) else {
             bail!(
                 "stage `{}`: unknown model `{}`: expected `small`",
                 ctx.stage,
-                p.model
+                p.own.model
             );
         };
         // No image here, so the template's image size does not matter.
@@ -77,7 +88,7 @@ impl Kind for LmTrain {
                 &tokenizer,
                 &template,
                 Objective::Text,
-                p.max_len,
+                p.own.max_len,
                 p.train.seed,
             )?;
             ctx.metric(&format!("{split}.too_long"), None, seqs.too_long as f64);
@@ -87,7 +98,7 @@ impl Kind for LmTrain {
                      one batch of {}: raise max_len or lower batch_size",
                     ctx.stage,
                     seqs.usable(),
-                    p.max_len,
+                    p.own.max_len,
                     seqs.too_long,
                     p.train.batch_size
                 );

@@ -14,8 +14,11 @@ use std::path::Path;
 use anyhow::{Context, bail};
 use rayon::prelude::*;
 use serde::Deserialize;
+use serde_json::Value;
 
-use super::{Kind, StageContext, params};
+use super::{Kind, StageContext};
+use crate::shared::kind_params;
+use vlmflow_engine::kind::ParamProblem;
 use vlmflow_ml::data::captions::{CaptionRecord, read_jsonl, write_jsonl};
 use vlmflow_ml::data::chat::CAPTION_PROMPT;
 use vlmflow_ml::data::image::load_chw;
@@ -76,9 +79,13 @@ impl Kind for Preprocess {
         "3"
     }
 
+    fn check_params(&self, params: &Value) -> Vec<ParamProblem> {
+        kind_params::check::<PreprocessParams>(params)
+    }
+
     fn run(&self, ctx: &StageContext<'_>) -> anyhow::Result<()> {
-        let p: PreprocessParams = params::read(ctx)?;
-        let source = params::single_upstream(ctx, "a download stage")?;
+        let p: PreprocessParams = kind_params::read(ctx)?;
+        let source = ctx.find_upstream("download stage", |_| true)?;
         let captions_path = source.join("captions.jsonl");
         let records = read_jsonl(&captions_path).with_context(|| {
             format!(

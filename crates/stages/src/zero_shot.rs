@@ -6,8 +6,11 @@ use std::path::Path;
 
 use anyhow::{Context, bail};
 use serde::Deserialize;
+use serde_json::Value;
 
-use super::{Kind, StageContext, params};
+use super::{Kind, StageContext};
+use crate::shared::kind_params;
+use vlmflow_engine::kind::ParamProblem;
 use vlmflow_ml::data::tokenizer::Tokenizer;
 use vlmflow_ml::infer::zero_shot::{class_embeddings, confusion_image, evaluate};
 use vlmflow_ml::models::clip::Clip;
@@ -48,8 +51,12 @@ impl Kind for ZeroShotEval {
         "1"
     }
 
+    fn check_params(&self, params: &Value) -> Vec<ParamProblem> {
+        kind_params::check::<ZeroShotParams>(params)
+    }
+
     fn run(&self, ctx: &StageContext<'_>) -> anyhow::Result<()> {
-        let p: ZeroShotParams = params::read(ctx)?;
+        let p: ZeroShotParams = kind_params::read(ctx)?;
         if p.templates.is_empty() || p.templates.iter().any(|t| !t.contains("{}")) {
             bail!(
                 "stage `{}`: every template must contain {{}} where the class name goes",

@@ -249,7 +249,7 @@ fn input_role<'r>(index: &OutIndex<'r>, location: &Location) -> InputRole<'r> {
 
 fn into_stage(raw: RawStage, needs: Vec<usize>, inputs: Vec<String>) -> Stage {
     Stage {
-        kind: raw.kind.map(|k| k.name.to_string()).unwrap_or_default(),
+        kind: raw.kind.map(|k| k.name().to_string()).unwrap_or_default(),
         needs,
         inputs,
         outs: raw.outs.into_iter().map(|(p, _)| p).collect(),

@@ -52,11 +52,14 @@ impl Loader<'_> {
                         declared_at,
                     });
                 }
-                _ => self.error(
-                    value.span(),
-                    format!("params file `{path}` must be a file inside the workspace"),
-                    "write a workspace-relative path such as `stages/<stage>.toml`",
-                ),
+                _ => {
+                    raw.params_failed = true;
+                    self.error(
+                        value.span(),
+                        format!("params file `{path}` must be a file inside the workspace"),
+                        "write a workspace-relative path such as `stages/<stage>.toml`",
+                    );
+                }
             },
             DeValue::Table(table) => {
                 let shown = Path::new(STAGEFILE);
@@ -64,18 +67,25 @@ impl Loader<'_> {
                     shown,
                     text: self.text,
                 };
-                if let Some(json) = table_to_json(table, &source, &mut self.diags) {
-                    raw.params = json;
+                match table_to_json(table, &source, &mut self.diags) {
+                    Some(json) => {
+                        raw.params = json;
+                        raw.params_inline = Some(value.span());
+                    }
+                    None => raw.params_failed = true,
                 }
             }
-            _ => self.error(
-                value.span(),
-                "`params` must be a path to a TOML file or a table",
-                format!(
-                    "write params = \"stages/{}.toml\" or params = {{ lr = 1e-3 }}",
-                    raw.name
-                ),
-            ),
+            _ => {
+                raw.params_failed = true;
+                self.error(
+                    value.span(),
+                    "`params` must be a path to a TOML file or a table",
+                    format!(
+                        "write params = \"stages/{}.toml\" or params = {{ lr = 1e-3 }}",
+                        raw.name
+                    ),
+                );
+            }
         }
     }
 
@@ -104,12 +114,16 @@ impl Loader<'_> {
                     raw.params_file = Some(request.path);
                 }
                 (Ok(None), Some(span)) => {
+                    raw.params_failed = true;
                     let path = request.path;
                     let message = format!("params file `{path}` does not exist");
                     self.error(span, message, format!("create {path} or remove `params`"));
                 }
                 (Ok(None), None) => {}
-                (Err(diags), _) => self.diags.extend(diags),
+                (Err(diags), _) => {
+                    raw.params_failed = true;
+                    self.diags.extend(diags);
+                }
             }
         }
     }

@@ -8,23 +8,30 @@ use tempfile::TempDir;
 
 use super::*;
 
-const KINDS: [KindSpec; 3] = [
-    KindSpec {
-        name: "cmd",
-        runs_command: true,
-    },
-    KindSpec {
-        name: "clip-train",
-        runs_command: false,
-    },
-    KindSpec {
-        name: "zero-shot-eval",
-        runs_command: false,
-    },
-];
+/// A built-in kind as the loader sees it: a name, any params.
+pub(super) struct Fake(pub &'static str);
+
+impl Kind for Fake {
+    fn name(&self) -> &'static str {
+        self.0
+    }
+
+    fn version(&self) -> &'static str {
+        "1"
+    }
+
+    fn run(&self, _ctx: &crate::kind::StageContext<'_>) -> anyhow::Result<()> {
+        unreachable!("the loader never runs a stage")
+    }
+}
+
+/// `cmd` and two built-in kinds.
+fn kinds() -> Kinds {
+    Kinds::new(&[&Fake("clip-train"), &Fake("zero-shot-eval")])
+}
 
 /// A workspace holding `stagefile` and `files` (path, content); a path ending in "/" is a folder.
-fn workspace(stagefile: &str, files: &[(&str, &str)]) -> TempDir {
+pub(super) fn workspace(stagefile: &str, files: &[(&str, &str)]) -> TempDir {
     let dir = tempfile::tempdir().unwrap();
     fs::write(dir.path().join(STAGEFILE), stagefile).unwrap();
     for (path, content) in files {
@@ -41,13 +48,13 @@ fn workspace(stagefile: &str, files: &[(&str, &str)]) -> TempDir {
 
 fn load_ok(stagefile: &str, files: &[(&str, &str)]) -> Pipeline {
     let ws = workspace(stagefile, files);
-    load(ws.path(), &KINDS).unwrap_or_else(|d| panic!("unexpected diagnostics:\n{d}"))
+    load(ws.path(), &kinds()).unwrap_or_else(|d| panic!("unexpected diagnostics:\n{d}"))
 }
 
 /// The rendered diagnostics; fails if the Stagefile loads.
 fn load_err(stagefile: &str, files: &[(&str, &str)]) -> String {
     let ws = workspace(stagefile, files);
-    match load(ws.path(), &KINDS) {
+    match load(ws.path(), &kinds()) {
         Ok(p) => panic!("expected diagnostics, loaded {} stages", p.stages.len()),
         Err(d) => d.to_string(),
     }
@@ -55,7 +62,7 @@ fn load_err(stagefile: &str, files: &[(&str, &str)]) -> String {
 
 /// Assert that `rendered` holds a diagnostic with this message, position and help.
 #[track_caller]
-fn assert_diag(rendered: &str, message: &str, at: &str, help: &str) {
+pub(super) fn assert_diag(rendered: &str, message: &str, at: &str, help: &str) {
     // The gutter before `-->` is as wide as the line number.
     let line_digits = at.split(':').nth(1).map_or(1, str::len);
     let gutter = " ".repeat(line_digits);
@@ -538,7 +545,7 @@ fn big_workspace(n: usize) -> TempDir {
 #[test]
 fn five_hundred_stages_load() {
     let ws = big_workspace(500);
-    let p = load(ws.path(), &KINDS).unwrap_or_else(|d| panic!("{d}"));
+    let p = load(ws.path(), &kinds()).unwrap_or_else(|d| panic!("{d}"));
     assert_eq!(p.stages.len(), 500);
     for (i, stage) in p.stages.iter().enumerate() {
         assert_eq!(stage.name, format!("s{i}"));
@@ -557,7 +564,7 @@ fn absolute_path_inside_the_workspace_is_tracked_as_relative() {
         ws.path().display()
     );
     fs::write(ws.path().join(STAGEFILE), stagefile).unwrap();
-    let p = load(ws.path(), &KINDS).unwrap_or_else(|d| panic!("{d}"));
+    let p = load(ws.path(), &kinds()).unwrap_or_else(|d| panic!("{d}"));
     let q = &p.stages[p.stage_index("q").unwrap()];
     assert_eq!(q.inputs, ["data/raw"]);
     assert_eq!(q.needs, [p.stage_index("p").unwrap()]);
@@ -580,7 +587,7 @@ inputs = "out/a"
 #[test]
 fn a_missing_stagefile_says_where_it_looked() {
     let dir = tempfile::tempdir().unwrap();
-    let err = load(dir.path(), &KINDS).unwrap_err().to_string();
+    let err = load(dir.path(), &kinds()).unwrap_err().to_string();
     assert!(err.starts_with("error: cannot read "), "{err}");
     let help = "= help: run vlmflow in a workspace (a folder with a Stagefile), or create one";
     assert!(err.ends_with(help), "{err}");

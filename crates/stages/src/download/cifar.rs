@@ -9,8 +9,8 @@ use std::collections::HashSet;
 use anyhow::{Context, bail};
 use serde::Deserialize;
 
-use super::require_input;
 use crate::StageContext;
+use crate::shared::inputs::require_input;
 use vlmflow_ml::data::captions::{CaptionRecord, write_jsonl};
 use vlmflow_ml::data::cifar::{self, Labels, Subset, Variant};
 use vlmflow_ml::data::shapes::render_png_bytes;

@@ -9,8 +9,9 @@ use std::path::{Path, PathBuf};
 use anyhow::bail;
 use serde::Deserialize;
 
-use super::{require_input, write_index};
+use super::write_index;
 use crate::StageContext;
+use crate::shared::inputs::require_input;
 use vlmflow_ml::data::captions::{CaptionRecord, read_captions};
 use vlmflow_ml::data::coco::{CaptionsPerImage, read_if_coco};
 use vlmflow_ml::data::llava::read_if_llava;

@@ -16,12 +16,13 @@ mod webdataset;
 
 use std::path::Path;
 
-use anyhow::bail;
 use serde_json::Value;
 
-use super::{Kind, StageContext, params};
+use super::{Kind, StageContext};
+use crate::shared::kind_params::{self, check};
+use vlmflow_engine::kind::{ParamFault, ParamProblem};
 use vlmflow_ml::data::captions::{CaptionRecord, write_jsonl};
-use vlmflow_ml::data::cifar::Variant::{Cifar10, Cifar100};
+use vlmflow_ml::data::cifar::Variant::{self, Cifar10, Cifar100};
 
 pub struct Download;
 
@@ -34,30 +35,74 @@ impl Kind for Download {
         "2"
     }
 
-    fn run(&self, ctx: &StageContext<'_>) -> anyhow::Result<()> {
-        let mut params = ctx.params.clone();
-        let source = match params.as_object_mut().and_then(|p| p.remove("source")) {
-            Some(Value::String(s)) => s,
-            None => "synthetic".to_string(),
-            Some(other) => bail!(
-                "stage `{}`: `source` must be a string, not {other}",
-                ctx.stage
-            ),
+    fn check_params(&self, params: &Value) -> Vec<ParamProblem> {
+        let (source, rest) = match source(params) {
+            Ok(found) => found,
+            Err(why) => return vec![ParamProblem::invalid(&["source"], why)],
         };
-        match source.as_str() {
-            "synthetic" => synthetic::run(ctx, params::read_value(ctx, params)?),
-            "local" => local::run(ctx, params::read_value(ctx, params)?),
-            "webdataset" => webdataset::run(ctx, params::read_value(ctx, params)?),
-            "cifar10" => cifar::run(ctx, Cifar10, params::read_value(ctx, params)?),
-            "cifar100" => cifar::run(ctx, Cifar100, params::read_value(ctx, params)?),
-            "url-list" => url_list::run(ctx, params::read_value(ctx, params)?),
-            other => bail!(
-                "stage `{}`: unknown source `{other}`: expected `synthetic`, `local`, `webdataset`, \
-                 `url-list`, `cifar10` or `cifar100`",
-                ctx.stage
-            ),
+        let mut problems = match source {
+            Source::Synthetic => check::<synthetic::SyntheticParams>(&rest),
+            Source::Local => check::<local::LocalParams>(&rest),
+            Source::Webdataset => check::<webdataset::WebdatasetParams>(&rest),
+            Source::Cifar(_) => check::<cifar::CifarParams>(&rest),
+            Source::UrlList => check::<url_list::UrlListParams>(&rest),
+        };
+        // `source` was taken out before the source's params were read, but is a param too.
+        for problem in &mut problems {
+            if let (ParamFault::Unknown { known }, 1) = (&mut problem.fault, problem.path.len()) {
+                known.push("source".to_string());
+            }
+        }
+        problems
+    }
+
+    fn run(&self, ctx: &StageContext<'_>) -> anyhow::Result<()> {
+        let (source, params) =
+            source(ctx.params).map_err(|why| anyhow::anyhow!("stage `{}`: {why}", ctx.stage))?;
+        match source {
+            Source::Synthetic => synthetic::run(ctx, kind_params::read_value(ctx, params)?),
+            Source::Local => local::run(ctx, kind_params::read_value(ctx, params)?),
+            Source::Webdataset => webdataset::run(ctx, kind_params::read_value(ctx, params)?),
+            Source::Cifar(variant) => {
+                cifar::run(ctx, variant, kind_params::read_value(ctx, params)?)
+            }
+            Source::UrlList => url_list::run(ctx, kind_params::read_value(ctx, params)?),
         }
     }
+}
+
+/// Where the data comes from: the `source` param.
+enum Source {
+    Synthetic,
+    Local,
+    Webdataset,
+    Cifar(Variant),
+    UrlList,
+}
+
+/// The `source` param (default `synthetic`) and the params of that source: the rest.
+fn source(params: &Value) -> Result<(Source, Value), String> {
+    let mut rest = params.clone();
+    let source = match rest.as_object_mut().and_then(|p| p.remove("source")) {
+        Some(Value::String(s)) => s,
+        None => "synthetic".to_string(),
+        Some(other) => return Err(format!("`source` must be a string, not {other}")),
+    };
+    let source = match source.as_str() {
+        "synthetic" => Source::Synthetic,
+        "local" => Source::Local,
+        "webdataset" => Source::Webdataset,
+        "cifar10" => Source::Cifar(Cifar10),
+        "cifar100" => Source::Cifar(Cifar100),
+        "url-list" => Source::UrlList,
+        other => {
+            return Err(format!(
+                "unknown source `{other}`: expected `synthetic`, `local`, `webdataset`, \
+                 `url-list`, `cifar10` or `cifar100`"
+            ));
+        }
+    };
+    Ok((source, rest))
 }
 
 /// Write the artifact's index: `captions.jsonl`, and `classes.json` (sorted, deduplicated) when
@@ -72,22 +117,6 @@ fn write_index(out_dir: &Path, records: &[CaptionRecord]) -> anyhow::Result<()> 
             out_dir.join("classes.json"),
             serde_json::to_string_pretty(&labels)?,
         )?;
-    }
-    Ok(())
-}
-
-/// Local data must be a declared input, or edits to it would not make the stage stale.
-pub(crate) fn require_input(ctx: &StageContext<'_>, path: &str) -> anyhow::Result<()> {
-    let covered = ctx
-        .inputs
-        .iter()
-        .any(|i| path == i || path.starts_with(&format!("{i}/")));
-    if !covered {
-        bail!(
-            "stage `{}` reads {path}, which is not among its `inputs`: add it to `inputs` in the Stagefile \
-             so that changing it reruns the stage",
-            ctx.stage
-        );
     }
     Ok(())
 }

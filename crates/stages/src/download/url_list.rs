@@ -16,8 +16,9 @@ use anyhow::{Context, bail};
 use serde::Deserialize;
 
 use super::skip::{Skip, Tally};
-use super::{require_input, write_index};
+use super::write_index;
 use crate::StageContext;
+use crate::shared::inputs::require_input;
 use vlmflow_ml::data::captions::CaptionRecord;
 use vlmflow_ml::data::fetch::{FetchConfig, Fetcher, default_user_agent};
 use vlmflow_ml::data::thumbnail::{Encoding, thumbnail};

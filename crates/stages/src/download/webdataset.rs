@@ -8,8 +8,9 @@ use std::path::Path;
 use anyhow::{Context, bail};
 use serde::Deserialize;
 
-use super::{require_input, write_index};
+use super::write_index;
 use crate::StageContext;
+use crate::shared::inputs::require_input;
 use vlmflow_ml::data::braces;
 use vlmflow_ml::data::captions::CaptionRecord;
 use vlmflow_ml::data::webdataset::{Item, Skip, read_shard};

@@ -3,16 +3,20 @@
 //! Qwen2 folder) through a new projector, and trains the caption objective with the LM frozen.
 //! Reports the validation caption loss.
 
+mod vision;
+
 use std::path::{Path, PathBuf};
 
 use anyhow::bail;
 use serde::Deserialize;
+use serde_json::Value;
 
-use super::lm_train::is_data;
-use super::training::{StageHooks, check_finished};
-use super::vlm_train::{Common, VlmManifest, sequences, write_vlm};
-use super::vlm_vision::{VisionParams, VisionSource};
-use super::{Kind, StageContext, params};
+use crate::shared::inputs::{is_data, require_input};
+use crate::shared::kind_params::{self, part};
+use crate::shared::vlm_common::{Common, VlmManifest, sequences, train_vlm, write_vlm};
+use crate::{Kind, StageContext};
+use vision::{VisionParams, VisionSource};
+use vlmflow_engine::kind::ParamProblem;
 use vlmflow_ml::data::chat::ChatTemplate;
 use vlmflow_ml::data::conversations::Objective;
 use vlmflow_ml::data::tokenizer::Tokenizer;
@@ -23,7 +27,6 @@ use vlmflow_ml::models::vlm::{VlmConfig, is_lm, is_vision};
 use vlmflow_ml::models::vlm_folder::LmFiles;
 use vlmflow_ml::param_store::ParamStore;
 use vlmflow_ml::train::train_loop::Hyper;
-use vlmflow_ml::train::vlm::train;
 
 pub struct VlmPretrain;
 
@@ -40,6 +43,19 @@ fn default_projector() -> String {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct PretrainParams {
+    #[serde(flatten)]
+    own: OwnParams,
+    #[serde(flatten)]
+    vision: VisionParams,
+    #[serde(flatten)]
+    common: Common,
+    #[serde(flatten)]
+    hyper: Hyper,
+}
+
+/// The params only `vlm-pretrain` reads, flattened with the shared ones into one table.
+#[derive(Deserialize)]
+struct OwnParams {
     /// `resampler` (learned queries cross-attending to the patches) or `mlp` (one token per patch).
     #[serde(default = "default_projector")]
     projector: String,
@@ -56,16 +72,10 @@ pub(super) struct PretrainParams {
     lm: Option<String>,
     /// A system prompt for the chat template (Qwen2.5-Instruct expects its default one).
     system: Option<String>,
-    #[serde(flatten)]
-    vision: VisionParams,
-    #[serde(flatten)]
-    common: Common,
-    #[serde(flatten)]
-    hyper: Hyper,
 }
 
 fn is_hf_lm(path: &Path) -> bool {
-    super::read_json::<serde_json::Value>(&path.join("config.json"))
+    crate::read_json::<serde_json::Value>(&path.join("config.json"))
         .is_ok_and(|v| v["hidden_size"].is_u64())
 }
 
@@ -78,14 +88,26 @@ impl Kind for VlmPretrain {
         "2"
     }
 
+    fn check_params(&self, params: &Value) -> Vec<ParamProblem> {
+        kind_params::check_flattened::<PretrainParams>(
+            params,
+            &[
+                part::<OwnParams>(),
+                part::<VisionParams>(),
+                part::<Common>(),
+                part::<Hyper>(),
+            ],
+        )
+    }
+
     fn run(&self, ctx: &StageContext<'_>) -> anyhow::Result<()> {
-        let p: PretrainParams = params::read(ctx)?;
+        let p: PretrainParams = kind_params::read(ctx)?;
         let data = ctx.find_upstream("preprocess stage", is_data)?;
-        let device = super::device(ctx)?;
+        let device = crate::device(ctx)?;
         let vision = VisionSource::open(ctx, &p.vision, &data.join("train"), &device)?;
-        let lm_dir: PathBuf = match &p.lm {
+        let lm_dir: PathBuf = match &p.own.lm {
             Some(path) => {
-                super::download::require_input(ctx, path)?;
+                require_input(ctx, path)?;
                 ctx.workspace.join(path)
             }
             None => ctx
@@ -97,10 +119,10 @@ impl Kind for VlmPretrain {
             anyhow::anyhow!("{}: no tokenizer.json beside the model", lm_dir.display())
         })?;
         let tokenizer = Tokenizer::load(&tokenizer_path)?;
-        let projector = match p.projector.as_str() {
+        let projector = match p.own.projector.as_str() {
             "resampler" => ProjectorConfig::Resampler {
-                queries: p.queries,
-                heads: p.projector_heads,
+                queries: p.own.queries,
+                heads: p.own.projector_heads,
             },
             "mlp" => ProjectorConfig::Mlp,
             other => bail!(
@@ -114,7 +136,7 @@ impl Kind for VlmPretrain {
             lm: lm.model.config().clone(),
             lora: None,
         };
-        let template = ChatTemplate::new(&tokenizer, model.image_tokens(), p.system.clone())?;
+        let template = ChatTemplate::new(&tokenizer, model.image_tokens(), p.own.system.clone())?;
         let objective = Objective::Caption;
         let train_seqs = sequences(
             ctx,
@@ -135,19 +157,17 @@ impl Kind for VlmPretrain {
             p.hyper.seed,
         )?;
 
-        let train_vision = p.train_vision;
+        let train_vision = p.own.train_vision;
         let params = ParamStore::new(p.hyper.seed, &device)
             .with_frozen(move |name| is_lm(name) || (is_vision(name) && !train_vision));
         let cfg = p.common.config(model.clone(), &p.hyper);
-        let mut hooks = StageHooks::new(ctx, p.hyper.steps);
-        let trained = train(
+        let (trained, hooks) = train_vlm(
+            ctx,
             &cfg,
             params,
-            &data.join("train"),
+            data,
             &train_seqs,
             tokenizer.pad_id(),
-            ctx.checkpoint_dir,
-            &mut hooks,
             |params, hooks| {
                 vision.load_into(params)?;
                 params.copy_from(&lm.params)?;
@@ -159,7 +179,6 @@ impl Kind for VlmPretrain {
                 Ok(())
             },
         )?;
-        check_finished(trained.finish, p.hyper.steps)?;
         let val_loss = mean_loss(
             &trained.model,
             &data.join("validation"),

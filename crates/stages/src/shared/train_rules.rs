@@ -4,7 +4,7 @@
 use anyhow::bail;
 use serde::Deserialize;
 
-use super::StageContext;
+use crate::StageContext;
 use vlmflow_ml::models::lora::is_adapter;
 use vlmflow_ml::models::vlm::{is_lm, is_projector, is_vision};
 

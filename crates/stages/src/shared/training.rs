@@ -3,7 +3,7 @@
 
 use anyhow::bail;
 
-use super::StageContext;
+use crate::StageContext;
 use vlmflow_ml::train::plot::{Series, line_chart};
 use vlmflow_ml::train::train_loop::{Finish, Hooks, StepReport};
 

@@ -16,7 +16,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 
-use super::StageContext;
+use crate::StageContext;
+use crate::shared::inputs::require_input;
 use vlmflow_ml::data::shards::ShardSet;
 use vlmflow_ml::models::hf_vision::load_hf_vision;
 use vlmflow_ml::models::vit::{FeatureLayer, VisionConfig};
@@ -54,7 +55,7 @@ enum Weights {
 }
 
 fn is_clip(path: &Path) -> bool {
-    super::read_json::<serde_json::Value>(&path.join("config.json"))
+    crate::read_json::<serde_json::Value>(&path.join("config.json"))
         .is_ok_and(|v| v["model"]["vision"].is_object())
 }
 
@@ -69,7 +70,7 @@ impl VisionSource {
         let image_size = ShardSet::open(train_dir)?.spec().image_size as usize;
         let (mut config, weights, origin, llava) = match &p.vision {
             Some(path) => {
-                super::download::require_input(ctx, path)?;
+                require_input(ctx, path)?;
                 let dir = ctx.workspace.join(path);
                 let tower = load_hf_vision(&dir, image_size, device).with_context(|| {
                     format!(
@@ -96,7 +97,7 @@ impl VisionSource {
                     "clip-train stage (or set `vision` to a Hugging Face CLIP or SigLIP folder)",
                     is_clip,
                 )?;
-                let clip: ClipTrainConfig = super::read_json(&dir.join("config.json"))?;
+                let clip: ClipTrainConfig = crate::read_json(&dir.join("config.json"))?;
                 let config = clip.model.vision;
                 if config.image_size != image_size {
                     bail!(

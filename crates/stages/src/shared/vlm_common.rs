@@ -1,5 +1,5 @@
-//! What the two VLM kinds share: `vlm-pretrain` (`vlm_pretrain.rs`) and `finetune`
-//! (`finetune.rs`) both write a VLM folder, `vlm.json` (model and chat template),
+//! What the two VLM kinds share: `vlm-pretrain` (`vlm_pretrain/`) and `finetune`
+//! (`finetune.rs`) both train with `train_vlm` and write a VLM folder, `vlm.json` (model and chat template),
 //! `tokenizer.json`, and the weights as `ml::models::vlm_folder` lays them out: `model.safetensors`
 //! (vision, projector, adapters) and `lm/`, the language model's Hugging Face folder, a byte copy
 //! of its source when frozen.
@@ -9,14 +9,16 @@ use std::path::Path;
 use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
 
-use super::StageContext;
+use super::training::{StageHooks, check_finished};
+use crate::StageContext;
 use vlmflow_ml::data::chat::ChatTemplate;
 use vlmflow_ml::data::conversations::{Objective, Sequences, build, read_split_records};
 use vlmflow_ml::data::tokenizer::Tokenizer;
 use vlmflow_ml::models::vlm::{Vlm, VlmConfig};
 use vlmflow_ml::models::vlm_folder::{self, LmFiles};
-use vlmflow_ml::train::train_loop::{Hyper, Trained};
-use vlmflow_ml::train::vlm::{PartScales, VlmTrainConfig};
+use vlmflow_ml::param_store::ParamStore;
+use vlmflow_ml::train::train_loop::{Hooks, Hyper, Trained};
+use vlmflow_ml::train::vlm::{PartScales, VlmTrainConfig, train};
 
 /// `vlm.json`: what a VLM folder holds besides weights and tokenizer.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -31,7 +33,7 @@ pub const VLM_JSON: &str = "vlm.json";
 /// (one level only: serde's `deny_unknown_fields` on the outer struct then refuses a misspelt
 /// name; it cannot see through a flatten inside a flatten).
 #[derive(Deserialize)]
-pub(super) struct Common {
+pub(crate) struct Common {
     /// The other parts train at `lr × <part>_lr_scale` (`lr` is the projector's).
     #[serde(default = "default_vision_lr_scale")]
     vision_lr_scale: f64,
@@ -58,7 +60,7 @@ fn default_max_len() -> usize {
 }
 
 impl Common {
-    pub(super) fn config(&self, model: VlmConfig, train: &Hyper) -> VlmTrainConfig {
+    pub(crate) fn config(&self, model: VlmConfig, train: &Hyper) -> VlmTrainConfig {
         VlmTrainConfig {
             model,
             hyper: train.clone(),
@@ -72,12 +74,12 @@ impl Common {
     }
 }
 
-pub(super) fn is_vlm(path: &Path) -> bool {
+pub(crate) fn is_vlm(path: &Path) -> bool {
     path.join(VLM_JSON).is_file()
 }
 
 /// Sequences of the split in `split_dir` (`train` or `validation`), with their counts as metrics.
-pub(super) fn sequences(
+pub(crate) fn sequences(
     ctx: &StageContext<'_>,
     split_dir: &Path,
     tokenizer: &Tokenizer,
@@ -104,8 +106,38 @@ pub(super) fn sequences(
     Ok(seqs)
 }
 
+/// Train `cfg`'s model from `params` (what trains already chosen) on the train split of `data`,
+/// `init` putting in the starting weights. An interrupted run is an error whose checkpoint the next
+/// build resumes from. The hooks come back to write the loss curve once the artifact is written.
+pub(crate) fn train_vlm<'a, 'c>(
+    ctx: &'a StageContext<'c>,
+    cfg: &VlmTrainConfig,
+    params: ParamStore,
+    data: &Path,
+    sequences: &Sequences,
+    pad_id: u32,
+    init: impl FnOnce(&ParamStore, &mut dyn Hooks) -> candle_core::Result<()>,
+) -> anyhow::Result<(Trained<Vlm>, StageHooks<'a, 'c>)> {
+    let steps = cfg.hyper.steps;
+    let mut hooks = StageHooks::new(ctx, steps);
+    let train_dir = data.join("train");
+    let checkpoints = ctx.checkpoint_dir;
+    let trained = train(
+        cfg,
+        params,
+        &train_dir,
+        sequences,
+        pad_id,
+        checkpoints,
+        &mut hooks,
+        init,
+    )?;
+    check_finished(trained.finish, steps)?;
+    Ok((trained, hooks))
+}
+
 /// Write the VLM folder: `vlm.json`, `tokenizer.json` and the weights (`ml::models::vlm_folder`).
-pub(super) fn write_vlm(
+pub(crate) fn write_vlm(
     ctx: &StageContext<'_>,
     trained: &Trained<Vlm>,
     manifest: &VlmManifest,
