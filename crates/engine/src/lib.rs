@@ -1,14 +1,33 @@
-//! The engine: Stagefile, DAG, keys, freshness, scheduling. It never imports `ml`.
+//! The engine: Stagefile, DAG, keys, freshness, scheduling, and the contract a kind implements
+//! (`kind`). It knows no ML: it builds and tests with the `cmd` kind alone, and the binary hands it
+//! the registry of kinds. Where a stage's work runs is `runner::StageRunner`; where objects are kept
+//! is the store's `ObjectStore`.
 
+pub mod build;
 mod cmd_kind;
+pub mod compare;
 pub mod diagnostic;
 pub mod dirty;
+pub mod execute;
+pub mod gc;
+pub mod history;
 pub mod interrupt;
 pub mod key;
 pub mod kind;
 pub mod lock;
+pub mod outcome;
 mod outs;
 pub mod params;
+pub mod plan;
+pub mod provenance;
+pub mod query;
+pub mod report;
+mod restore;
+mod run;
+pub mod run_metrics;
+pub mod runner;
+pub mod runs;
+pub mod scheduler;
 pub mod stagefile;
 pub mod workspace;
 
@@ -74,19 +93,3 @@ mod tests {
         assert_eq!(super::format_duration(187.0), "3m07s");
     }
 }
-pub mod build;
-pub mod compare;
-pub mod execute;
-pub mod gc;
-pub mod history;
-pub mod outcome;
-pub mod plan;
-pub mod provenance;
-pub mod query;
-pub mod report;
-mod restore;
-mod run;
-pub mod run_metrics;
-pub mod runner;
-pub mod runs;
-pub mod scheduler;
