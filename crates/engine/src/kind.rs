@@ -20,6 +20,11 @@ pub trait Kind: Send + Sync {
     fn runs_command(&self) -> bool {
         false
     }
+    /// Whether the kind reads `StageContext::lineage`. The lineage is a tree of every run upstream,
+    /// so it is built only for kinds that record it (an exported bundle): on a wide DAG it is large.
+    fn reads_lineage(&self) -> bool {
+        false
+    }
     /// The mistakes in a stage's params, checked when the Stagefile loads, before anything runs:
     /// what reading them when the stage runs would refuse. The default accepts any params (`cmd`
     /// hands them to its command as they are).
@@ -144,7 +149,8 @@ pub struct StageContext<'a> {
     /// Needed stage → the workspace path where its artifact is materialized.
     pub upstream: BTreeMap<String, PathBuf>,
     /// Needed stage → the lineage of its artifact (runs, params, inputs, metrics, recursively),
-    /// without run ids or times: what an exported bundle records as its provenance.
+    /// without run ids or times: what an exported bundle records as its provenance. Empty unless
+    /// the kind `reads_lineage`.
     pub lineage: BTreeMap<String, Value>,
     pub inputs: &'a [String],
     pub metrics_file: Option<&'a Path>,

@@ -81,7 +81,11 @@ impl Executor<'_> {
             out_dir: &out_dir,
             checkpoint_dir: &checkpoint_dir,
             upstream: self.upstream_paths(stage),
-            lineage: upstream_lineage(db, job.upstream),
+            lineage: if job.kind.reads_lineage() {
+                upstream_lineage(db, job.upstream)
+            } else {
+                BTreeMap::new()
+            },
             inputs: &stage.inputs,
             metrics_file: metrics_file.as_deref(),
             log: Mutex::new(log),

@@ -36,6 +36,11 @@ impl Kind for ChatExport {
         kind_params::check::<ChatExportParams>(params)
     }
 
+    /// The bundle's manifest records the lineage of the model it exports.
+    fn reads_lineage(&self) -> bool {
+        true
+    }
+
     fn run(&self, ctx: &StageContext<'_>) -> anyhow::Result<()> {
         let _: ChatExportParams = kind_params::read(ctx)?;
         let source = ctx.find_upstream("finetune (or vlm-pretrain) stage", |p| {
