@@ -4,7 +4,8 @@
 //!
 //! The layout has one rule: each kind is a file or a folder at the top level (a folder holds that
 //! kind's own helpers, e.g. `download/`'s sources), and what several kinds share is under
-//! `shared/`. No kind imports another kind.
+//! `shared/`. No kind imports another kind. `chat` is not a kind: it is the chat session `vlmflow
+//! chat` drives (a bundle loaded, the model's side of each turn), here because it needs the ML code.
 
 pub mod chat;
 mod chat_export;
