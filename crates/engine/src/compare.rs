@@ -3,8 +3,6 @@
 
 use std::collections::BTreeMap;
 
-use serde_json::Value;
-
 use super::build::{EngineError, load_pipeline};
 use super::kind::Kinds;
 use super::params::{self, ParamChange};
@@ -121,7 +119,10 @@ pub fn metrics_diff(ws: &Workspace, a: &str, b: &str) -> Result<MetricsDiff, Eng
 pub fn params_diff(ws: &Workspace, a: &str, b: &str) -> Result<ParamsDiff, EngineError> {
     let db = ws.read_db()?;
     let (ra, rb) = (runs::resolve(&db, a)?, runs::resolve(&db, b)?);
-    let changes = params::diff(&parse_json(&ra.params), &parse_json(&rb.params));
+    let changes = params::diff(
+        &params::parse_recorded(&ra.params),
+        &params::parse_recorded(&rb.params),
+    );
     Ok(ParamsDiff {
         a: RunName {
             id: ra.id,
@@ -133,9 +134,4 @@ pub fn params_diff(ws: &Workspace, a: &str, b: &str) -> Result<ParamsDiff, Engin
         },
         changes,
     })
-}
-
-/// JSON recorded with a run (params, overrides); `null` if it does not parse.
-pub fn parse_json(json: &str) -> Value {
-    serde_json::from_str(json).unwrap_or(Value::Null)
 }

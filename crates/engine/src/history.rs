@@ -4,7 +4,6 @@
 use serde_json::Value;
 
 use super::build::EngineError;
-use super::compare::parse_json;
 use super::params::{self, ParamChange};
 use super::workspace::Workspace;
 use vlmflow_store::Cas;
@@ -49,7 +48,10 @@ pub fn log(
 
 fn entry(db: &Db, cas: &Cas, run: &RunRow, with_log: bool) -> Result<LogEntry, EngineError> {
     let changed_params = match db.previous_run(run)? {
-        Some(prev) => params::diff(&parse_json(&prev.params), &parse_json(&run.params)),
+        Some(prev) => params::diff(
+            &params::parse_recorded(&prev.params),
+            &params::parse_recorded(&run.params),
+        ),
         None => vec![],
     };
     let metrics_run = run.source_run.unwrap_or(run.id);
@@ -70,7 +72,7 @@ fn entry(db: &Db, cas: &Cas, run: &RunRow, with_log: bool) -> Result<LogEntry, E
         artifact: run.artifact.clone(),
         restored_from: run.source_run,
         changed_params,
-        overrides: parse_json(&run.overrides),
+        overrides: params::parse_recorded(&run.overrides),
         metrics: db.final_metrics(metrics_run)?,
         error: run.error.clone(),
         log,

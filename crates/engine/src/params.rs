@@ -5,6 +5,11 @@ use std::collections::BTreeMap;
 
 use serde_json::Value;
 
+/// Params (or overrides) as recorded with a run; `null` if the text does not parse.
+pub fn parse_recorded(json: &str) -> Value {
+    serde_json::from_str(json).unwrap_or(Value::Null)
+}
+
 /// Canonical JSON: object keys sorted, no whitespace, numbers in their shortest round-trip form.
 /// Comments, whitespace and key order of the source do not matter; values (and their types) do.
 pub fn canonical_json(value: &Value) -> String {

@@ -7,6 +7,7 @@ use serde_json::Value;
 
 use super::build::{EngineError, load_pipeline};
 use super::kind::Kinds;
+use super::params;
 use super::workspace::Workspace;
 use vlmflow_store::db::{Db, RunRow};
 use vlmflow_store::run_status::RunStatus;
@@ -147,7 +148,6 @@ fn lineage_at(db: &Db, run: &RunRow, depth: usize) -> Result<Lineage> {
             upstream.push(lineage_at(db, &up, depth + 1)?);
         }
     }
-    let parse = |s: &str| serde_json::from_str(s).unwrap_or(Value::Null);
     Ok(Lineage {
         run: producer.id,
         stage: producer.stage.clone(),
@@ -160,8 +160,8 @@ fn lineage_at(db: &Db, run: &RunRow, depth: usize) -> Result<Lineage> {
         device: producer.device.clone(),
         started_at: producer.started_at,
         seconds: producer.finished_at.map(|f| f - producer.started_at),
-        params: parse(&producer.params),
-        overrides: parse(&producer.overrides),
+        params: params::parse_recorded(&producer.params),
+        overrides: params::parse_recorded(&producer.overrides),
         inputs: db.inputs_of(producer.id)?,
         metrics: db.final_metrics(producer.id)?,
         restored_by,
