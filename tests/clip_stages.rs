@@ -148,3 +148,66 @@ fn per_step_metrics_can_be_queried_while_the_stage_trains() {
     );
     assert!(losses() >= seen, "the rest is written when the run ends");
 }
+
+#[test]
+fn bf16_trains_and_device_choices_move_only_the_ml_stages() {
+    let ws = Ws::new(PIPELINE);
+    let train = "steps = 20\nbatch_size = 32\nlr = 2e-3\n";
+    ws.params("clip-train", train);
+    ws.build_ok(&[]);
+    let f32_last = ws.metric("clip-train", "train.loss_final", None);
+
+    // bf16 is a training param: it reruns training and eval, and training still learns.
+    ws.params("clip-train", &format!("{train}precision = \"bf16\"\n"));
+    let bf16 = ws.build_ok(&[]);
+    bf16.assert_statuses(&[
+        ("download", "fresh"),
+        ("preprocess", "fresh"),
+        ("clip-train", "ran"),
+        ("zero-shot-eval", "ran"),
+    ]);
+    let losses = ws.query(
+        "SELECT value FROM metrics m JOIN stage_state s ON s.run_id = m.run_id \
+         WHERE s.stage = 'clip-train' AND m.name = 'train.loss' ORDER BY step",
+    );
+    let first = losses[0]["value"].as_f64().unwrap();
+    let last = ws.metric("clip-train", "train.loss_final", None);
+    assert!(
+        last < first * 0.97 && (last - f32_last).abs() < 0.02 * first,
+        "bf16 loss falls as f32's: {first} → {last} (f32 → {f32_last})"
+    );
+    let typo = ws.build(&["--set", "clip-train.precision=\"fp8\""]);
+    typo.assert_code(2);
+    assert!(typo.stderr.contains("precision"), "{typo}");
+
+    // The CPU is the default: naming it changes no key.
+    let cpu = ws.build_ok(&["--device", "cpu"]);
+    assert!(
+        cpu.lines().iter().all(|l| l.status == "fresh"),
+        "--device cpu is the default\n{cpu}"
+    );
+    // A GPU is another artifact for the ML stages only; data stages stay as they are.
+    let status = ws.run(&["status", "--json", "--device", "cuda:1"]);
+    status.assert_code(0);
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&status.stdout).unwrap();
+    let state = |stage: &str| {
+        rows.iter()
+            .find(|r| r["stage"] == stage)
+            .map(|r| r["state"].as_str().unwrap().to_string())
+            .unwrap()
+    };
+    assert_eq!(state("download"), "fresh", "{status}");
+    assert_eq!(state("preprocess"), "fresh", "{status}");
+    assert_ne!(state("clip-train"), "fresh", "{status}");
+    assert_ne!(state("zero-shot-eval"), "fresh", "{status}");
+
+    let bad = ws.build(&["--device", "gpu"]);
+    bad.assert_code(2);
+    assert!(bad.stderr.contains("unknown device `gpu`"), "{bad}");
+    if !cfg!(feature = "cuda") {
+        let cuda = ws.build(&["--device", "cuda"]);
+        assert_ne!(cuda.code, 0, "{cuda}");
+        assert!(cuda.stdout.contains("--features cuda"), "{cuda}");
+        assert_eq!(cuda.status_of("clip-train"), "failed", "{cuda}");
+    }
+}

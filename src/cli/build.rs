@@ -15,6 +15,9 @@ pub struct Args {
     /// Override a param for this build: STAGE.PARAM=VALUE (VALUE is TOML: 2e-3, true, "text").
     #[arg(long = "set", value_name = "STAGE.PARAM=VALUE")]
     set: Vec<String>,
+    /// Run every stage that computes on a device on this one: cpu, cuda or cuda:N.
+    #[arg(long, value_name = "DEVICE")]
+    device: Option<String>,
     /// Run STAGE even if it is fresh or could be restored.
     #[arg(long, value_name = "STAGE")]
     force: Vec<String>,
@@ -31,6 +34,7 @@ pub fn run(ws: &Workspace, args: Args) -> Result<i32, EngineError> {
         targets: args.targets,
         jobs: args.jobs,
         set: args.set,
+        device: args.device,
         force: args.force,
         dry_run: args.dry_run,
         keep_going: args.keep_going,

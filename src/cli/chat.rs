@@ -30,6 +30,9 @@ pub struct Args {
     seed: u64,
     #[arg(long, default_value_t = 128)]
     max_new_tokens: usize,
+    /// Where the model runs: cpu, cuda or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    device: String,
 }
 
 /// Runs without a workspace when `--bundle` names the bundle.
@@ -47,7 +50,7 @@ pub fn run(start: &Path, mut args: Args) -> Result<i32, EngineError> {
         seed: args.seed,
         stop_tokens: vec![],
     };
-    let session = Chat::open(&dir, &args.image, sampling)?;
+    let session = Chat::open(&dir, &args.image, &args.device, sampling)?;
     let mut out = std::io::stdout();
     let mut reply = |history: &[Turn], question: &str| -> Result<String, EngineError> {
         let answer = session.reply(history, question, |piece| {

@@ -13,6 +13,9 @@ pub struct Args {
     /// Evaluate as if these overrides were given to `build`.
     #[arg(long = "set", value_name = "STAGE.PARAM=VALUE")]
     set: Vec<String>,
+    /// Evaluate as if `build --device DEVICE` were run.
+    #[arg(long, value_name = "DEVICE")]
+    device: Option<String>,
     #[arg(long)]
     json: bool,
 }
@@ -30,6 +33,7 @@ pub fn run(ws: &Workspace, args: Args) -> Result<i32, EngineError> {
     let opts = BuildOptions {
         targets: args.targets,
         set: args.set,
+        device: args.device,
         dry_run: true,
         jobs: 1,
         ..Default::default()

@@ -63,6 +63,9 @@ pub struct BuildOptions {
     pub force: Vec<String>,
     pub dry_run: bool,
     pub keep_going: bool,
+    /// Run on this device (`cpu`, `cuda`, `cuda:N`) every stage whose kind uses a device, and every
+    /// stage that names one, instead of the Stagefile's choice.
+    pub device: Option<String>,
 }
 
 /// The pipeline with `--set` overrides applied, and the overrides per stage (as recorded with runs).
@@ -86,6 +89,18 @@ pub fn load_pipeline(
     }
     stagefile::check_overrides(&pipeline, kinds, &applied).map_err(EngineError::Stagefile)?;
     Ok((pipeline, overrides))
+}
+
+/// `--device`: the stages that compute on a device run on `device`.
+fn move_to_device(pipeline: &mut Pipeline, kinds: &Kinds, device: &str) -> Result<(), EngineError> {
+    crate::device::check(device).map_err(|e| EngineError::Usage(format!("--device: {e}")))?;
+    for stage in &mut pipeline.stages {
+        let uses_device = kinds.find(&stage.kind).is_some_and(|k| k.uses_device());
+        if uses_device || stage.device.is_some() {
+            stage.device = Some(device.to_string());
+        }
+    }
+    Ok(())
 }
 
 pub fn stage_index(pipeline: &Pipeline, name: &str, flag: &str) -> Result<usize, EngineError> {
@@ -152,7 +167,10 @@ pub fn build(
     reporter_for: impl Fn(&Pipeline) -> Reporter,
 ) -> Result<BuildReport, EngineError> {
     let started = Instant::now();
-    let (pipeline, overrides) = load_pipeline(ws, kinds, &opts.set)?;
+    let (mut pipeline, overrides) = load_pipeline(ws, kinds, &opts.set)?;
+    if let Some(device) = &opts.device {
+        move_to_device(&mut pipeline, kinds, device)?;
+    }
     let selected = select(&pipeline, &opts.targets)?;
     let mut force = HashSet::new();
     for name in &opts.force {

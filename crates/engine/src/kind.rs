@@ -20,6 +20,11 @@ pub trait Kind: Send + Sync {
     fn runs_command(&self) -> bool {
         false
     }
+    /// Whether the kind computes on a device (CPU or GPU), so that `vlmflow build --device` moves
+    /// its stages. A stage of another kind moves only if its Stagefile entry names a device.
+    fn uses_device(&self) -> bool {
+        false
+    }
     /// Whether the kind reads `StageContext::lineage`. The lineage is a tree of every run upstream,
     /// so it is built only for kinds that record it (an exported bundle): on a wide DAG it is large.
     fn reads_lineage(&self) -> bool {

@@ -6,6 +6,7 @@
 pub mod build;
 mod cmd_kind;
 pub mod compare;
+pub mod device;
 pub mod diagnostic;
 pub mod dirty;
 pub mod execute;

@@ -77,8 +77,8 @@ pub fn spec_of(stage: &Stage) -> BTreeMap<String, Value> {
     if let Some(metrics) = &stage.metrics {
         spec.insert("metrics".into(), Value::from(metrics.as_str()));
     }
-    if let Some(device) = &stage.device {
-        spec.insert("device".into(), Value::from(device.as_str()));
+    if let Some(family) = stage.device.as_deref().and_then(crate::device::key_part) {
+        spec.insert("device".into(), Value::from(family));
     }
     spec
 }

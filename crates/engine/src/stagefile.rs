@@ -269,7 +269,7 @@ impl<'a> Loader<'a> {
             match k.get_ref().as_ref() {
                 "kind" => kind = self.string("kind", v).map(|s| (s, v.span())),
                 "description" => raw.description = self.string("description", v),
-                "device" => raw.device = self.string("device", v),
+                "device" => raw.device = self.device(v),
                 "cmd" => {
                     raw.cmd = self.string("cmd", v);
                     written.cmd = Some(k.span());
@@ -316,6 +316,18 @@ impl<'a> Loader<'a> {
         let help = format!("write {key} = \"...\"");
         self.error(value.span(), format!("`{key}` must be a string"), help);
         None
+    }
+
+    fn device(&mut self, value: &Spanned<DeValue<'_>>) -> Option<String> {
+        let name = self.string("device", value)?;
+        match crate::device::check(&name) {
+            Ok(()) => Some(name),
+            Err(message) => {
+                let help = "write device = \"cpu\" or device = \"cuda\"".to_string();
+                self.error(value.span(), message, help);
+                None
+            }
+        }
     }
 
     /// A string or an array of strings (one string is a one-entry list); `None` on a wrong type.

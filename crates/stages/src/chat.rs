@@ -5,7 +5,7 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use candle_core::{Device, Tensor};
+use candle_core::Tensor;
 use vlmflow_engine::build::{EngineError, load_pipeline};
 use vlmflow_engine::workspace::Workspace;
 use vlmflow_ml::infer::bundle::{self, Bundle};
@@ -24,6 +24,8 @@ pub enum ChatError {
     BadImage(String),
     /// `--prompt` holds no question.
     EmptyPrompt,
+    /// `--device` names no device, or one this build or machine does not have.
+    Device(String),
     /// The bundle is there but does not load (damaged, or of another version).
     BundleDoesNotLoad(String),
     /// Generating the reply failed.
@@ -39,6 +41,7 @@ impl ChatError {
                 | ChatError::NotABundle(_)
                 | ChatError::BadImage(_)
                 | ChatError::EmptyPrompt
+                | ChatError::Device(_)
         )
     }
 }
@@ -57,6 +60,7 @@ impl fmt::Display for ChatError {
                 "--prompt is empty: ask a question, e.g. --prompt \"What shape is it?\"",
             ),
             ChatError::BundleDoesNotLoad(e) => write!(f, "the chat bundle does not load: {e}"),
+            ChatError::Device(e) => write!(f, "--device: {e}"),
         }
     }
 }
@@ -80,12 +84,18 @@ pub struct Chat {
 }
 
 impl Chat {
-    /// Load the bundle in `dir` and the image at `image`, to answer with `sampling`.
-    pub fn open(dir: &Path, image: &Path, sampling: SamplingConfig) -> Result<Chat, ChatError> {
+    /// Load the bundle in `dir` onto `device` (`cpu`, `cuda`, `cuda:N`) and the image at `image`,
+    /// to answer with `sampling`.
+    pub fn open(
+        dir: &Path,
+        image: &Path,
+        device: &str,
+        sampling: SamplingConfig,
+    ) -> Result<Chat, ChatError> {
         if !image.is_file() {
             return Err(ChatError::NoImage(image.to_path_buf()));
         }
-        let device = Device::Cpu;
+        let device = crate::open_device(device).map_err(|e| ChatError::Device(e.to_string()))?;
         let bundle = Bundle::load(dir, &device).map_err(|e| {
             if dir.join(bundle::INFO).is_file() {
                 ChatError::BundleDoesNotLoad(e.to_string())

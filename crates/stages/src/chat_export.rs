@@ -32,6 +32,10 @@ impl Kind for ChatExport {
         "2"
     }
 
+    fn uses_device(&self) -> bool {
+        true
+    }
+
     fn check_params(&self, params: &Value) -> Vec<ParamProblem> {
         kind_params::check::<ChatExportParams>(params)
     }
@@ -49,7 +53,8 @@ impl Kind for ChatExport {
         let manifest: VlmManifest = super::read_json(&source.join(VLM_JSON))?;
         let tokenizer_path = source.join("tokenizer.json");
         let tokenizer = Tokenizer::load(&tokenizer_path)?;
-        let params = ParamStore::new(0, &candle_core::Device::Cpu);
+        // The device matters only where LoRA adapters are folded in (one matmul per adapter).
+        let params = ParamStore::new(0, &super::device(ctx)?);
         let model = Vlm::new(&params, &manifest.model)?;
         vlm_folder::load(source, &params, true)
             .with_context(|| format!("loading the VLM in {}", source.display()))?;

@@ -55,6 +55,10 @@ impl Kind for ClipTrain {
         "1"
     }
 
+    fn uses_device(&self) -> bool {
+        true
+    }
+
     fn check_params(&self, params: &Value) -> Vec<ParamProblem> {
         kind_params::check_flattened::<ClipTrainParams>(
             params,

@@ -71,6 +71,10 @@ impl Kind for Finetune {
         "2"
     }
 
+    fn uses_device(&self) -> bool {
+        true
+    }
+
     fn check_params(&self, params: &Value) -> Vec<ParamProblem> {
         kind_params::check_flattened::<FinetuneParams>(
             params,

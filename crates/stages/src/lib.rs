@@ -36,29 +36,36 @@ pub fn kinds() -> Kinds {
     ])
 }
 
-/// The candle device a stage asked for with `device = "…"` in the Stagefile (default: CPU).
+/// The candle device a stage asked for with `device = "…"` in the Stagefile or `--device`
+/// (default: CPU).
 pub(crate) fn device(ctx: &StageContext<'_>) -> anyhow::Result<candle_core::Device> {
-    match ctx.device {
-        "cpu" => Ok(candle_core::Device::Cpu),
-        "cuda" => cuda_device(ctx),
-        other => anyhow::bail!(
-            "stage `{}`: unknown device `{other}`: expected \"cpu\" or \"cuda\"",
-            ctx.stage
-        ),
+    open_device(ctx.device).map_err(|e| anyhow::anyhow!("stage `{}`: {e}", ctx.stage))
+}
+
+/// The candle device named `cpu`, `cuda` (the first GPU) or `cuda:N`.
+pub fn open_device(name: &str) -> anyhow::Result<candle_core::Device> {
+    vlmflow_engine::device::check(name).map_err(anyhow::Error::msg)?;
+    match name.strip_prefix("cuda").map(|i| i.trim_start_matches(':')) {
+        None => Ok(candle_core::Device::Cpu),
+        Some(index) => cuda_device(index.parse().unwrap_or(0)),
     }
 }
 
 #[cfg(feature = "cuda")]
-fn cuda_device(_ctx: &StageContext<'_>) -> anyhow::Result<candle_core::Device> {
-    Ok(candle_core::Device::new_cuda(0)?)
+fn cuda_device(index: usize) -> anyhow::Result<candle_core::Device> {
+    candle_core::Device::new_cuda(index).map_err(|e| {
+        anyhow::anyhow!(
+            "no CUDA GPU {index} could be opened ({e}): is an NVIDIA driver installed and the GPU \
+             visible (`nvidia-smi`)?"
+        )
+    })
 }
 
 #[cfg(not(feature = "cuda"))]
-fn cuda_device(ctx: &StageContext<'_>) -> anyhow::Result<candle_core::Device> {
+fn cuda_device(_index: usize) -> anyhow::Result<candle_core::Device> {
     anyhow::bail!(
-        "stage `{}` asks for device = \"cuda\", but this vlmflow was built without the `cuda` feature: \
-         rebuild with `cargo build --release --features cuda` on a machine with nvcc",
-        ctx.stage
+        "this vlmflow was built without the `cuda` feature: rebuild with \
+         `cargo build --release --features cuda` (scripts/gpu/cuda-env.sh sets up nvcc)"
     )
 }
 

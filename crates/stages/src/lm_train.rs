@@ -59,6 +59,10 @@ impl Kind for LmTrain {
         "1"
     }
 
+    fn uses_device(&self) -> bool {
+        true
+    }
+
     fn check_params(&self, params: &Value) -> Vec<ParamProblem> {
         kind_params::check_flattened::<LmTrainParams>(
             params,

@@ -51,6 +51,10 @@ impl Kind for ZeroShotEval {
         "1"
     }
 
+    fn uses_device(&self) -> bool {
+        true
+    }
+
     fn check_params(&self, params: &Value) -> Vec<ParamProblem> {
         kind_params::check::<ZeroShotParams>(params)
     }

@@ -6,3 +6,8 @@
 //! they call `ops`, whose `backend` picks a kernel or the composite form by device and dtype.
 
 pub mod cpu;
+#[cfg(feature = "cuda")]
+pub mod cuda;
+#[cfg(not(feature = "cuda"))]
+#[path = "no_cuda.rs"]
+pub mod cuda;

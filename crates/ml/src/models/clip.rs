@@ -149,7 +149,9 @@ impl Clip {
     }
 }
 
+/// `x / ‖x‖` over the last dim, in f32 (embeddings leave a bf16 forward here).
 pub fn l2_normalize(x: &Tensor) -> Result<Tensor> {
+    let x = &x.to_dtype(candle_core::DType::F32)?;
     x.broadcast_div(&x.sqr()?.sum_keepdim(D::Minus1)?.sqrt()?)
 }
 

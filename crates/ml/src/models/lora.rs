@@ -5,6 +5,7 @@
 use candle_core::{Result, Tensor};
 use serde::{Deserialize, Serialize};
 
+use crate::ops;
 use crate::param_store::ParamStore;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -50,8 +51,9 @@ impl Lora {
 
     /// `scale · B A x` for `x` `(…, d_in)`.
     pub fn delta(&self, x: &Tensor) -> Result<Tensor> {
-        let down = x.broadcast_matmul(&self.a.t()?)?;
-        down.broadcast_matmul(&self.b.t()?)? * self.scale
+        let (a, b) = (ops::cast_like(&self.a, x)?, ops::cast_like(&self.b, x)?);
+        let down = x.broadcast_matmul(&a.t()?)?;
+        down.broadcast_matmul(&b.t()?)? * self.scale
     }
 
     /// `W + scale · B A`.

@@ -103,7 +103,7 @@ impl Resampler {
         let kv = self.ln_kv.forward(&self.kv_proj.forward(patches)?)?;
         let q = self
             .ln_q
-            .forward(&self.queries)?
+            .forward(&ops::cast_like(&self.queries, patches)?)?
             .unsqueeze(0)?
             .broadcast_as((n, q_len, width))?
             .contiguous()?;

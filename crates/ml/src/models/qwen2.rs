@@ -364,9 +364,11 @@ impl Qwen2 {
         if let Some(bad) = flat.to_vec1::<u32>()?.into_iter().find(|&i| i >= v) {
             candle_core::bail!("qwen2: token id {bad} is outside the vocabulary of {v}");
         }
-        self.embed_tokens
+        let embeds = self
+            .embed_tokens
             .index_select(&flat.to_device(self.embed_tokens.device())?, 0)?
-            .reshape((n, t, self.cfg.hidden_size))
+            .reshape((n, t, self.cfg.hidden_size))?;
+        ops::to_compute(&embeds)
     }
 
     /// Logits `(N, T, vocab)` for token ids `(N, T)`; `left_pad` as in `forward_embeds`.

@@ -68,6 +68,7 @@ impl TextTransformer {
             .token_embedding
             .index_select(&tokens.flatten_all()?, 0)?
             .reshape((n, t, c))?;
+        let x = ops::to_compute(&x)?;
         let x = ops::bias_add(&x, &self.position_embedding.narrow(0, 0, t)?)?;
         let mask = ops::causal_mask(t, x.device())?;
         let x = self.transformer.forward(&x, Some(&mask))?;

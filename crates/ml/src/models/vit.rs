@@ -273,9 +273,12 @@ impl VisionTransformer {
                 images.dims()
             );
         }
+        let images = ops::to_compute(images)?;
         let images = match &self.pixel_affine {
-            Some((scale, shift)) => images.broadcast_mul(scale)?.broadcast_add(shift)?,
-            None => images.clone(),
+            Some((scale, shift)) => images
+                .broadcast_mul(&ops::cast_like(scale, &images)?)?
+                .broadcast_add(&ops::cast_like(shift, &images)?)?,
+            None => images,
         };
         let p = self.cfg.patch_size;
         // (N,3,g·p,g·p) → (N,3,g,p,g,p) → (N,g,g,3,p,p) → (N, g², 3·p·p): channel-major per
@@ -288,7 +291,7 @@ impl VisionTransformer {
         let x = self.patch_proj.forward(&patches)?;
         let x = match &self.class_embedding {
             Some(cls) => {
-                let cls = cls.reshape((1, 1, self.cfg.width))?;
+                let cls = ops::cast_like(cls, &x)?.reshape((1, 1, self.cfg.width))?;
                 Tensor::cat(&[cls.broadcast_as((n, 1, self.cfg.width))?, x], 1)?
             }
             None => x,

@@ -32,7 +32,7 @@ pub(crate) fn tiny() -> VlmConfig {
     }
 }
 
-fn batch() -> Result<(Tensor, Tensor, Tensor)> {
+pub(crate) fn batch() -> Result<(Tensor, Tensor, Tensor)> {
     let dev = Device::Cpu;
     let images = Tensor::randn(0f32, 1.0, (2, 3, 16, 16), &dev)?;
     // [t t IMG IMG IMG t t t]: image placeholders (id 5) at columns 2..5.

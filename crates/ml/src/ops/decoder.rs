@@ -10,17 +10,23 @@ use std::sync::Arc;
 use candle_core::{D, Device, Result, Tensor};
 
 use super::backend::{Backend, backend};
-use crate::kernels::cpu;
+use crate::kernels::{cpu, cuda};
 
 // ---------------------------------------------------------------- RMSNorm
 
-/// `x / sqrt(mean(x²) + eps) · w` over the last dim.
+/// `x / sqrt(mean(x²) + eps) · w` over the last dim, computed in f32 whatever `x`'s dtype
+/// (returned in `x`'s).
 pub fn rms_norm(x: &Tensor, w: &Tensor, eps: f64) -> Result<Tensor> {
+    if x.dtype() != candle_core::DType::F32 {
+        return super::precision::in_f32(x, |x| rms_norm(x, w, eps));
+    }
+    let w = &super::cast_like(w, x)?;
     match backend(x) {
         Backend::Cpu => {
             let op = cpu::norm::RmsNorm { eps: eps as f32 };
             x.contiguous()?.apply_op2(&w.contiguous()?, op)
         }
+        Backend::Cuda => cuda::rms_norm(&x.contiguous()?, w, eps as f32),
         Backend::Composite => rms_norm_composite(x, w, eps),
     }
 }
@@ -118,7 +124,7 @@ impl Rotary {
                 };
                 x.contiguous()?.apply_op1(op)
             }
-            Backend::Composite => self.apply_composite(x),
+            Backend::Cuda | Backend::Composite => self.apply_composite(x),
         }
     }
 

@@ -10,27 +10,36 @@
 
 use candle_core::{D, DType, Device, Result, Tensor};
 
-use crate::kernels::cpu;
+use crate::kernels::{cpu, cuda};
 
 pub mod backend;
 pub mod decoder;
 pub mod layers;
+pub mod precision;
 
 pub use backend::with_composite;
 use backend::{Backend, backend};
+use precision::in_f32;
+pub use precision::{Precision, cast_like, to_compute, with_precision};
 
 /// A mask value that zeroes a softmax weight without the NaNs `-inf` brings to fully-masked rows.
 pub const MASKED: f32 = -1e9;
 
 // ---------------------------------------------------------------- LayerNorm
 
+/// LayerNorm over the last dim, computed in f32 whatever `x`'s dtype (returned in `x`'s).
 pub fn layer_norm(x: &Tensor, w: &Tensor, b: &Tensor, eps: f64) -> Result<Tensor> {
+    if x.dtype() != DType::F32 {
+        return in_f32(x, |x| layer_norm(x, w, b, eps));
+    }
+    let (w, b) = (&cast_like(w, x)?, &cast_like(b, x)?);
     match backend(x) {
         Backend::Cpu => {
             let op = cpu::norm::LayerNorm { eps: eps as f32 };
             x.contiguous()?
                 .apply_op3(&w.contiguous()?, &b.contiguous()?, op)
         }
+        Backend::Cuda => cuda::layer_norm(&x.contiguous()?, w, b, eps as f32),
         Backend::Composite => layer_norm_composite(x, w, b, eps),
     }
 }
@@ -45,11 +54,14 @@ pub fn layer_norm_composite(x: &Tensor, w: &Tensor, b: &Tensor, eps: f64) -> Res
 
 // ---------------------------------------------------------------- Softmax
 
-/// Softmax over the last dim.
+/// Softmax over the last dim, computed in f32 whatever `x`'s dtype (returned in `x`'s).
 pub fn softmax(x: &Tensor) -> Result<Tensor> {
+    if x.dtype() != DType::F32 {
+        return in_f32(x, softmax);
+    }
     match backend(x) {
         Backend::Cpu => x.contiguous()?.apply_op1(cpu::softmax::Softmax),
-        Backend::Composite => softmax_composite(x),
+        Backend::Cuda | Backend::Composite => softmax_composite(x),
     }
 }
 
@@ -63,14 +75,18 @@ pub fn softmax_composite(x: &Tensor) -> Result<Tensor> {
 // ---------------------------------------------------------------- Cross-entropy
 
 /// Per-row cross-entropy of logits `(M, V)` against class indices `targets` `(M)` (any integer
-/// dtype): `logsumexp(x[r]) − x[r, targets[r]]`, shape `(M)`.
+/// dtype): `logsumexp(x[r]) − x[r, targets[r]]`, shape `(M)`, always in f32.
 pub fn cross_entropy(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
+    if logits.dtype() != DType::F32 {
+        return cross_entropy(&logits.to_dtype(DType::F32)?, targets);
+    }
     match backend(logits) {
         Backend::Cpu => {
             let targets = targets.to_dtype(DType::U32)?.to_vec1::<u32>()?;
             let op = cpu::cross_entropy::CrossEntropy { targets };
             logits.contiguous()?.apply_op1(op)
         }
+        Backend::Cuda => cuda::cross_entropy(&logits.contiguous()?, targets),
         Backend::Composite => cross_entropy_composite(logits, targets),
     }
 }
@@ -91,7 +107,7 @@ pub fn cross_entropy_composite(logits: &Tensor, targets: &Tensor) -> Result<Tens
 pub fn gelu(x: &Tensor) -> Result<Tensor> {
     match backend(x) {
         Backend::Cpu => x.contiguous()?.apply_op1(cpu::activation::Gelu),
-        Backend::Composite => x.gelu(),
+        Backend::Cuda | Backend::Composite => x.gelu(),
     }
 }
 
@@ -99,7 +115,7 @@ pub fn gelu(x: &Tensor) -> Result<Tensor> {
 pub fn quick_gelu(x: &Tensor) -> Result<Tensor> {
     match backend(x) {
         Backend::Cpu => x.contiguous()?.apply_op1(cpu::activation::QuickGelu),
-        Backend::Composite => quick_gelu_composite(x),
+        Backend::Cuda | Backend::Composite => quick_gelu_composite(x),
     }
 }
 
@@ -111,11 +127,12 @@ pub fn quick_gelu_composite(x: &Tensor) -> Result<Tensor> {
 
 /// `x + b` with `b` broadcast over the leading dims of `x` (`b`'s shape = `x`'s trailing dims).
 pub fn bias_add(x: &Tensor, b: &Tensor) -> Result<Tensor> {
+    let b = &cast_like(b, x)?;
     match backend(x) {
         Backend::Cpu => x
             .contiguous()?
             .apply_op2(&b.contiguous()?, cpu::bias_add::BiasAdd),
-        Backend::Composite => x.broadcast_add(b),
+        Backend::Cuda | Backend::Composite => x.broadcast_add(b),
     }
 }
 
@@ -123,7 +140,11 @@ pub fn bias_add(x: &Tensor, b: &Tensor) -> Result<Tensor> {
 ///
 /// The leading dims are folded into one so that a single 2-D matmul runs, and the weight gradient
 /// is one GEMM rather than a batch of them summed afterwards. A kernel on CPU (`kernels/cpu/linear.rs`).
+/// The weight and bias are cast to `x`'s dtype (`precision`).
 pub fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
+    let w = &cast_like(w, x)?;
+    let b = b.map(|b| cast_like(b, x)).transpose()?;
+    let b = b.as_ref();
     let dims = x.dims().to_vec();
     let Some((inner, lead)) = dims.split_last() else {
         candle_core::bail!("linear: input is a scalar")
@@ -138,7 +159,7 @@ pub fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
                 None => x.apply_op2(&w, cpu::linear::LinearNoBias)?,
             }
         }
-        Backend::Composite => {
+        Backend::Cuda | Backend::Composite => {
             let y = x.matmul(&w.t()?)?;
             match b {
                 Some(b) => y.broadcast_add(b)?,
@@ -163,7 +184,7 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>) -> R
     let q = (q * (1.0 / (d as f64).sqrt()))?;
     let scores = q.contiguous()?.matmul(&k.t()?.contiguous()?)?;
     let scores = match mask {
-        Some(m) => scores.broadcast_add(m)?,
+        Some(m) => scores.broadcast_add(&cast_like(m, &scores)?)?,
         None => scores,
     };
     softmax(&scores)?.matmul(&v.contiguous()?)
@@ -188,7 +209,8 @@ pub fn multi_head_attention(
 /// `q`: `(N, Tq, H·d)`; `k`, `v`: `(N, Tk, KV·d)` (`Tk > Tq` when earlier keys come from a KV
 /// cache, or for cross-attention); `mask`: additive, broadcastable to `(N, H, Tq, Tk)`. Returns
 /// `(N, Tq, H·d)`. On CPU with a head-independent mask (broadcastable to `(N, 1, Tq, Tk)`) this
-/// is one kernel (`kernels/cpu/attention.rs`).
+/// is one kernel (`kernels/cpu/attention.rs`); on CUDA, for the head dims and dtypes it covers,
+/// one kernel that never holds the score matrix (`kernels/cuda/attention.rs`).
 pub fn grouped_attention(
     q: &Tensor,
     k: &Tensor,
@@ -205,6 +227,11 @@ pub fn grouped_attention(
     let (n, tq, c) = q.dims3()?;
     let tk = k.dim(1)?;
     let per_head = mask.is_none_or(|m| m.rank() < 4 || m.dim(1).is_ok_and(|h| h == 1));
+    if backend(q) == Backend::Cuda
+        && let Some(y) = cuda::grouped_attention(q, k, v, heads, kv_heads, mask)?
+    {
+        return Ok(y);
+    }
     // The kernel takes one mask for all heads of a sample.
     if backend(q) == Backend::Cpu && per_head {
         let mask = match mask {

@@ -9,3 +9,6 @@ pub mod schedule;
 pub mod step;
 pub mod train_loop;
 pub mod vlm;
+
+#[cfg(test)]
+mod precision_tests;

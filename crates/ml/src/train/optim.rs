@@ -71,6 +71,61 @@ struct Moments {
     v: Tensor,
 }
 
+/// One parameter's update constants at the current step.
+struct Hyper {
+    lr: f64,
+    b1: f64,
+    b2: f64,
+    eps: f64,
+    weight_decay: f64,
+    /// `1 − β1ᵗ`, `1 − β2ᵗ`.
+    bc1: f64,
+    bc2: f64,
+}
+
+/// The whole update of an f32 parameter on a GPU as one in-place kernel, when the CUDA kernels
+/// are on (`ops::backend`); `false` when the composite update below has to run instead.
+#[cfg(feature = "cuda")]
+fn fused_step(var: &Var, g: &Tensor, st: &Moments, h: &Hyper) -> Result<bool> {
+    use crate::kernels::cuda::{AdamWStep, adamw_step};
+    let p = var.as_tensor();
+    if !(p.device().is_cuda()
+        && p.dtype() == DType::F32
+        && crate::ops::backend::cuda_kernels_enabled())
+    {
+        return Ok(false);
+    }
+    let step = AdamWStep {
+        lr: h.lr as f32,
+        beta1: h.b1 as f32,
+        beta2: h.b2 as f32,
+        eps: h.eps as f32,
+        weight_decay: h.weight_decay as f32,
+        bias_correction1: h.bc1 as f32,
+        bias_correction2: h.bc2 as f32,
+    };
+    adamw_step(var, g, &st.m, &st.v, &step)?;
+    Ok(true)
+}
+
+#[cfg(not(feature = "cuda"))]
+fn fused_step(_var: &Var, _g: &Tensor, _st: &Moments, _h: &Hyper) -> Result<bool> {
+    Ok(false)
+}
+
+/// The update in candle ops: decoupled weight decay, then the bias-corrected Adam step.
+fn composite_step(var: &Var, g: &Tensor, st: &mut Moments, h: &Hyper) -> Result<()> {
+    st.m = ((&st.m * h.b1)? + (g * (1.0 - h.b1))?)?;
+    st.v = ((&st.v * h.b2)? + (g.sqr()? * (1.0 - h.b2))?)?;
+    let denom = ((st.v.sqrt()? / h.bc2.sqrt())? + h.eps)?;
+    let update = ((&st.m / &denom)? * (h.lr / h.bc1))?;
+    let mut p = var.as_tensor().to_dtype(DType::F32)?;
+    if h.weight_decay != 0.0 {
+        p = (p * (1.0 - h.lr * h.weight_decay))?;
+    }
+    var.set(&(p - update)?.to_dtype(var.dtype())?)
+}
+
 pub struct AdamW {
     groups: Vec<ParamGroup>,
     cfg: AdamWConfig,
@@ -146,15 +201,18 @@ impl AdamW {
                 let Some(g) = grads.get(var) else { continue };
                 let g = g.to_dtype(DType::F32)?;
                 let st = self.state.get_mut(name).expect("moments exist");
-                st.m = ((&st.m * b1)? + (&g * (1.0 - b1))?)?;
-                st.v = ((&st.v * b2)? + (g.sqr()? * (1.0 - b2))?)?;
-                let denom = ((st.v.sqrt()? / bc2.sqrt())? + eps)?;
-                let update = ((&st.m / &denom)? * (lr / bc1))?;
-                let mut p = var.as_tensor().to_dtype(DType::F32)?;
-                if group.weight_decay != 0.0 {
-                    p = (p * (1.0 - lr * group.weight_decay))?;
+                let hyper = Hyper {
+                    lr,
+                    b1,
+                    b2,
+                    eps,
+                    weight_decay: group.weight_decay,
+                    bc1,
+                    bc2,
+                };
+                if !fused_step(var, &g, st, &hyper)? {
+                    composite_step(var, &g, st, &hyper)?;
                 }
-                var.set(&(p - update)?.to_dtype(var.dtype())?)?;
             }
         }
         Ok(())

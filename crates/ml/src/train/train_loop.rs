@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use super::optim::{AdamW, AdamWConfig};
 use super::schedule::WarmupCosine;
 use super::step::{Checkpoint, TrainState, train_step};
+use crate::ops::{self, Precision};
 use crate::param_store::ParamStore;
 use crate::rng::Rng;
 
@@ -44,6 +45,10 @@ pub struct Hyper {
     pub seed: u64,
     #[serde(default = "default_checkpoint_every")]
     pub checkpoint_every: u64,
+    /// `bf16`: mixed precision (`ops::precision`). Recorded only when not the default, so that
+    /// f32 runs' artifacts are what they were before the option existed.
+    #[serde(default, skip_serializing_if = "Precision::is_f32")]
+    pub precision: Precision,
 }
 
 fn default_batch_size() -> usize {
@@ -76,6 +81,7 @@ impl Hyper {
             max_grad_norm: self.max_grad_norm,
             checkpoint_every: self.checkpoint_every,
             seed: self.seed,
+            precision: self.precision,
         }
     }
 
@@ -98,6 +104,7 @@ pub struct LoopConfig {
     pub max_grad_norm: f64,
     pub checkpoint_every: u64,
     pub seed: u64,
+    pub precision: Precision,
 }
 
 /// What is trained on and how it is scored, one step at a time.
@@ -242,7 +249,7 @@ fn run(
         let started = Instant::now();
         let lr = cfg.schedule.lr(step);
         let stats = train_step(opt, lr, micro, Some(cfg.max_grad_norm), |i| {
-            objective.micro_loss(i, micro)
+            ops::with_precision(cfg.precision, || objective.micro_loss(i, micro))
         })?;
         hooks.step(&StepReport {
             step: step + 1,

@@ -88,6 +88,10 @@ impl Kind for VlmPretrain {
         "2"
     }
 
+    fn uses_device(&self) -> bool {
+        true
+    }
+
     fn check_params(&self, params: &Value) -> Vec<ParamProblem> {
         kind_params::check_flattened::<PretrainParams>(
             params,
