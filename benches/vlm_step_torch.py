@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""The same VLM and LM training steps as benches/vlm_step.rs, in PyTorch eager, for comparison.
+"""The same VLM and LM training steps as benches/vlm_step.rs (CPU) and benches/gpu.rs `finetune`
+(CUDA), in PyTorch eager, for comparison.
 
 - vlm: the default finetune model. The `small` CLIP's ViT (32 px, 8-px patches, 128 wide,
   4 layers, 4 heads; pre-LN, CLS token), frozen; a resampler (16 learned queries, kv_proj,
@@ -10,21 +11,51 @@
 - lm: the `lm-train` step. The same Qwen2 on 64 x 100 tokens, every position labelled,
   lr 2e-3, weight decay 0.05 (not on norms and biases, as vlmflow's `no_decay`).
 
-Both: logits only at labelled positions, cross-entropy, backward, clip_grad_norm_(1.0),
-AdamW(betas 0.9/0.98, eps 1e-6). Tokens/s counts every sequence position.
+`--model qwen2.5-0.5b` (benches/gpu.rs's `finetune` shape, random weights): the vision tower is
+`ClipConfig::vit_b16`'s (224 px, 16-px patches, 768 wide, 12 layers, 12 heads; pre-LN blocks,
+tanh-GELU, 4x MLP, CLS token, no ln_pre), frozen, run without a graph; the projector reads its
+196 patch tokens (CLS dropped) after the last block and ln_post. The resampler has 64 queries
+and 14 heads over the LM width (896 = 14 x 64; `--resampler-heads 8` for 8 x 112); the LM is
+Qwen2.5-0.5B's shape: vocabulary 151,936, 896 wide, 24 layers, 14 query / 2 key-value heads
+(head 64), SwiGLU 4,864, rope theta 1e6, RMSNorm eps 1e-6, q/k/v biases, tied embeddings. vlm:
+batch 8 x 512 tokens, the 64 image embeddings at column 4, labels on the 128 positions before
+the last 2; projector (lr 1e-4) and LM (lr x 0.3) train, weight decay 0.05 off norms, biases and
+embeddings (benches/gpu.rs's `part_groups`). lm: batch 8 x 512 tokens, as the small lm step.
+
+All: logits only at labelled positions, cross-entropy, backward, clip_grad_norm_(1.0) over what
+trains, AdamW(betas 0.9/0.98, eps 1e-6). Tokens/s counts every sequence position (batch x
+tokens / step time). Images are random normal, token ids random.
 
     python3 -m venv /tmp/venv && /tmp/venv/bin/pip install torch
     /tmp/venv/bin/python benches/vlm_step_torch.py [vlm|lm|attention] [--steps 10] [--threads 2]
-        [--attn sdpa|math] [--hf]
+        [--attn sdpa|math] [--hf] [--model small|qwen2.5-0.5b] [--batch N] [--vlm-tokens T]
+        [--lm-tokens T] [--resampler-heads H] [--warmup N] [--json out.jsonl]
+    # on a CUDA GPU, against `cargo bench --features cuda --bench gpu -- finetune`:
+    python3 benches/vlm_step_torch.py vlm --model qwen2.5-0.5b --device cuda --dtype f32 --batch 8 --json out.jsonl
+    python3 benches/vlm_step_torch.py vlm --model qwen2.5-0.5b --device cuda --dtype bf16 --batch 8 --json out.jsonl
 
-`attention` (only when named): the lm step's two layers of causal grouped-query attention alone
+`attention` (only when named): the lm step's layers of causal grouped-query attention alone
 (key/value heads repeated, then attention), forward and backward, as in vlm_step.rs.
 
 --attn: the decoder's attention as F.scaled_dot_product_attention (what transformers uses by
-default) or written out (matmul, mask, softmax, matmul). --hf: the decoder is transformers'
-Qwen2Model (pip install transformers) instead of the one below. --check-hf: load one Qwen2Model's
-weights into the decoder below (both attentions) and print the largest difference of their hidden
-states, then exit.
+default) or written out (matmul, mask, softmax, matmul); the vision tower's and the resampler's
+attention is always written out. --hf: the decoder is transformers' Qwen2Model (pip install
+transformers) instead of the one below. --check-hf: load one Qwen2Model's weights into the
+decoder below (both attentions) and print the largest difference of their hidden states, then
+exit (small model, CPU).
+
+--device cuda: model, inputs and AdamW state on the GPU (`--threads` is ignored), `--warmup`
+untimed steps (3; 2 on CPU), then `--steps` (20; 10 on CPU) each timed by a pair of CUDA events;
+the median, 10th and 90th percentiles and the peak `torch.cuda.max_memory_allocated()` over the
+timed steps are reported. TF32 is off (`torch.backends.cuda.matmul.allow_tf32 = False`,
+`torch.backends.cudnn.allow_tf32 = False`): f32 means plain f32 GEMMs, as the Rust side does.
+--dtype bf16: mixed precision as vlmflow's `Precision::Bf16`: f32 master weights and AdamW state,
+the forward (the frozen tower's too) under `torch.autocast(device, dtype=torch.bfloat16)`
+(matmuls and attention in bf16; autocast keeps the cross-entropy in f32), backward outside it,
+no GradScaler. --json PATH appends one line per vlm or lm run: bench ("finetune" for vlm, "lm"),
+impl "pytorch", model, device, dtype, attn, decoder, batch, tokens (sequence length), steps,
+ms_median, ms_p10, ms_p90, tokens_per_s, peak_mem_bytes (null on CPU), loss (the last step's),
+torch, gpu (null on CPU).
 """
 
 import argparse
@@ -37,10 +68,29 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 sys.dont_write_bytecode = True  # importing the CLIP twin leaves no __pycache__ in benches/
-from clip_step_torch import Attention, Vit, no_decay  # noqa: E402
+from clip_step_torch import (  # noqa: E402
+    Attention, Vit, add_device_args, autocast, gpu_name, gpu_summary, measure, no_decay,
+    setup_device, write_json,
+)
 
 VOCAB, IMAGE_AT, LABELLED, IGNORE = 512, 4, 20, -100
 QWEN2_SMALL = dict(vocab=VOCAB, width=128, layers=2, heads=4, kv_heads=2, hidden=512, theta=1e4, eps=1e-6)
+# Qwen2.5-0.5B's config.json (benches/gpu.rs `qwen2_5_0_5b`).
+QWEN2_5_0_5B = dict(vocab=151_936, width=896, layers=24, heads=14, kv_heads=2, hidden=4_864,
+                    theta=1e6, eps=1e-6)
+
+# Per model: the LM; the vision tower (size, patch, width, layers, heads); the resampler; the
+# bench's defaults (batch, sequence lengths, labelled positions per vlm row, the vlm step's
+# learning rates for projector and LM and its weight decay).
+MODELS = {
+    "small": dict(lm=QWEN2_SMALL, vision=(32, 8, 128, 4, 4), queries=16, resampler_heads=4,
+                  batch=64, vlm_tokens=88, lm_tokens=100, labelled=LABELLED,
+                  vlm_lr=(1e-3, 3e-4), vlm_wd=0.0),
+    "qwen2.5-0.5b": dict(lm=QWEN2_5_0_5B, vision=(224, 16, 768, 12, 12), queries=64,
+                         resampler_heads=14, batch=8, vlm_tokens=512, lm_tokens=512,
+                         labelled=128, vlm_lr=(1e-4, 3e-5), vlm_wd=0.05),
+}
+CPU_STEPS, CPU_WARMUP, CUDA_STEPS, CUDA_WARMUP = 10, 2, 20, 3
 
 
 # ------------------------------------------------------------------ Qwen2 decoder
@@ -81,6 +131,9 @@ class DecoderLayer(nn.Module):
         k = split(self.k_proj(x), self.kv_heads)
         v = split(self.v_proj(x), self.kv_heads)
         q, k = q * cos + rotate_half(q) * sin, k * cos + rotate_half(k) * sin
+        # Under autocast the f32 cos/sin made q and k f32: back to the projections' bf16, so
+        # that attention runs in bf16 (a no-op in f32).
+        q, k = q.to(v.dtype), k.to(v.dtype)
         rep = self.heads // self.kv_heads  # Hugging Face's repeat_kv
         k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
         if self.attn == "sdpa":
@@ -111,11 +164,12 @@ class Qwen2(nn.Module):
 
     def hidden_states(self, embeds):
         n, t, _ = embeds.shape
-        inv = self.theta ** (-torch.arange(0, self.d, 2, dtype=torch.float32) / self.d)
-        freqs = torch.arange(t, dtype=torch.float32)[:, None] * inv[None]
+        dev = embeds.device
+        inv = self.theta ** (-torch.arange(0, self.d, 2, dtype=torch.float32, device=dev) / self.d)
+        freqs = torch.arange(t, dtype=torch.float32, device=dev)[:, None] * inv[None]
         emb = torch.cat([freqs, freqs], dim=-1)
         cos, sin = emb.cos(), emb.sin()
-        mask = torch.full((t, t), float("-inf")).triu(1)
+        mask = torch.full((t, t), float("-inf"), device=dev).triu(1)
         x = embeds
         for layer in self.layers:
             x = layer(x, cos, sin, mask)
@@ -184,10 +238,11 @@ class Resampler(nn.Module):
 
 
 class Vlm(nn.Module):
-    def __init__(self, lm):
+    def __init__(self, lm, width=QWEN2_SMALL["width"], vision=(32, 8, 128, 4, 4), queries=16,
+                 heads=4):
         super().__init__()
-        self.vision = Vit(32, 8, 128, 4, 4)
-        self.projector = Resampler(128, QWEN2_SMALL["width"])
+        self.vision = Vit(*vision)
+        self.projector = Resampler(vision[2], width, queries, heads)
         self.lm = lm
 
     def features(self, img):
@@ -215,10 +270,14 @@ class Vlm(nn.Module):
 # ------------------------------------------------------------------ the bench
 
 
-def bench(name, what, tokens, model, opt, trained, loss_fn, steps):
+def bench(args, dev, name, what, tokens, opt, trained, loss_fn, json_fields):
+    """Times the training step of `loss_fn`; `tokens` per step (batch x sequence length)."""
+    cuda = dev.type == "cuda"
+
     def step(phases):
         t0 = time.perf_counter()
-        loss = loss_fn()
+        with autocast(dev, args.dtype):
+            loss = loss_fn()
         t1 = time.perf_counter()
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -226,30 +285,35 @@ def bench(name, what, tokens, model, opt, trained, loss_fn, steps):
         torch.nn.utils.clip_grad_norm_(trained, 1.0)
         opt.step()
         t3 = time.perf_counter()
-        for k, d in zip(("forward", "backward", "optimizer"), (t1 - t0, t2 - t1, t3 - t2)):
-            phases[k] += d
-        return loss.item()
+        if phases is not None:
+            for k, d in zip(("forward", "backward", "optimizer"), (t1 - t0, t2 - t1, t3 - t2)):
+                phases[k] += d
+        return loss.detach()
 
-    for _ in range(2):
-        step({"forward": 0, "backward": 0, "optimizer": 0})
-    load_before = " ".join(open("/proc/loadavg").read().split()[:3])
-    phases = {"forward": 0.0, "backward": 0.0, "optimizer": 0.0}
-    start = time.perf_counter()
-    for _ in range(steps):
-        loss = step(phases)
-    per = (time.perf_counter() - start) / steps
+    steps = args.steps or (CUDA_STEPS if cuda else CPU_STEPS)
+    warmup = args.warmup if args.warmup is not None else (CUDA_WARMUP if cuda else CPU_WARMUP)
+    r = measure(step, warmup, steps, dev)
+    per, loss = r["per"], r["loss"]
+    load_before = " ".join(r["load_before"].split()[:3])
     load_after = " ".join(open("/proc/loadavg").read().split()[:3])
     n_trained = sum(p.numel() for p in trained)
     print(f"{name}: {what}; {n_trained} trained parameters")
-    print(
-        f"  {per * 1e3:.1f} ms/step, {tokens / per:.0f} tokens/s; loss {loss:.3f}; "
-        f"load average {load_before} before, {load_after} after"
-    )
-    ms = {k: v * 1e3 / steps for k, v in phases.items()}
-    print(
-        f"  phases: forward {ms['forward']:.1f} + backward {ms['backward']:.1f}"
-        f" + clip/adamw {ms['optimizer']:.1f} ms"
-    )
+    if cuda:
+        print(gpu_summary(r, tokens, "tokens"))
+    else:
+        print(
+            f"  {per * 1e3:.1f} ms/step, {tokens / per:.0f} tokens/s; loss {loss:.3f}; "
+            f"load average {load_before} before, {load_after} after"
+        )
+        ms = {k: v * 1e3 / steps for k, v in r["phases"].items()}
+        print(
+            f"  phases: forward {ms['forward']:.1f} + backward {ms['backward']:.1f}"
+            f" + clip/adamw {ms['optimizer']:.1f} ms"
+        )
+    if args.json:
+        write_json(args.json, r, dev, model=args.model, dtype=args.dtype, attn=args.attn,
+                   decoder="transformers" if args.hf else "own", rate="tokens_per_s",
+                   **json_fields)
 
 
 def groups(named, lr, weight_decay):
@@ -259,61 +323,79 @@ def groups(named, lr, weight_decay):
     ]
 
 
-def make_lm(args):
+def make_lm(args, m):
     cls = HfQwen2 if args.hf else Qwen2
-    return cls(**QWEN2_SMALL, attn=args.attn)
+    return cls(**m["lm"], attn=args.attn)
 
 
-def run_vlm(args):
-    b, t = args.batch, args.vlm_tokens
-    model = Vlm(make_lm(args))
-    model.vision.requires_grad_(False)
-    proj = list(model.projector.named_parameters())
-    lm = list(model.lm.named_parameters())
-    opt = torch.optim.AdamW(
-        groups(proj, 1e-3, 0.0) + groups(lm, 3e-4, 0.0), betas=(0.9, 0.98), eps=1e-6
-    )
-    trained = [p for _, p in proj + lm]
-    img = torch.randn(b, 3, 32, 32)
-    ids = torch.randint(0, VOCAB, (b, t))
-    ids[:, IMAGE_AT : IMAGE_AT + 16] = VOCAB - 1
-    labels = torch.full((b, t), IGNORE)
-    labels[:, t - 2 - LABELLED : t - 2] = ids[:, t - 2 - LABELLED : t - 2]
+def run_vlm(args, dev, m):
+    b, t = args.batch or m["batch"], args.vlm_tokens or m["vlm_tokens"]
+    vocab, q = m["lm"]["vocab"], m["queries"]
+    heads = args.resampler_heads or m["resampler_heads"]
+    # The labels after the image; fewer than the model's default when --vlm-tokens is short.
+    labelled = min(m["labelled"], t - 2 - IMAGE_AT - q)
+    if labelled < 1:
+        raise SystemExit(f"vlm: {t} tokens leave no labelled position after {q} image tokens at {IMAGE_AT}")
+    with dev:  # parameters and inputs made on the device
+        model = Vlm(make_lm(args, m), m["lm"]["width"], m["vision"], q, heads)
+        model.vision.requires_grad_(False)
+        proj = list(model.projector.named_parameters())
+        lm = list(model.lm.named_parameters())
+        (proj_lr, lm_lr), wd = m["vlm_lr"], m["vlm_wd"]
+        opt = torch.optim.AdamW(
+            groups(proj, proj_lr, wd) + groups(lm, lm_lr, wd), betas=(0.9, 0.98), eps=1e-6
+        )
+        trained = [p for _, p in proj + lm]
+        size = m["vision"][0]
+        img = torch.randn(b, 3, size, size)
+        ids = torch.randint(0, vocab, (b, t))
+        ids[:, IMAGE_AT : IMAGE_AT + q] = vocab - 1
+        labels = torch.full((b, t), IGNORE)
+        labels[:, t - 2 - labelled : t - 2] = ids[:, t - 2 - labelled : t - 2]
     n_params = sum(p.numel() for p in model.parameters())
     bench(
-        "vlm (finetune)",
-        f"batch {b} x {t} tokens (image at {IMAGE_AT}..{IMAGE_AT + 16}, {LABELLED} labelled), "
+        args, dev, "vlm (finetune)",
+        f"batch {b} x {t} tokens (image at {IMAGE_AT}..{IMAGE_AT + q}, {labelled} labelled), "
         f"{n_params} params, vision frozen",
-        b * t, model, opt, trained, lambda: model.loss(ids, labels, img), args.steps,
+        b * t, opt, trained, lambda: model.loss(ids, labels, img),
+        dict(bench="finetune", batch=b, tokens=t),
     )
 
 
-def run_lm(args):
-    b, t = args.batch, args.lm_tokens
-    model = make_lm(args)
-    named = list(model.named_parameters())
-    opt = torch.optim.AdamW(groups(named, 2e-3, 0.05), betas=(0.9, 0.98), eps=1e-6)
-    ids = torch.randint(0, VOCAB, (b, t))
+def run_lm(args, dev, m):
+    b, t = args.batch or m["batch"], args.lm_tokens or m["lm_tokens"]
+    with dev:
+        model = make_lm(args, m)
+        named = list(model.named_parameters())
+        opt = torch.optim.AdamW(groups(named, 2e-3, 0.05), betas=(0.9, 0.98), eps=1e-6)
+        ids = torch.randint(0, m["lm"]["vocab"], (b, t))
 
     def loss():
         return next_token_loss(model, model.hidden_states(model.embed_tokens(ids)), ids)
 
     n_params = sum(p.numel() for _, p in named)
     bench(
-        "lm (lm-train)", f"batch {b} x {t} tokens, all labelled, {n_params} params",
-        b * t, model, opt, [p for _, p in named], loss, args.steps,
+        args, dev, "lm (lm-train)", f"batch {b} x {t} tokens, all labelled, {n_params} params",
+        b * t, opt, [p for _, p in named], loss, dict(bench="lm", batch=b, tokens=t),
     )
 
 
-def run_attention(args):
-    b, t = args.batch, args.lm_tokens
-    h, kv, d, layers = QWEN2_SMALL["heads"], QWEN2_SMALL["kv_heads"], 32, QWEN2_SMALL["layers"]
-    q = torch.randn(b, h, t, d, requires_grad=True)
-    k = torch.randn(b, kv, t, d, requires_grad=True)
-    v = torch.randn(b, kv, t, d, requires_grad=True)
-    mask = torch.full((t, t), float("-inf")).triu(1)
+def run_attention(args, dev, m):
+    b, t = args.batch or m["batch"], args.lm_tokens or m["lm_tokens"]
+    lm = m["lm"]
+    h, kv, layers = lm["heads"], lm["kv_heads"], lm["layers"]
+    d = lm["width"] // h
+    dtype = torch.bfloat16 if args.dtype == "bf16" else torch.float32
+    sync = torch.cuda.synchronize if dev.type == "cuda" else lambda: None
+    with dev:
+        q = torch.randn(b, h, t, d, dtype=dtype, requires_grad=True)
+        k = torch.randn(b, kv, t, d, dtype=dtype, requires_grad=True)
+        v = torch.randn(b, kv, t, d, dtype=dtype, requires_grad=True)
+        mask = torch.full((t, t), float("-inf"), dtype=dtype).triu(1)
     fwd = bwd = 0.0
-    for i in range(args.steps + 2):
+    steps = args.steps or (CUDA_STEPS if dev.type == "cuda" else CPU_STEPS)
+    for i in range(steps + 2):
+        sync()
         t0 = time.perf_counter()
         kk, vv = k.repeat_interleave(h // kv, dim=1), v.repeat_interleave(h // kv, dim=1)
         if args.attn == "sdpa":
@@ -321,12 +403,14 @@ def run_attention(args):
         else:
             y = torch.softmax((q / math.sqrt(d)) @ kk.transpose(-1, -2) + mask, dim=-1) @ vv
         y = y.transpose(1, 2).reshape(b, t, h * d)
+        sync()
         t1 = time.perf_counter()
         y.sum().backward()
+        sync()
         t2 = time.perf_counter()
         if i >= 2:
             fwd, bwd = fwd + t1 - t0, bwd + t2 - t1
-    ms = lambda x: x * 1e3 * layers / args.steps
+    ms = lambda x: x * 1e3 * layers / steps
     load = " ".join(open("/proc/loadavg").read().split()[:3])
     print(f"attention (the lm step's {layers} layers): batch {b} x {t} tokens, {h} heads / {kv} key-value heads, causal")
     print(f"  forward {ms(fwd):.1f} + backward {ms(bwd):.1f} = {ms(fwd + bwd):.1f} ms per step; load average {load}")
@@ -352,33 +436,41 @@ def check_hf():
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("only", nargs="*", help="vlm, lm (default: both), attention")
-    ap.add_argument("--steps", type=int, default=10)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--batch", type=int, default=64)
-    ap.add_argument("--vlm-tokens", type=int, default=88)
-    ap.add_argument("--lm-tokens", type=int, default=100)
+    ap.add_argument("--model", choices=sorted(MODELS), default="small",
+                    help="small (the CPU default) or qwen2.5-0.5b (benches/gpu.rs's finetune shape)")
+    ap.add_argument("--steps", type=int, help="timed steps (10; 20 on cuda)")
+    ap.add_argument("--threads", type=int, default=2, help="CPU threads (ignored on cuda)")
+    ap.add_argument("--batch", type=int, help="64; 8 for qwen2.5-0.5b")
+    ap.add_argument("--vlm-tokens", type=int, help="88; 512 for qwen2.5-0.5b")
+    ap.add_argument("--lm-tokens", type=int, help="100; 512 for qwen2.5-0.5b")
+    ap.add_argument("--resampler-heads", type=int, help="4; 14 for qwen2.5-0.5b")
     ap.add_argument("--attn", choices=["sdpa", "math"], default="sdpa")
     ap.add_argument("--hf", action="store_true", help="transformers' Qwen2Model as the decoder")
     ap.add_argument("--check-hf", action="store_true", help="compare the decoder with transformers'")
+    add_device_args(ap)
     args = ap.parse_args()
     if args.check_hf:
         return check_hf()
     if set(args.only) - {"vlm", "lm", "attention"}:
         ap.error(f"unknown step {args.only}: vlm, lm or attention")
-    torch.set_num_threads(args.threads)
+    m = MODELS[args.model]
+    dev = setup_device(args)
     torch.manual_seed(0)
     load = " ".join(open("/proc/loadavg").read().split()[:3])
     decoder = "transformers Qwen2Model" if args.hf else "own Qwen2"
+    where = f"threads {torch.get_num_threads()}" if dev.type == "cpu" else gpu_name(dev)
+    if args.model != "small" or dev.type != "cpu" or args.dtype != "f32":
+        where += f", model {args.model}, {args.device} {args.dtype}"
     print(
-        f"vlm_step_torch: torch {torch.__version__}, threads {torch.get_num_threads()}, "
+        f"vlm_step_torch: torch {torch.__version__}, {where}, "
         f"{decoder}, attention {args.attn}, load average {load}"
     )
     if not args.only or "vlm" in args.only:
-        run_vlm(args)
+        run_vlm(args, dev, m)
     if not args.only or "lm" in args.only:
-        run_lm(args)
+        run_lm(args, dev, m)
     if "attention" in args.only:
-        run_attention(args)
+        run_attention(args, dev, m)
 
 
 if __name__ == "__main__":

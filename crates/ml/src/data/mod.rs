@@ -30,6 +30,7 @@ mod delimited;
 pub mod fetch;
 pub mod image;
 pub mod llava;
+pub mod prefetch;
 pub mod shapes;
 pub mod shards;
 pub mod split;

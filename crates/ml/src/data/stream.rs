@@ -7,6 +7,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use super::batch::{Batch, batches};
+use super::prefetch::Prefetch;
 use super::shards::ShardSet;
 use super::{DataError, Result};
 
@@ -24,7 +25,22 @@ pub struct TrainStream {
 /// Which records (by index in the shard set) a filtered stream draws from.
 pub type Keep = Arc<dyn Fn(u64) -> bool + Send + Sync>;
 
+/// A stream's batches, read and decoded on a thread of their own (`TrainStream::prefetch`).
+pub type Prefetched = Prefetch<Result<Batch>>;
+
+/// How many batches the reading thread may hold ready: one being trained on is the caller's,
+/// two more hide a slow read or decode.
+const PREFETCH_DEPTH: usize = 2;
+
 impl TrainStream {
+    /// The same batches, in the same order, read and decoded ahead on a thread of their own.
+    pub fn prefetch(self) -> Result<Prefetched> {
+        Prefetch::new(self, PREFETCH_DEPTH).map_err(|source| super::DataError::Io {
+            path: "a thread to read the training data".into(),
+            source,
+        })
+    }
+
     /// Batches of `batch_size` (the last, incomplete batch of an epoch is dropped), from `start_step`.
     pub fn open(
         dir: &Path,

@@ -11,7 +11,7 @@ use super::optim::AdamW;
 use super::train_loop::{Hooks, Hyper, Objective, Trained, Trainer, micro_rows};
 use crate::data::batch::Batch;
 use crate::data::image::normalize_into;
-use crate::data::stream::TrainStream;
+use crate::data::stream::{Prefetched, TrainStream};
 use crate::models::clip::{Clip, ClipConfig};
 use crate::param_store::ParamStore;
 
@@ -57,7 +57,8 @@ pub fn train(
             cfg.hyper.seed,
             cfg.shuffle_buffer,
             start,
-        )?;
+        )?
+        .prefetch()?;
         Ok(Contrastive {
             model: &model,
             stream,
@@ -76,7 +77,7 @@ pub fn train(
 /// The contrastive objective over a stream of shard batches.
 struct Contrastive<'a> {
     model: &'a Clip,
-    stream: TrainStream,
+    stream: Prefetched,
     image_size: usize,
     device: &'a Device,
     batch: Option<BatchTensors>,

@@ -15,7 +15,7 @@ use super::train_loop::{Hooks, Hyper, Objective, Trained, Trainer, micro_rows};
 use crate::data::batch::Batch;
 use crate::data::conversations::Sequences;
 use crate::data::image::normalize_into;
-use crate::data::stream::{Keep, TrainStream};
+use crate::data::stream::{Keep, Prefetched, TrainStream};
 use crate::models::vlm::{Vlm, VlmConfig, is_lm, is_projector, is_vision};
 use crate::param_store::ParamStore;
 
@@ -83,7 +83,8 @@ pub fn train(
                 cfg.shuffle_buffer,
                 start,
                 Some(keep),
-            )?;
+            )?
+            .prefetch()?;
             Ok(Conversations {
                 model: &model,
                 stream,
@@ -197,7 +198,7 @@ impl VlmBatch {
 
 struct Conversations<'a> {
     model: &'a Vlm,
-    stream: TrainStream,
+    stream: Prefetched,
     sequences: &'a Sequences,
     pad_id: u32,
     device: &'a Device,
