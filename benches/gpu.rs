@@ -4,6 +4,7 @@
 //!     cargo bench --features cuda --bench gpu                  # both, on GPU 0
 //!     cargo bench --features cuda --bench gpu -- clip --json out.jsonl
 //!     VLMFLOW_CUDA_KERNELS=1 cargo bench --features cuda --bench gpu   # also time the kernels
+//!     VLMFLOW_CUDA_KERNELS=1 cargo bench --features cuda --bench gpu -- --kernels-only
 //!
 //! - `clip`: `ClipConfig::vit_b16` (224-px images, 16-px patches, ViT 768 × 12 layers × 12 heads;
 //!   text 512 × 12 × 8 over 49,408 tokens, 77-token captions; embed 512), batch 128
@@ -147,11 +148,16 @@ fn time_steps(
     Ok((ms, memory, last))
 }
 
-/// The variants to time: each precision with the composite ops, and with the kernels when on.
+/// The variants to time: each precision with the composite ops, and with the kernels when on
+/// (`--kernels-only`: those alone, so that a kernel that breaks the CUDA context cannot cost the
+/// composite numbers: `scripts/gpu/run` times the two in separate processes).
 fn variants() -> Vec<(Precision, &'static str)> {
+    let kernels_only = std::env::args().any(|a| a == "--kernels-only");
     let mut v = vec![];
     for p in [Precision::F32, Precision::Bf16] {
-        v.push((p, "composite"));
+        if !kernels_only {
+            v.push((p, "composite"));
+        }
         if backend::cuda_kernels_enabled() {
             v.push((p, "kernels"));
         }
@@ -195,7 +201,7 @@ fn vit_flops(v: &VisionConfig) -> f64 {
     patch_embed + transformer_flops(v.layers, v.width, v.width, 2, 4 * v.width, patches + 1)
 }
 
-fn clip(dev: &Device, steps: usize, out: &mut Vec<Measured>) -> Result<()> {
+fn clip(dev: &Device, steps: usize, record: &mut dyn FnMut(&Measured) -> Result<()>) -> Result<()> {
     let batch = env("GPU_BENCH_CLIP_BATCH", 128);
     let cfg = ClipConfig::vit_b16(CLIP_VOCAB);
     let baseline = memory_in_use(dev)?;
@@ -226,7 +232,7 @@ fn clip(dev: &Device, steps: usize, out: &mut Vec<Measured>) -> Result<()> {
         let (ms, memory_bytes, loss) = run_variant(precision, ops_name, || {
             time_steps(dev, &mut opt, 1e-4, steps, &loss, baseline)
         })?;
-        out.push(Measured {
+        record(&Measured {
             bench: "clip",
             model: "vit-b16",
             precision,
@@ -237,8 +243,7 @@ fn clip(dev: &Device, steps: usize, out: &mut Vec<Measured>) -> Result<()> {
             flops_per_step: 3.0 * forward,
             memory_bytes,
             loss,
-        });
-        report(out.last().expect("pushed"));
+        })?;
     }
     Ok(())
 }
@@ -257,7 +262,11 @@ fn qwen2_5_0_5b() -> Qwen2Config {
     lm
 }
 
-fn finetune(dev: &Device, steps: usize, out: &mut Vec<Measured>) -> Result<()> {
+fn finetune(
+    dev: &Device,
+    steps: usize,
+    record: &mut dyn FnMut(&Measured) -> Result<()>,
+) -> Result<()> {
     let (batch, t) = (env("GPU_BENCH_FINETUNE_BATCH", 8), 512);
     let cfg = VlmConfig {
         vision: ClipConfig::vit_b16(CLIP_VOCAB).vision,
@@ -326,7 +335,7 @@ fn finetune(dev: &Device, steps: usize, out: &mut Vec<Measured>) -> Result<()> {
         let (ms, memory_bytes, loss) = run_variant(precision, ops_name, || {
             time_steps(dev, &mut opt, 1e-4, steps, &loss, baseline)
         })?;
-        out.push(Measured {
+        record(&Measured {
             bench: "finetune",
             model: "qwen2.5-0.5b",
             precision,
@@ -337,8 +346,7 @@ fn finetune(dev: &Device, steps: usize, out: &mut Vec<Measured>) -> Result<()> {
             flops_per_step: flops,
             memory_bytes,
             loss,
-        });
-        report(out.last().expect("pushed"));
+        })?;
     }
     Ok(())
 }
@@ -379,6 +387,10 @@ fn main() -> Result<()> {
         .collect();
     let wants = |b: &str| named.is_empty() || named.contains(&b);
     let dev = Device::new_cuda(0).map_err(|e| {
+        let e = match e {
+            candle_core::Error::WithBacktrace { inner, .. } => *inner,
+            e => e,
+        };
         candle_core::Error::Msg(format!(
             "no CUDA GPU could be opened ({e}): the GPU benchmark needs one"
         ))
@@ -386,20 +398,27 @@ fn main() -> Result<()> {
     let steps = env("GPU_BENCH_STEPS", 20);
     let peak_tflops = env("GPU_BENCH_PEAK_TFLOPS", 790.0);
     let gpu = std::env::var("GPU_NAME").unwrap_or_else(|_| "cuda:0".into());
-    let mut out = vec![];
+    // Each result is written as soon as it is measured, so a run cut short keeps what it had.
+    let mut record = |m: &Measured| -> Result<()> {
+        report(m);
+        if let Some(path) = &json_path {
+            use std::io::Write;
+            let mut file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)?;
+            writeln!(file, "{}", m.json(peak_tflops, &gpu))?;
+        }
+        Ok(())
+    };
+    if let Some(path) = &json_path {
+        std::fs::write(path, "")?;
+    }
     if wants("clip") {
-        clip(&dev, steps, &mut out)?;
+        clip(&dev, steps, &mut record)?;
     }
     if wants("finetune") {
-        finetune(&dev, steps, &mut out)?;
-    }
-    if let Some(path) = json_path {
-        let lines: String = out
-            .iter()
-            .map(|m| format!("{}\n", m.json(peak_tflops, &gpu)))
-            .collect();
-        std::fs::write(&path, lines)
-            .map_err(|e| candle_core::Error::Msg(format!("writing {path}: {e}")))?;
+        finetune(&dev, steps, &mut record)?;
     }
     Ok(())
 }

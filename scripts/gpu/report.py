@@ -2,7 +2,7 @@
 """report.py RESULTS OUT: turn what scripts/gpu/run collected into OUT/report.json and report.md.
 
 RESULTS holds environment.json, one PART.json per part (exit code, seconds, output), the
-benchmark's bench.jsonl, the PyTorch twins' torch.jsonl and pipeline-metrics.json; any may be
+benchmark's bench.jsonl and bench-kernels.jsonl, the PyTorch twins' torch.jsonl and pipeline-metrics.json; any may be
 missing (a part not run, or one that failed before writing)."""
 
 import datetime
@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 NO_GPU = re.compile(r"no CUDA GPU|CUDA_ERROR_NO_DEVICE|no NVIDIA driver", re.I)
-PARTS = ["tests", "kernels", "bench", "torch", "pipeline"]
+PARTS = ["tests", "kernels", "bench", "bench-kernels", "torch", "pipeline"]
 
 
 def load_json(path, default):
@@ -76,8 +76,10 @@ def main():
     results, out = Path(sys.argv[1]), Path(sys.argv[2])
     env = load_json(results / "environment.json", {})
     parts = [p for p in (load_json(results / f"{n}.json", None) for n in PARTS) if p]
-    ours = load_lines(results / "bench.jsonl")
+    ours = load_lines(results / "bench.jsonl") + load_lines(results / "bench-kernels.jsonl")
     theirs = load_lines(results / "torch.jsonl")
+    for rows in (ours, theirs):
+        rows.sort(key=lambda r: (r["bench"], r["dtype"], r.get("ops", "")))
     metrics = load_json(results / "pipeline-metrics.json", [])
 
     md = [
@@ -102,7 +104,12 @@ def main():
         md += keep or p["output"].splitlines()[-15:]
         md.append("```")
     if ours or theirs:
-        md += ["", "## Benchmark", ""] + bench_table(ours, theirs)
+        md += ["", "## Benchmark", ""] + bench_table(ours, theirs) + [
+            "",
+            "MFU: the step's matmul FLOPs (benches/gpu.rs) over the GPU's bf16 peak, for PyTorch too. "
+            "Memory is not like for like: vlmflow's is device memory in use after the forward less "
+            "what was in use before the model (cuMemGetInfo); PyTorch's is max_memory_allocated.",
+        ]
     pipeline = next((p for p in parts if p["part"] == "pipeline"), None)
     if pipeline:
         md += ["", f"## Default pipeline, `vlmflow build --device cuda` ({verdict(pipeline)}, {pipeline['seconds']} s)", "", "```"]

@@ -54,6 +54,11 @@ pub fn open_device(name: &str) -> anyhow::Result<candle_core::Device> {
 #[cfg(feature = "cuda")]
 fn cuda_device(index: usize) -> anyhow::Result<candle_core::Device> {
     candle_core::Device::new_cuda(index).map_err(|e| {
+        // The driver's error is the message; a backtrace (RUST_BACKTRACE) would bury it.
+        let e = match e {
+            candle_core::Error::WithBacktrace { inner, .. } => *inner,
+            e => e,
+        };
         anyhow::anyhow!(
             "no CUDA GPU {index} could be opened ({e}): is an NVIDIA driver installed and the GPU \
              visible (`nvidia-smi`)?"
