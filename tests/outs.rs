@@ -189,3 +189,41 @@ fn an_out_edited_in_place_with_the_same_size_is_never_restored_corrupt() {
     assert_eq!(again.status_of("train"), "restored", "{again}");
     assert_eq!(ws.read("out/model.txt"), model, "{again}");
 }
+
+#[test]
+fn a_cache_object_altered_in_place_is_quarantined_and_the_stage_rebuilt() {
+    use std::os::unix::fs::PermissionsExt;
+    let ws = built_chain();
+    let model = ws.read("out/model.txt");
+    ws.build_ok(&["--set", "train.lr=0.002"]);
+    // The first model's object, found by its content, gets one byte flipped (same size).
+    let object = ws
+        .files_under("cache/objects")
+        .into_iter()
+        .find(|p| std::fs::read_to_string(p).is_ok_and(|s| s == model))
+        .expect("the first model is an object");
+    std::fs::set_permissions(&object, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let mut bytes = std::fs::read(&object).unwrap();
+    bytes[0] ^= 0x01;
+    std::fs::write(&object, &bytes).unwrap();
+
+    // Back to the first params: its artifact would be restored, but it is damaged.
+    let build = ws.build_ok(&[]);
+    assert_eq!(build.status_of("train"), "ran", "{build}");
+    assert!(
+        build.stderr.contains("is damaged") && build.stderr.contains("cache/quarantine"),
+        "the user is told\n{build}"
+    );
+    assert_eq!(
+        ws.read("out/model.txt"),
+        model,
+        "rebuilt, not restored corrupt"
+    );
+    let quarantined = ws.files_under("cache/quarantine");
+    assert_eq!(quarantined.len(), 1, "{quarantined:?}");
+    assert_eq!(
+        std::fs::read(&quarantined[0]).unwrap(),
+        bytes,
+        "kept for a look"
+    );
+}

@@ -1,6 +1,7 @@
 //! Restoring a stage: put a kept run's artifact back in the workspace instead of running, recorded
-//! as a run of its own that names the run that produced the artifact. A damaged cache copy is
-//! forgotten and the stage runs instead.
+//! as a run of its own that names the run that produced the artifact. Every restored file is
+//! checked against its digest (`Cas::materialize`): a damaged cache copy is quarantined and
+//! forgotten, and the stage runs instead.
 
 use std::time::Instant;
 
@@ -33,7 +34,9 @@ impl Executor<'_> {
                     return failed(started, e.to_string());
                 }
                 self.reporter.note(&format!(
-                    "note: the cached artifact of {} is damaged (object {} is missing or altered); running it instead",
+                    "note: the cached artifact of {} (made by run {producer}) is damaged: object {} \
+                     is missing or no longer matches its digest (an altered one is kept in \
+                     cache/quarantine/); running the stage instead",
                     job.stage.name,
                     object.short()
                 ));

@@ -232,6 +232,34 @@ fn materialize_reports_missing_objects() {
 }
 
 #[test]
+fn materialize_quarantines_an_altered_object_and_leaves_no_out() {
+    let w = ws();
+    write(&w.root, "out/a.txt", b"good content");
+    write(&w.root, "out/b.txt", b"other");
+    let m = w.cas.ingest(&w.conn, &w.root, &s(&["out"])).unwrap();
+    let a = m.under("out/a.txt").objects().next().unwrap();
+    // Same size, one byte flipped: only the content says so.
+    let object = w.objects.path(&a);
+    fs::set_permissions(&object, fs::Permissions::from_mode(0o644)).unwrap();
+    fs::write(&object, b"good contenT").unwrap();
+    let err = w
+        .cas
+        .materialize(&w.conn, &m, &w.root, &s(&["out"]))
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::CorruptObject(x) if x == a),
+        "{err}"
+    );
+    assert!(
+        !w.root.join("out").exists(),
+        "nothing damaged is left in the workspace"
+    );
+    assert!(!w.held(&a), "the object left the store");
+    let kept = w.root.join("cache/quarantine").join(a.to_hex());
+    assert_eq!(fs::read(kept).unwrap(), b"good contenT");
+}
+
+#[test]
 fn ingest_refuses_symlinked_outs_and_leaves_everything() {
     let w = ws();
     write(&w.root, "real/a.txt", b"a");
@@ -393,6 +421,9 @@ impl ObjectStore for MemoryObjects {
     }
     fn delete(&self, digest: &Digest) -> Result<bool> {
         Ok(self.0.lock().unwrap().remove(digest).is_some())
+    }
+    fn quarantine(&self, digest: &Digest) -> Result<Option<std::path::PathBuf>> {
+        self.delete(digest).map(|_| None)
     }
 }
 

@@ -53,6 +53,10 @@ pub trait ObjectStore: Send + Sync {
     /// Deletes the object; returns whether it was there.
     fn delete(&self, digest: &Digest) -> Result<bool>;
 
+    /// Takes a damaged object out of the store, kept where a person can look at it; returns
+    /// where, or `None` when the store did not hold it.
+    fn quarantine(&self, digest: &Digest) -> Result<Option<PathBuf>>;
+
     /// Deletes the object if the file at `path` shares its storage (a hard link `get_files` made,
     /// since edited in place); returns whether it did. A store that never links keeps everything.
     fn evict_if_linked(&self, path: &Path, digest: &Digest) -> Result<bool> {

@@ -292,6 +292,21 @@ impl ObjectStore for LocalObjects {
         }
     }
 
+    /// Moved to `quarantine/` beside `objects/`, under its full digest.
+    fn quarantine(&self, digest: &Digest) -> Result<Option<PathBuf>> {
+        let quarantine = self.dir.parent().map_or_else(
+            || self.dir.join("quarantine"),
+            |cache| cache.join("quarantine"),
+        );
+        fs::create_dir_all(&quarantine).map_err(io_err(&quarantine))?;
+        let (from, to) = (self.path(digest), quarantine.join(digest.to_hex()));
+        match fs::rename(&from, &to) {
+            Ok(()) => Ok(Some(to)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io_err(from)(e)),
+        }
+    }
+
     /// Same device and inode: the workspace file is the object.
     fn evict_if_linked(&self, path: &Path, digest: &Digest) -> Result<bool> {
         let object = self.path(digest);
