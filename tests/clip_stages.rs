@@ -211,3 +211,31 @@ fn bf16_trains_and_device_choices_move_only_the_ml_stages() {
         assert_eq!(cuda.status_of("clip-train"), "failed", "{cuda}");
     }
 }
+
+#[test]
+fn a_diverging_training_stops_at_once_and_is_recorded_as_failed() {
+    let ws = Ws::new(PIPELINE);
+    ws.params(
+        "clip-train",
+        "steps = 40\nbatch_size = 32\nlr = 1e9\nwarmup_steps = 2\ncheckpoint_every = 1\n",
+    );
+    let build = ws.build(&["clip-train"]);
+    build.assert_code(1);
+    let line = build.detail("clip-train");
+    assert!(
+        line.contains("training diverged at step") && line.contains("checkpoint"),
+        "the step and the checkpoint are named\n{build}"
+    );
+    assert!(!build.stderr.contains('\u{1b}'), "no colour codes into a pipe\n{build}");
+    assert!(!build.stderr.contains("NOT NULL"), "{build}");
+    let runs = ws.log(Some("clip-train"));
+    assert_eq!(runs[0]["status"], "failed", "{runs:?}");
+    let error = runs[0]["error"].as_str().unwrap_or_default();
+    assert!(error.contains("diverged"), "the real cause is recorded: {error}");
+    let stepped = ws.query(
+        "SELECT count(*) AS n FROM metrics m JOIN runs r ON r.id = m.run_id \
+         WHERE r.stage = 'clip-train' AND m.name = 'train.loss'",
+    );
+    let n = stepped[0]["n"].as_i64().unwrap();
+    assert!(n < 40, "stopped before the end: {n} steps recorded");
+}

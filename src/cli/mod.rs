@@ -123,9 +123,11 @@ fn init_tracing(level: u8) {
             }
         }),
     };
+    // Colour codes only for a person at a terminal, never into a pipe or a log file.
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
 }
 

@@ -97,11 +97,15 @@ impl Executor<'_> {
         let result = self.runner.run(*kind, &ctx).map_err(|e| e.to_string());
         drop(ctx);
         drop(progress);
-        metrics.finish(db)?;
+        // The stage's own failure is the cause to record; a failure to write its metrics comes
+        // second, and either way the run ends as failed rather than staying `running`.
+        let metrics_written = metrics
+            .finish(db)
+            .map_err(|e| format!("recording the run's metrics failed: {e}"));
         let log_digest = std::fs::read(&log_path)
             .ok()
             .and_then(|bytes| self.cas.put_bytes(&bytes).ok());
-        let committed = result.and_then(|()| {
+        let committed = result.and(metrics_written).and_then(|()| {
             let source = if kind.runs_command() {
                 self.ws.root.as_path()
             } else {

@@ -22,6 +22,8 @@ pub struct RunMetrics {
 
 struct State {
     pending: Vec<Metric>,
+    /// Metrics that had a non-finite value refused (warned about once each).
+    refused: std::collections::HashSet<String>,
     /// Opened at the first flush (a stage that records nothing never opens it); `Err` once it
     /// could not be opened, after which everything waits for `finish`.
     db: Option<Result<Db, ()>>,
@@ -35,6 +37,7 @@ impl RunMetrics {
             db_path: db_path.to_path_buf(),
             state: Mutex::new(State {
                 pending: Vec::new(),
+                refused: Default::default(),
                 db: None,
                 last_flush: Instant::now(),
             }),
@@ -66,8 +69,19 @@ impl State {
 }
 
 impl MetricsSink for RunMetrics {
+    /// A NaN or infinite value is refused, with a warning the first time per metric: the database
+    /// holds numbers, and a diverging training stops on its own (`ml::train::train_loop`).
     fn record(&self, name: &str, step: Option<i64>, value: f64) {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if !value.is_finite() {
+            if state.refused.insert(name.to_string()) {
+                let at = step.map_or_else(String::new, |s| format!(" at step {s}"));
+                tracing::warn!(
+                    "metric `{name}` is {value}{at}: not recorded (only finite values are)"
+                );
+            }
+            return;
+        }
         state.pending.push((name.to_string(), step, value));
         if state.last_flush.elapsed() >= FLUSH_EVERY {
             state.flush(self.run_id, &self.db_path);
@@ -115,6 +129,8 @@ mod tests {
         metrics.record("train.loss", Some(2), 1.5);
         assert_eq!(count(), 2, "flushed while running");
         metrics.record("val.loss", None, 1.2);
+        metrics.record("train.loss", Some(3), f64::NAN);
+        metrics.record("train.grad_norm", Some(3), f64::INFINITY);
         metrics.finish(&db).unwrap();
         assert_eq!(count(), 3);
     }

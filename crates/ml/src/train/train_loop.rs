@@ -5,13 +5,13 @@
 use std::path::Path;
 use std::time::Instant;
 
-use candle_core::{Result, Tensor};
+use candle_core::{Error, Result, Tensor};
 
 use serde::{Deserialize, Serialize};
 
 use super::optim::{AdamW, AdamWConfig};
 use super::schedule::WarmupCosine;
-use super::step::{Checkpoint, TrainState, train_step};
+use super::step::{Checkpoint, StepStats, TrainState, train_step};
 use crate::ops::{self, Precision};
 use crate::param_store::ParamStore;
 use crate::rng::Rng;
@@ -240,6 +240,8 @@ fn run(
         Checkpoint::save(checkpoint_dir, opt, &state)
     };
     let micro = cfg.micro_batches.max(1);
+    // The step of the newest checkpoint on disk, named when training diverges.
+    let mut saved = (start > 0).then_some(start);
     for step in start..cfg.steps {
         if hooks.stop_requested() {
             save(opt, step)?;
@@ -251,6 +253,9 @@ fn run(
         let stats = train_step(opt, lr, micro, Some(cfg.max_grad_norm), |i| {
             ops::with_precision(cfg.precision, || objective.micro_loss(i, micro))
         })?;
+        if !(stats.loss.is_finite() && stats.grad_norm.is_finite()) {
+            return Err(diverged(step + 1, &stats, saved, checkpoint_dir));
+        }
         hooks.step(&StepReport {
             step: step + 1,
             loss: stats.loss,
@@ -262,9 +267,26 @@ fn run(
         let due = cfg.checkpoint_every > 0 && (step + 1).is_multiple_of(cfg.checkpoint_every);
         if due && step + 1 < cfg.steps {
             save(opt, step + 1)?;
+            saved = Some(step + 1);
         }
     }
     Ok(Finish::Done)
+}
+
+/// A NaN or infinite loss or gradient norm: the run stops at once, saying where and what is left.
+fn diverged(step: u64, stats: &StepStats, saved: Option<u64>, checkpoint_dir: &Path) -> Error {
+    let kept = match saved {
+        Some(at) => format!(
+            "the last checkpoint, of step {at}, is in {}",
+            checkpoint_dir.display()
+        ),
+        None => "no checkpoint was written before it".to_string(),
+    };
+    Error::Msg(format!(
+        "training diverged at step {step}: loss {}, gradient norm {} at learning rate {:e}; \
+         stopped there ({kept}). Lower `lr` or raise `warmup_steps`",
+        stats.loss, stats.grad_norm, stats.lr
+    ))
 }
 
 /// Rows `i` of `n` equal slices of a batch of `rows` (the last takes the remainder):
