@@ -226,12 +226,18 @@ fn a_diverging_training_stops_at_once_and_is_recorded_as_failed() {
         line.contains("training diverged at step") && line.contains("checkpoint"),
         "the step and the checkpoint are named\n{build}"
     );
-    assert!(!build.stderr.contains('\u{1b}'), "no colour codes into a pipe\n{build}");
+    assert!(
+        !build.stderr.contains('\u{1b}'),
+        "no colour codes into a pipe\n{build}"
+    );
     assert!(!build.stderr.contains("NOT NULL"), "{build}");
     let runs = ws.log(Some("clip-train"));
     assert_eq!(runs[0]["status"], "failed", "{runs:?}");
     let error = runs[0]["error"].as_str().unwrap_or_default();
-    assert!(error.contains("diverged"), "the real cause is recorded: {error}");
+    assert!(
+        error.contains("diverged"),
+        "the real cause is recorded: {error}"
+    );
     let stepped = ws.query(
         "SELECT count(*) AS n FROM metrics m JOIN runs r ON r.id = m.run_id \
          WHERE r.stage = 'clip-train' AND m.name = 'train.loss'",

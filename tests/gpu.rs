@@ -157,14 +157,18 @@ fn assert_falls(name: &str, losses: &[f64], to: f64) {
     );
 }
 
-#[test]
-fn clip_training_on_the_gpu_tracks_the_cpu() -> Result<()> {
-    let cpu = clip_losses(&Device::Cpu, Precision::F32)?;
-    let cuda = clip_losses(&gpu(), Precision::F32)?;
-    let bf16 = clip_losses(&gpu(), Precision::Bf16)?;
+/// Trains with `losses` on the CPU in f32 and on the GPU in f32 and bf16: the GPU's f32 curve
+/// matches the CPU's, and both GPU curves fall.
+fn assert_gpu_tracks_cpu(
+    name: &str,
+    losses: impl Fn(&Device, Precision) -> Result<Vec<f64>>,
+) -> Result<()> {
+    let cpu = losses(&Device::Cpu, Precision::F32)?;
+    let cuda = losses(&gpu(), Precision::F32)?;
+    let bf16 = losses(&gpu(), Precision::Bf16)?;
     let (f32_gap, bf16_gap) = (gap(&cpu, &cuda), gap(&cpu, &bf16));
     println!(
-        "clip ({}): cpu {:.4} → {:.4}, cuda f32 → {:.4} (gap {f32_gap:.1e}), cuda bf16 → {:.4} (gap {bf16_gap:.1e})",
+        "{name} ({}): cpu {:.4} → {:.4}, cuda f32 → {:.4} (gap {f32_gap:.1e}), cuda bf16 → {:.4} (gap {bf16_gap:.1e})",
         kernels(),
         cpu[0],
         cpu[STEPS - 1],
@@ -175,41 +179,24 @@ fn clip_training_on_the_gpu_tracks_the_cpu() -> Result<()> {
     // steps leaves room for it to compound, not for a wrong gradient.
     assert!(
         f32_gap < 1e-3,
-        "clip f32: cuda strays {f32_gap:.2e}\ncpu  {cpu:?}\ncuda {cuda:?}"
+        "{name} f32: cuda strays {f32_gap:.2e}\ncpu  {cpu:?}\ncuda {cuda:?}"
     );
-    assert_falls("clip cuda f32", &cuda, 0.9);
-    assert_falls("clip cuda bf16", &bf16, 0.9);
+    assert_falls(&format!("{name} cuda f32"), &cuda, 0.9);
+    assert_falls(&format!("{name} cuda bf16"), &bf16, 0.9);
     // The CPU test of bf16 (`precision_tests.rs`) measured gaps of 0.004–0.022.
     assert!(
         bf16_gap < 0.05,
-        "clip bf16: strays {bf16_gap:.2e}\ncpu  {cpu:?}\nbf16 {bf16:?}"
+        "{name} bf16: strays {bf16_gap:.2e}\ncpu  {cpu:?}\nbf16 {bf16:?}"
     );
     Ok(())
 }
 
 #[test]
+fn clip_training_on_the_gpu_tracks_the_cpu() -> Result<()> {
+    assert_gpu_tracks_cpu("clip", clip_losses)
+}
+
+#[test]
 fn vlm_finetune_on_the_gpu_tracks_the_cpu() -> Result<()> {
-    let cpu = vlm_losses(&Device::Cpu, Precision::F32)?;
-    let cuda = vlm_losses(&gpu(), Precision::F32)?;
-    let bf16 = vlm_losses(&gpu(), Precision::Bf16)?;
-    let (f32_gap, bf16_gap) = (gap(&cpu, &cuda), gap(&cpu, &bf16));
-    println!(
-        "vlm ({}): cpu {:.4} → {:.4}, cuda f32 → {:.4} (gap {f32_gap:.1e}), cuda bf16 → {:.4} (gap {bf16_gap:.1e})",
-        kernels(),
-        cpu[0],
-        cpu[STEPS - 1],
-        cuda[STEPS - 1],
-        bf16[STEPS - 1]
-    );
-    assert!(
-        f32_gap < 1e-3,
-        "vlm f32: cuda strays {f32_gap:.2e}\ncpu  {cpu:?}\ncuda {cuda:?}"
-    );
-    assert_falls("vlm cuda f32", &cuda, 0.9);
-    assert_falls("vlm cuda bf16", &bf16, 0.9);
-    assert!(
-        bf16_gap < 0.05,
-        "vlm bf16: strays {bf16_gap:.2e}\ncpu  {cpu:?}\nbf16 {bf16:?}"
-    );
-    Ok(())
+    assert_gpu_tracks_cpu("vlm", vlm_losses)
 }
