@@ -12,6 +12,7 @@ mod provenance;
 mod query;
 mod status;
 mod table;
+mod verify;
 
 use std::path::PathBuf;
 
@@ -55,6 +56,8 @@ enum Command {
     Params(params::Args),
     /// Delete what no kept run needs.
     Gc(gc::Args),
+    /// Check every cache object, artifact and run record, and the database; `--repair` fixes.
+    Verify(verify::Args),
     /// Read-only SQL over the provenance database (schema in the README).
     Query(query::Args),
     /// Talk to a trained VLM about an image (a chat-export bundle).
@@ -94,6 +97,7 @@ pub fn main() -> i32 {
         Command::Metrics(args) => metrics::run(&ws, args),
         Command::Params(args) => params::run(&ws, args),
         Command::Gc(args) => gc::run(&ws, args),
+        Command::Verify(args) => verify::run(&ws, args),
         Command::Query(args) => query::run(&ws, args),
         Command::Chat(_) => unreachable!("handled before the workspace is looked up"),
     };

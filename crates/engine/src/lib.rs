@@ -30,6 +30,7 @@ pub mod runner;
 pub mod runs;
 pub mod scheduler;
 pub mod stagefile;
+pub mod verify;
 pub mod workspace;
 
 /// This machine's name, as recorded with every run.

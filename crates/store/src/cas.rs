@@ -20,6 +20,14 @@ pub struct Cas {
     tmp: PathBuf,
 }
 
+/// What `check_objects` read, and the objects whose content no longer matches their digest.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ObjectsChecked {
+    pub objects: u64,
+    pub bytes: u64,
+    pub damaged: Vec<Digest>,
+}
+
 /// What a sweep deleted (or would delete, on a dry run).
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Sweep {
@@ -104,6 +112,34 @@ impl Cas {
             remove_any(&e.map_err(io_err(&self.tmp))?.path())?;
         }
         Ok(())
+    }
+
+    /// Hashes every object held (in parallel) against its digest.
+    pub fn check_objects(&self) -> Result<ObjectsChecked> {
+        let all = self.objects.list()?;
+        let damaged = all
+            .par_iter()
+            .map(|(digest, _)| {
+                // One deleted meanwhile (by gc) is not damaged.
+                let content = self.objects.content_digest(digest)?;
+                Ok(content.filter(|c| c != digest).map(|_| *digest))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(ObjectsChecked {
+            objects: all.len() as u64,
+            bytes: all.iter().map(|(_, len)| len).sum(),
+            damaged: damaged.into_iter().flatten().collect(),
+        })
+    }
+
+    /// Whether the store holds the object (its content is not checked).
+    pub fn holds(&self, digest: &Digest) -> Result<bool> {
+        Ok(self.objects.size(digest)?.is_some())
+    }
+
+    /// Moves a damaged object to the quarantine; returns where it went.
+    pub fn quarantine(&self, digest: &Digest) -> Result<Option<PathBuf>> {
+        self.objects.quarantine(digest)
     }
 
     /// Delete every object not in `live`. Manifests are objects too: `live` must hold the

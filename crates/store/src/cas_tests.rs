@@ -422,6 +422,9 @@ impl ObjectStore for MemoryObjects {
     fn delete(&self, digest: &Digest) -> Result<bool> {
         Ok(self.0.lock().unwrap().remove(digest).is_some())
     }
+    fn content_digest(&self, digest: &Digest) -> Result<Option<Digest>> {
+        Ok(self.get_bytes(digest)?.map(|b| Digest::of_bytes(&b)))
+    }
     fn quarantine(&self, digest: &Digest) -> Result<Option<std::path::PathBuf>> {
         self.delete(digest).map(|_| None)
     }

@@ -53,6 +53,10 @@ pub trait ObjectStore: Send + Sync {
     /// Deletes the object; returns whether it was there.
     fn delete(&self, digest: &Digest) -> Result<bool>;
 
+    /// The digest of the object's content as stored (it differs from `digest` when the object is
+    /// damaged), or `None` when the store does not hold it.
+    fn content_digest(&self, digest: &Digest) -> Result<Option<Digest>>;
+
     /// Takes a damaged object out of the store, kept where a person can look at it; returns
     /// where, or `None` when the store did not hold it.
     fn quarantine(&self, digest: &Digest) -> Result<Option<PathBuf>>;

@@ -292,6 +292,16 @@ impl ObjectStore for LocalObjects {
         }
     }
 
+    fn content_digest(&self, digest: &Digest) -> Result<Option<Digest>> {
+        match crate::hash::hash_file(&self.path(digest)) {
+            Ok(d) => Ok(Some(d)),
+            Err(StoreError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     /// Moved to `quarantine/` beside `objects/`, under its full digest.
     fn quarantine(&self, digest: &Digest) -> Result<Option<PathBuf>> {
         let quarantine = self.dir.parent().map_or_else(

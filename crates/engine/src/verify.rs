@@ -1,0 +1,173 @@
+//! `vlmflow verify [--repair]`: whether the cache and the run database can be trusted.
+//!
+//! Checks every object against its digest, every kept artifact's manifest and the objects it
+//! names, every run's artifact against the database, and the database's own
+//! `PRAGMA integrity_check`. With `repair`, damaged objects go to `cache/quarantine/` and every
+//! artifact that can no longer be restored whole is marked swept, so the next build reruns its
+//! stage instead of restoring it.
+
+use std::collections::HashSet;
+
+use super::build::EngineError;
+use super::lock::WorkspaceLock;
+use super::workspace::Workspace;
+use vlmflow_store::Digest;
+
+/// What is wrong, one finding at a time.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[serde(tag = "problem", rename_all = "snake_case")]
+pub enum Finding {
+    /// The object's content no longer matches its digest.
+    DamagedObject { object: String },
+    /// A kept artifact's manifest is missing or damaged, or names objects that are.
+    DamagedArtifact { artifact: String, why: String },
+    /// A run names an artifact the database has no record of.
+    RunWithoutArtifact { run: i64, artifact: String },
+    /// A line of SQLite's `PRAGMA integrity_check`.
+    Database { message: String },
+}
+
+#[derive(Debug, Default, serde::Serialize)]
+pub struct VerifyReport {
+    pub objects_checked: u64,
+    pub bytes_checked: u64,
+    pub artifacts_checked: usize,
+    pub runs_checked: usize,
+    pub findings: Vec<Finding>,
+    /// With `--repair`: what was done, one line each.
+    pub repairs: Vec<String>,
+}
+
+impl VerifyReport {
+    pub fn all_well(&self) -> bool {
+        self.findings.is_empty()
+    }
+}
+
+pub fn verify(
+    ws: &Workspace,
+    repair: bool,
+    waiting: impl FnOnce(&str),
+) -> Result<VerifyReport, EngineError> {
+    let db = ws.open_db()?;
+    let cas = ws.open_cas()?;
+    let path = ws.lock_path();
+    let _lock = WorkspaceLock::acquire(&path, waiting).map_err(vlmflow_store::io_err(&path))?;
+    let mut report = VerifyReport::default();
+
+    let integrity: Vec<String> = {
+        let mut stmt = db.conn.prepare("PRAGMA integrity_check")?;
+        stmt.query_map([], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?
+    };
+    report.findings.extend(
+        integrity
+            .into_iter()
+            .filter(|line| line != "ok")
+            .map(|message| Finding::Database { message }),
+    );
+
+    let objects = cas.check_objects()?;
+    report.objects_checked = objects.objects;
+    report.bytes_checked = objects.bytes;
+    let damaged: HashSet<Digest> = objects.damaged.iter().copied().collect();
+    report.findings.extend(
+        objects
+            .damaged
+            .iter()
+            .map(|d| Finding::DamagedObject { object: d.to_hex() }),
+    );
+
+    let artifacts: Vec<String> = {
+        let mut stmt = db
+            .conn
+            .prepare("SELECT digest FROM artifacts WHERE swept_at IS NULL ORDER BY digest")?;
+        stmt.query_map([], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?
+    };
+    report.artifacts_checked = artifacts.len();
+    let mut unrestorable = vec![];
+    for hex in &artifacts {
+        if let Some(why) = artifact_problem(&cas, &damaged, hex)? {
+            unrestorable.push(hex.clone());
+            report.findings.push(Finding::DamagedArtifact {
+                artifact: hex.clone(),
+                why,
+            });
+        }
+    }
+
+    report.runs_checked =
+        db.conn
+            .query_row("SELECT count(*) FROM runs", [], |r| r.get::<_, i64>(0))? as usize;
+    let orphans: Vec<(i64, String)> = {
+        let mut stmt = db.conn.prepare(
+            "SELECT id, artifact FROM runs WHERE artifact IS NOT NULL \
+             AND artifact NOT IN (SELECT digest FROM artifacts) ORDER BY id",
+        )?;
+        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<rusqlite::Result<_>>()?
+    };
+    report.findings.extend(
+        orphans
+            .into_iter()
+            .map(|(run, artifact)| Finding::RunWithoutArtifact { run, artifact }),
+    );
+
+    if repair {
+        for digest in &objects.damaged {
+            if let Some(to) = cas.quarantine(digest)? {
+                report.repairs.push(format!(
+                    "moved damaged object {} to {}",
+                    digest.short(),
+                    to.display()
+                ));
+            }
+        }
+        for hex in &unrestorable {
+            let digest: Digest = hex
+                .parse()
+                .map_err(|e| EngineError::Usage(format!("artifact {hex} in the database: {e}")))?;
+            db.mark_swept(&digest)?;
+            report.repairs.push(format!(
+                "artifact {} will be rebuilt, not restored",
+                digest.short()
+            ));
+        }
+    }
+    Ok(report)
+}
+
+/// Why the artifact `hex` cannot be restored whole, if it cannot.
+fn artifact_problem(
+    cas: &vlmflow_store::Cas,
+    damaged: &HashSet<Digest>,
+    hex: &str,
+) -> Result<Option<String>, EngineError> {
+    let Ok(digest) = hex.parse::<Digest>() else {
+        return Ok(Some("its digest is not a digest".into()));
+    };
+    let manifest = match cas.read_manifest(&digest) {
+        Ok(m) => m,
+        Err(e) => return Ok(Some(format!("its manifest does not read back: {e}"))),
+    };
+    for entry in manifest.entries() {
+        if let vlmflow_store::Node::File { digest: object, .. } = &entry.node {
+            if damaged.contains(object) {
+                return Ok(Some(format!(
+                    "{} is damaged (object {})",
+                    entry.path,
+                    object.short()
+                )));
+            }
+            if !cas.holds(object)? {
+                return Ok(Some(format!(
+                    "{} is missing (object {})",
+                    entry.path,
+                    object.short()
+                )));
+            }
+        }
+    }
+    Ok(None)
+}

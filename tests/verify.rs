@@ -1,0 +1,54 @@
+//! `vlmflow verify [--repair]`: a sound workspace is all well; a damaged object is found, named
+//! with the artifact it breaks, quarantined by `--repair`, and its stage rebuilt by the next build.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+
+use common::built_chain;
+
+#[test]
+fn verify_finds_a_damaged_object_and_repair_has_its_stage_rebuilt() {
+    let ws = built_chain();
+    let clean = ws.run(&["verify"]);
+    clean.assert_code(0);
+    assert!(clean.stdout.contains("all well"), "{clean}");
+
+    let model = ws.read("out/model.txt");
+    let object = ws
+        .files_under("cache/objects")
+        .into_iter()
+        .find(|p| std::fs::read_to_string(p).is_ok_and(|s| s == model))
+        .expect("the model is an object");
+    std::fs::set_permissions(&object, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let mut bytes = std::fs::read(&object).unwrap();
+    bytes[0] ^= 0x20;
+    std::fs::write(&object, &bytes).unwrap();
+
+    let found = ws.run(&["verify"]);
+    found.assert_code(1);
+    assert!(found.stdout.contains("damaged object"), "{found}");
+    assert!(
+        found
+            .stdout
+            .contains("cannot be restored: out/model.txt is damaged"),
+        "{found}"
+    );
+    assert_eq!(
+        ws.files_under("cache/quarantine").len(),
+        0,
+        "nothing moved without --repair"
+    );
+
+    let repaired = ws.run(&["verify", "--repair", "--json"]);
+    repaired.assert_code(1);
+    let report: serde_json::Value = serde_json::from_str(&repaired.stdout).unwrap();
+    assert_eq!(report["repairs"].as_array().unwrap().len(), 2, "{report}");
+    assert_eq!(ws.files_under("cache/quarantine").len(), 1);
+    ws.run(&["verify"]).assert_code(0);
+
+    let build = ws.build_ok(&[]);
+    assert_eq!(build.status_of("train"), "ran", "{build}");
+    assert_eq!(ws.read("out/model.txt"), model, "{build}");
+    ws.run(&["verify"]).assert_code(0);
+}
