@@ -3,8 +3,6 @@
 
 mod common;
 
-use std::os::unix::fs::PermissionsExt;
-
 use common::built_chain;
 
 #[test]
@@ -15,15 +13,7 @@ fn verify_finds_a_damaged_object_and_repair_has_its_stage_rebuilt() {
     assert!(clean.stdout.contains("all well"), "{clean}");
 
     let model = ws.read("out/model.txt");
-    let object = ws
-        .files_under("cache/objects")
-        .into_iter()
-        .find(|p| std::fs::read_to_string(p).is_ok_and(|s| s == model))
-        .expect("the model is an object");
-    std::fs::set_permissions(&object, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let mut bytes = std::fs::read(&object).unwrap();
-    bytes[0] ^= 0x20;
-    std::fs::write(&object, &bytes).unwrap();
+    ws.damage_object_holding(&model);
 
     let found = ws.run(&["verify"]);
     found.assert_code(1);

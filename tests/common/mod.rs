@@ -213,6 +213,22 @@ impl Ws {
     }
 
     /// Every regular file under `rel`, recursively (workspace-relative paths).
+    /// Flips one bit of the cache object whose content is `content` (same size, as a disk or a
+    /// careless hand would); returns the object's new bytes.
+    pub fn damage_object_holding(&self, content: &str) -> Vec<u8> {
+        use std::os::unix::fs::PermissionsExt;
+        let object = self
+            .files_under("cache/objects")
+            .into_iter()
+            .find(|p| std::fs::read_to_string(p).is_ok_and(|s| s == content))
+            .expect("an object holds the content");
+        std::fs::set_permissions(&object, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let mut bytes = std::fs::read(&object).unwrap();
+        bytes[0] ^= 0x20;
+        std::fs::write(&object, &bytes).unwrap();
+        bytes
+    }
+
     pub fn files_under(&self, rel: &str) -> Vec<PathBuf> {
         fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
             let Ok(entries) = std::fs::read_dir(dir) else {
