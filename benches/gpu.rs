@@ -386,15 +386,8 @@ fn main() -> Result<()> {
         .map(String::as_str)
         .collect();
     let wants = |b: &str| named.is_empty() || named.contains(&b);
-    let dev = Device::new_cuda(0).map_err(|e| {
-        let e = match e {
-            candle_core::Error::WithBacktrace { inner, .. } => *inner,
-            e => e,
-        };
-        candle_core::Error::Msg(format!(
-            "no CUDA GPU could be opened ({e}): the GPU benchmark needs one"
-        ))
-    })?;
+    let dev = vlmflow_stages::open_device("cuda")
+        .map_err(|e| candle_core::Error::Msg(format!("the GPU benchmark needs a GPU: {e}")))?;
     let steps = env("GPU_BENCH_STEPS", 20);
     let peak_tflops = env("GPU_BENCH_PEAK_TFLOPS", 790.0);
     let gpu = std::env::var("GPU_NAME").unwrap_or_else(|_| "cuda:0".into());

@@ -23,7 +23,7 @@ use vlmflow_ml::train::step::train_step;
 const STEPS: usize = 12;
 
 fn gpu() -> Device {
-    Device::new_cuda(0).unwrap_or_else(|e| panic!("no CUDA GPU could be opened: {e}"))
+    vlmflow_stages::open_device("cuda").unwrap_or_else(|e| panic!("{e}"))
 }
 
 fn kernels() -> &'static str {

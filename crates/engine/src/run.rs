@@ -166,7 +166,7 @@ impl Executor<'_> {
         c.inputs_manifest = inputs_manifest.as_ref();
         db.complete_run(&c, RunStatus::Ran, None)?;
         self.cas
-            .materialize(&db.conn, &manifest, &self.ws.root, &stage.outs)?;
+            .materialize_just_stored(&db.conn, &manifest, &self.ws.root, &stage.outs)?;
         Ok(artifact)
     }
 

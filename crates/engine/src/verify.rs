@@ -68,7 +68,7 @@ pub fn verify(
     );
 
     let objects = cas.check_objects()?;
-    report.objects_checked = objects.objects;
+    report.objects_checked = objects.held.len() as u64;
     report.bytes_checked = objects.bytes;
     let damaged: HashSet<Digest> = objects.damaged.iter().copied().collect();
     report.findings.extend(
@@ -88,8 +88,15 @@ pub fn verify(
     report.artifacts_checked = artifacts.len();
     let mut unrestorable = vec![];
     for hex in &artifacts {
-        if let Some(why) = artifact_problem(&cas, &damaged, hex)? {
-            unrestorable.push(hex.clone());
+        let Ok(digest) = hex.parse::<Digest>() else {
+            report.findings.push(Finding::DamagedArtifact {
+                artifact: hex.clone(),
+                why: "the database holds no digest for it".into(),
+            });
+            continue;
+        };
+        if let Some(why) = artifact_problem(&cas, &objects.held, &damaged, &digest) {
+            unrestorable.push(digest);
             report.findings.push(Finding::DamagedArtifact {
                 artifact: hex.clone(),
                 why,
@@ -124,11 +131,8 @@ pub fn verify(
                 ));
             }
         }
-        for hex in &unrestorable {
-            let digest: Digest = hex
-                .parse()
-                .map_err(|e| EngineError::Usage(format!("artifact {hex} in the database: {e}")))?;
-            db.mark_swept(&digest)?;
+        for digest in &unrestorable {
+            db.mark_swept(digest)?;
             report.repairs.push(format!(
                 "artifact {} will be rebuilt, not restored",
                 digest.short()
@@ -138,36 +142,32 @@ pub fn verify(
     Ok(report)
 }
 
-/// Why the artifact `hex` cannot be restored whole, if it cannot.
+/// Why the artifact cannot be restored whole, if it cannot.
 fn artifact_problem(
     cas: &vlmflow_store::Cas,
+    held: &HashSet<Digest>,
     damaged: &HashSet<Digest>,
-    hex: &str,
-) -> Result<Option<String>, EngineError> {
-    let Ok(digest) = hex.parse::<Digest>() else {
-        return Ok(Some("its digest is not a digest".into()));
-    };
-    let manifest = match cas.read_manifest(&digest) {
+    artifact: &Digest,
+) -> Option<String> {
+    let manifest = match cas.read_manifest(artifact) {
         Ok(m) => m,
-        Err(e) => return Ok(Some(format!("its manifest does not read back: {e}"))),
+        Err(e) => return Some(format!("its manifest does not read back: {e}")),
     };
-    for entry in manifest.entries() {
-        if let vlmflow_store::Node::File { digest: object, .. } = &entry.node {
-            if damaged.contains(object) {
-                return Ok(Some(format!(
-                    "{} is damaged (object {})",
-                    entry.path,
-                    object.short()
-                )));
-            }
-            if !cas.holds(object)? {
-                return Ok(Some(format!(
-                    "{} is missing (object {})",
-                    entry.path,
-                    object.short()
-                )));
-            }
-        }
-    }
-    Ok(None)
+    manifest.entries().iter().find_map(|entry| {
+        let vlmflow_store::Node::File { digest: object, .. } = &entry.node else {
+            return None;
+        };
+        let state = if damaged.contains(object) {
+            "damaged"
+        } else if !held.contains(object) {
+            "missing"
+        } else {
+            return None;
+        };
+        Some(format!(
+            "{} is {state} (object {})",
+            entry.path,
+            object.short()
+        ))
+    })
 }

@@ -45,9 +45,16 @@ pub(crate) fn device(ctx: &StageContext<'_>) -> anyhow::Result<candle_core::Devi
 /// The candle device named `cpu`, `cuda` (the first GPU) or `cuda:N`.
 pub fn open_device(name: &str) -> anyhow::Result<candle_core::Device> {
     vlmflow_engine::device::check(name).map_err(anyhow::Error::msg)?;
-    match name.strip_prefix("cuda").map(|i| i.trim_start_matches(':')) {
-        None => Ok(candle_core::Device::Cpu),
-        Some(index) => cuda_device(index.parse().unwrap_or(0)),
+    match name {
+        "cpu" => Ok(candle_core::Device::Cpu),
+        "cuda" => cuda_device(0),
+        _ => {
+            let index = &name["cuda:".len()..];
+            let index = index
+                .parse()
+                .map_err(|_| anyhow::anyhow!("GPU index {index} in `{name}` is out of range"))?;
+            cuda_device(index)
+        }
     }
 }
 

@@ -20,10 +20,11 @@ pub struct Cas {
     tmp: PathBuf,
 }
 
-/// What `check_objects` read, and the objects whose content no longer matches their digest.
+/// What `check_objects` read: every object held, and those whose content no longer matches their
+/// digest.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct ObjectsChecked {
-    pub objects: u64,
+    pub held: HashSet<Digest>,
     pub bytes: u64,
     pub damaged: Vec<Digest>,
 }
@@ -126,15 +127,10 @@ impl Cas {
             })
             .collect::<Result<Vec<_>>>()?;
         Ok(ObjectsChecked {
-            objects: all.len() as u64,
+            held: all.iter().map(|(digest, _)| *digest).collect(),
             bytes: all.iter().map(|(_, len)| len).sum(),
             damaged: damaged.into_iter().flatten().collect(),
         })
-    }
-
-    /// Whether the store holds the object (its content is not checked).
-    pub fn holds(&self, digest: &Digest) -> Result<bool> {
-        Ok(self.objects.size(digest)?.is_some())
     }
 
     /// Moves a damaged object to the quarantine; returns where it went.
