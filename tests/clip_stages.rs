@@ -226,10 +226,6 @@ fn a_diverging_training_stops_at_once_and_is_recorded_as_failed() {
         line.contains("training diverged at step") && line.contains("checkpoint"),
         "the step and the checkpoint are named\n{build}"
     );
-    assert!(
-        !build.stderr.contains('\u{1b}'),
-        "no colour codes into a pipe\n{build}"
-    );
     assert!(!build.stderr.contains("NOT NULL"), "{build}");
     let runs = ws.log(Some("clip-train"));
     assert_eq!(runs[0]["status"], "failed", "{runs:?}");
@@ -244,4 +240,15 @@ fn a_diverging_training_stops_at_once_and_is_recorded_as_failed() {
     );
     let n = stepped[0]["n"].as_i64().unwrap();
     assert!(n < 40, "stopped before the end: {n} steps recorded");
+
+    // Log lines into a pipe carry no colour codes.
+    let traced = ws.run(&["-vv", "status"]);
+    assert!(
+        traced.stderr.contains("evaluated"),
+        "debug lines are printed\n{traced}"
+    );
+    assert!(
+        !traced.stderr.contains('\u{1b}'),
+        "no colour codes into a pipe\n{traced}"
+    );
 }
