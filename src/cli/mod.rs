@@ -88,6 +88,15 @@ pub fn main() -> i32 {
         );
         return 2;
     };
+    // The database is an index of the run records in the cache: rebuilt here if it was lost.
+    match ws.ensure_index(|holder| eprintln!("waiting for the workspace lock, held by {holder}")) {
+        Ok(Some(rebuilt)) => eprintln!("note: {rebuilt}"),
+        Ok(None) => {}
+        Err(e) => {
+            eprintln!("error: {e}");
+            return e.exit_code();
+        }
+    }
     let result = match cli.command {
         Command::Build(args) => build::run(&ws, args),
         Command::Status(args) => status::run(&ws, args),

@@ -7,7 +7,8 @@ use vlmflow_engine::workspace::Workspace;
 #[derive(clap::Args)]
 pub struct Args {
     /// Quarantine damaged objects and mark artifacts that cannot be restored whole as swept, so
-    /// the next build reruns their stages.
+    /// the next build reruns their stages; write missing run records; rebuild a damaged database
+    /// from the run records (the old one is kept in cache/quarantine/).
     #[arg(long)]
     repair: bool,
     #[arg(long)]
@@ -23,11 +24,12 @@ pub fn run(ws: &Workspace, args: Args) -> Result<i32, EngineError> {
         super::print_json(&report);
     } else {
         println!(
-            "checked {} objects ({}), {} artifacts, {} runs and the database",
+            "checked {} objects ({}), {} artifacts, {} runs, {} run records and the database",
             report.objects_checked,
             super::gc::human_bytes(report.bytes_checked),
             report.artifacts_checked,
-            report.runs_checked
+            report.runs_checked,
+            report.records_checked
         );
         for finding in &report.findings {
             println!("{}", describe(finding));
@@ -39,7 +41,8 @@ pub fn run(ws: &Workspace, args: Args) -> Result<i32, EngineError> {
             println!("all well");
         } else if !args.repair {
             println!(
-                "{} problems: `vlmflow verify --repair` quarantines damaged objects and has their stages rebuilt",
+                "{} problems: `vlmflow verify --repair` quarantines damaged objects, has their stages \
+                 rebuilt, writes missing run records and rebuilds a damaged database from them",
                 report.findings.len()
             );
         }
@@ -57,6 +60,15 @@ fn describe(finding: &Finding) -> String {
         }
         Finding::RunWithoutArtifact { run, artifact } => {
             format!("run {run} names artifact {artifact}, which the database does not record")
+        }
+        Finding::RunWithoutRecord { run, stage } => format!(
+            "run {run} ({stage}) has no intact record in cache/runs/: losing the database would lose it"
+        ),
+        Finding::RecordNotIndexed { record, stage } => {
+            format!("run record {record} ({stage}) is not in the database")
+        }
+        Finding::UnreadableRecord { record, why } => {
+            format!("run record {record} cannot be read: {why}")
         }
         Finding::Database { message } => format!("database: {message}"),
     }

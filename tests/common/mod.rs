@@ -161,7 +161,6 @@ impl Ws {
             .unwrap_or_else(|e| panic!("query --json is not JSON ({e}):\n{run}"))
     }
 
-    /// The single integer a `SELECT count(*) …` (or similar) answers.
     /// A metric of `stage`'s current run: the final value (`step` None) or the value at a step.
     pub fn metric(&self, stage: &str, name: &str, step: Option<i64>) -> f64 {
         let step = step.map_or("IS NULL".to_string(), |s| format!("= {s}"));
@@ -174,6 +173,7 @@ impl Ws {
             .unwrap_or_else(|| panic!("no metric {name} ({step}) for {stage}: {rows:?}"))
     }
 
+    /// The single integer a `SELECT count(*) …` (or similar) answers.
     pub fn query_i64(&self, sql: &str) -> i64 {
         let rows = self.query(sql);
         assert_eq!(rows.len(), 1, "expected one row from {sql}: {rows:?}");
@@ -212,7 +212,6 @@ impl Ws {
             .count()
     }
 
-    /// Every regular file under `rel`, recursively (workspace-relative paths).
     /// Flips one bit of the cache object whose content is `content` (same size, as a disk or a
     /// careless hand would); returns the object's new bytes.
     pub fn damage_object_holding(&self, content: &str) -> Vec<u8> {
@@ -229,6 +228,7 @@ impl Ws {
         bytes
     }
 
+    /// Every regular file under `rel`, recursively (absolute paths, sorted).
     pub fn files_under(&self, rel: &str) -> Vec<PathBuf> {
         fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
             let Ok(entries) = std::fs::read_dir(dir) else {

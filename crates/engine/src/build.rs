@@ -189,7 +189,7 @@ pub fn build(
         .map_err(vlmflow_store::io_err(&path))?;
         // We hold the lock, so anything 'running' or left in cache/tmp is from a process that died.
         cas.clean_temp()?;
-        db.mark_interrupted()?;
+        super::index_recovery::recover_interrupted(&db, &cas)?;
         Some(lock)
     };
     interrupt::install();

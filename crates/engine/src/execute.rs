@@ -157,13 +157,13 @@ pub(crate) fn failed(started: Instant, message: String) -> Outcome {
 }
 
 /// What a completed run or restore records: its artifact, what it read and which runs made that.
-pub(crate) struct Record {
+pub(crate) struct Lineage {
     inputs: Vec<(String, Digest)>,
     upstreams: Vec<(String, Digest, Option<i64>)>,
 }
 
-impl Record {
-    pub(crate) fn of(job: &Job<'_>) -> Record {
+impl Lineage {
+    pub(crate) fn of(job: &Job<'_>) -> Lineage {
         let inputs = job
             .eval
             .material
@@ -181,7 +181,7 @@ impl Record {
                 UpstreamState::Pending => None,
             })
             .collect();
-        Record { inputs, upstreams }
+        Lineage { inputs, upstreams }
     }
 
     pub(crate) fn completion<'c>(
@@ -201,6 +201,7 @@ impl Record {
             inputs_manifest: None,
             inputs: &self.inputs,
             upstreams: &self.upstreams,
+            record: None,
         }
     }
 }

@@ -1,8 +1,8 @@
 //! `vlmflow gc`: delete what no kept run needs. Kept: the artifacts the workspace holds now and,
 //! per stage, the artifacts of its last N successful runs (so reverting a recent change still
-//! restores instead of retraining); their objects, and the logs of the runs kept. Run records stay
-//! (provenance outlives artifacts); an artifact whose objects are deleted is marked swept, so the
-//! run-cache no longer offers it.
+//! restores instead of retraining); their objects, and the logs of the runs kept. Run records stay,
+//! in the database and as objects (provenance outlives artifacts); an artifact whose objects are
+//! deleted is marked swept, so the run-cache no longer offers it.
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
@@ -35,7 +35,7 @@ pub fn gc(
     let path = ws.lock_path();
     let _lock = WorkspaceLock::acquire(&path, waiting).map_err(vlmflow_store::io_err(&path))?;
     cas.clean_temp()?;
-    db.mark_interrupted()?;
+    super::index_recovery::recover_interrupted(&db, &cas)?;
 
     let (live_artifacts, kept_runs) = kept(&db, keep_last)?;
     let mut live_objects: HashSet<Digest> = HashSet::new();
@@ -43,6 +43,9 @@ pub fn gc(
         live_objects.insert(*artifact);
         live_objects.extend(cas.read_manifest(artifact)?.objects());
     }
+    // Run records are kept for good: provenance outlives artifacts, and they are what the
+    // database is rebuilt from.
+    live_objects.extend(cas.record_refs()?.into_iter().map(|r| r.record));
     for run in &kept_runs {
         let (log, inputs): (Option<String>, Option<String>) = db.conn.query_row(
             "SELECT log, inputs_manifest FROM runs WHERE id = ?1",

@@ -12,6 +12,7 @@ pub mod dirty;
 pub mod execute;
 pub mod gc;
 pub mod history;
+pub mod index_recovery;
 pub mod interrupt;
 pub mod key;
 pub mod kind;
@@ -31,6 +32,7 @@ pub mod runs;
 pub mod scheduler;
 pub mod stagefile;
 pub mod verify;
+mod verify_records;
 pub mod workspace;
 
 /// This machine's name, as recorded with every run.

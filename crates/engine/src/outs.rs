@@ -20,19 +20,27 @@ impl Executor<'_> {
 
     /// Outs in the workspace that are not exactly what vlmflow put there (made by hand, or edited)
     /// are moved to `cache/trash/<run>/` rather than deleted; the rest are already in the store.
-    pub(super) fn clear_outs(&self, db: &Db, stage: &Stage, run_id: i64) -> Result<(), StoreError> {
+    /// An out that equals its part of `restoring` (the artifact about to be put back: the database
+    /// that knew it was put there may have been rebuilt since) is known too.
+    pub(super) fn clear_outs(
+        &self,
+        db: &Db,
+        stage: &Stage,
+        run_id: i64,
+        restoring: Option<&Manifest>,
+    ) -> Result<(), StoreError> {
         let current = self.current_manifest(db, stage)?;
         for out in &stage.outs {
             let path = self.ws.root.join(out);
             if path.symlink_metadata().is_err() {
                 continue;
             }
-            let known = match (
-                &current,
-                hash::snapshot(&db.conn, &self.ws.root, std::slice::from_ref(out)),
-            ) {
-                (Some(current), Ok(now)) => current.under(out) == now,
-                _ => false,
+            let known = match hash::snapshot(&db.conn, &self.ws.root, std::slice::from_ref(out)) {
+                Ok(now) => [current.as_ref(), restoring]
+                    .into_iter()
+                    .flatten()
+                    .any(|m| m.under(out) == now),
+                Err(_) => false,
             };
             if known {
                 remove_path(&path)?;

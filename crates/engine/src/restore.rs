@@ -6,7 +6,7 @@
 use std::time::Instant;
 
 use super::dirty::Reason;
-use super::execute::{Executor, Job, Record, failed};
+use super::execute::{Executor, Job, Lineage, failed};
 use super::outcome::{Outcome, Status};
 use vlmflow_store::run_status::RunStatus;
 use vlmflow_store::{Digest, StoreError};
@@ -52,12 +52,12 @@ impl Executor<'_> {
         let run_id = self.insert_run(job)?;
         let result = (|| {
             let manifest = self.cas.read_manifest(&artifact)?;
-            self.clear_outs(db, stage, run_id)?;
+            self.clear_outs(db, stage, run_id, Some(&manifest))?;
             self.cas
                 .materialize(&db.conn, &manifest, &self.ws.root, &stage.outs)?;
             let inputs_manifest = self.store_inputs(job.eval)?;
-            let record = Record::of(job);
-            let mut c = record.completion(run_id, stage, &artifact, &manifest);
+            let lineage = Lineage::of(job);
+            let mut c = lineage.completion(run_id, stage, &artifact, &manifest);
             c.inputs_manifest = inputs_manifest.as_ref();
             db.complete_run(&c, RunStatus::Restored, Some(producer))
         })();

@@ -10,7 +10,7 @@ use std::time::Instant;
 use serde_json::Value;
 
 use super::dirty::Reason;
-use super::execute::{Executor, Job, Record};
+use super::execute::{Executor, Job, Lineage};
 use super::interrupt;
 use super::outcome::{Outcome, Problem, Status};
 use super::params::canonical_json;
@@ -66,7 +66,7 @@ impl Executor<'_> {
         }
         let checkpoint_dir = self.ws.checkpoint_dir(&job.eval.key.to_hex());
         if kind.runs_command() {
-            self.clear_outs(db, stage, run_id)?;
+            self.clear_outs(db, stage, run_id, None)?;
         }
         let metrics_file = stage.metrics.as_ref().map(|m| self.ws.root.join(m));
         let progress = self.reporter.start_stage(&stage.name);
@@ -160,10 +160,14 @@ impl Executor<'_> {
         let manifest = self.cas.ingest(&db.conn, source, &stage.outs)?;
         let artifact = manifest.digest();
         let inputs_manifest = self.store_inputs(job.eval)?;
-        let record = Record::of(job);
-        let mut c = record.completion(run_id, stage, &artifact, &manifest);
+        let lineage = Lineage::of(job);
+        let mut c = lineage.completion(run_id, stage, &artifact, &manifest);
         c.log = log;
         c.inputs_manifest = inputs_manifest.as_ref();
+        // The run's record goes into the cache before its row: the database can always be rebuilt
+        // from the records (`vlmflow_store::index_rebuild`).
+        let run_record = self.cas.keep_record(&db.record_of(&c)?)?;
+        c.record = Some(&run_record);
         db.complete_run(&c, RunStatus::Ran, None)?;
         self.cas
             .materialize_just_stored(&db.conn, &manifest, &self.ws.root, &stage.outs)?;

@@ -1,17 +1,21 @@
 //! `vlmflow verify [--repair]`: whether the cache and the run database can be trusted.
 //!
 //! Checks every object against its digest, every kept artifact's manifest and the objects it
-//! names, every run's artifact against the database, and the database's own
-//! `PRAGMA integrity_check`. With `repair`, damaged objects go to `cache/quarantine/` and every
-//! artifact that can no longer be restored whole is marked swept, so the next build reruns its
-//! stage instead of restoring it.
+//! names, every run's artifact against the database, the run records against the database
+//! (`verify_records.rs`), and the database's own `PRAGMA integrity_check`. With `repair`, damaged
+//! objects go to `cache/quarantine/`, every artifact that can no longer be restored whole is marked
+//! swept, so the next build reruns its stage instead of restoring it, and a database that fails its
+//! check is moved aside and rebuilt from the run records.
 
 use std::collections::HashSet;
 
 use super::build::EngineError;
+use super::index_recovery::IndexProblem;
 use super::lock::WorkspaceLock;
+use super::verify_records::check_records;
 use super::workspace::Workspace;
 use vlmflow_store::Digest;
+use vlmflow_store::db::Db;
 
 /// What is wrong, one finding at a time.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
@@ -23,7 +27,13 @@ pub enum Finding {
     DamagedArtifact { artifact: String, why: String },
     /// A run names an artifact the database has no record of.
     RunWithoutArtifact { run: i64, artifact: String },
-    /// A line of SQLite's `PRAGMA integrity_check`.
+    /// A run that succeeded has no intact record in the cache.
+    RunWithoutRecord { run: i64, stage: String },
+    /// A record in the cache that the database does not index.
+    RecordNotIndexed { record: String, stage: String },
+    /// A ref names a record that is missing, damaged or not a record.
+    UnreadableRecord { record: String, why: String },
+    /// The database cannot be opened, or a line of SQLite's `PRAGMA integrity_check`.
     Database { message: String },
 }
 
@@ -33,6 +43,7 @@ pub struct VerifyReport {
     pub bytes_checked: u64,
     pub artifacts_checked: usize,
     pub runs_checked: usize,
+    pub records_checked: usize,
     pub findings: Vec<Finding>,
     /// With `--repair`: what was done, one line each.
     pub repairs: Vec<String>,
@@ -49,23 +60,32 @@ pub fn verify(
     repair: bool,
     waiting: impl FnOnce(&str),
 ) -> Result<VerifyReport, EngineError> {
-    let db = ws.open_db()?;
     let cas = ws.open_cas()?;
     let path = ws.lock_path();
     let _lock = WorkspaceLock::acquire(&path, waiting).map_err(vlmflow_store::io_err(&path))?;
     let mut report = VerifyReport::default();
 
-    let integrity: Vec<String> = {
-        let mut stmt = db.conn.prepare("PRAGMA integrity_check")?;
-        stmt.query_map([], |r| r.get(0))?
-            .collect::<rusqlite::Result<_>>()?
-    };
-    report.findings.extend(
-        integrity
-            .into_iter()
-            .filter(|line| line != "ok")
-            .map(|message| Finding::Database { message }),
-    );
+    let problems = match ws.open_db() {
+        Ok(db) => integrity_problems(&db),
+        Err(e) => Err(e.into()),
+    }
+    .unwrap_or_else(|e| vec![format!("cannot be read: {e}")]);
+    if !problems.is_empty() {
+        report.findings.extend(
+            problems
+                .into_iter()
+                .map(|message| Finding::Database { message }),
+        );
+        if !repair {
+            // Nothing else can be checked against a database that does not read.
+            return Ok(report);
+        }
+        let rebuilt = ws.rebuild_index(&cas, IndexProblem::FailedIntegrityCheck)?;
+        report.repairs.push(rebuilt.to_string());
+    }
+    let db = ws.open_db()?;
+    // With the lock held, what a dead process left is settled first, as every locking command does.
+    super::index_recovery::recover_interrupted(&db, &cas)?;
 
     let objects = cas.check_objects()?;
     report.objects_checked = objects.held.len() as u64;
@@ -121,6 +141,8 @@ pub fn verify(
             .map(|(run, artifact)| Finding::RunWithoutArtifact { run, artifact }),
     );
 
+    check_records(&db, &cas, &objects, repair, &mut report)?;
+
     if repair {
         for digest in &objects.damaged {
             if let Some(to) = cas.quarantine(digest)? {
@@ -140,6 +162,15 @@ pub fn verify(
         }
     }
     Ok(report)
+}
+
+/// The lines of `PRAGMA integrity_check` other than "ok".
+fn integrity_problems(db: &Db) -> Result<Vec<String>, EngineError> {
+    let mut stmt = db.conn.prepare("PRAGMA integrity_check")?;
+    let lines = stmt
+        .query_map([], |r| r.get::<_, String>(0))?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(lines.into_iter().filter(|line| line != "ok").collect())
 }
 
 /// Why the artifact cannot be restored whole, if it cannot.

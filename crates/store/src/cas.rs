@@ -1,5 +1,6 @@
-//! The content-addressed cache: files and manifests as objects named by their digest, kept by an
-//! [`ObjectStore`] (today the folder `cache/objects/`), and the scratch folder `cache/tmp/`.
+//! The content-addressed cache: files, manifests and run records as objects named by their digest,
+//! kept by an [`ObjectStore`] (today the folder `cache/objects/`), the refs naming the run records
+//! (`cache/runs/`), and the scratch folder `cache/tmp/`.
 //!
 //! `Cas` hashes and checks; the store only keeps bytes. Whatever reads an object back checks it
 //! against its digest, so a damaged or missing object is `CorruptObject`, never wrong content.
@@ -18,6 +19,8 @@ use super::{Digest, Manifest, Result, StoreError, io_err};
 pub struct Cas {
     objects: Box<dyn ObjectStore>,
     tmp: PathBuf,
+    /// Refs to the run records (`cas/records.rs`).
+    runs: PathBuf,
 }
 
 /// What `check_objects` read: every object held, and those whose content no longer matches their
@@ -48,7 +51,11 @@ impl Cas {
     pub fn with_store(cache_dir: &Path, objects: Box<dyn ObjectStore>) -> Result<Cas> {
         let tmp = cache_dir.join("tmp");
         fs::create_dir_all(&tmp).map_err(io_err(&tmp))?;
-        Ok(Cas { objects, tmp })
+        Ok(Cas {
+            objects,
+            tmp,
+            runs: cache_dir.join("runs"),
+        })
     }
 
     /// Store bytes as an object; returns its digest.
@@ -59,6 +66,11 @@ impl Cas {
             self.objects.put_bytes(&digest, bytes)?;
         }
         Ok(digest)
+    }
+
+    /// Whether the store holds the object (its content is not read).
+    pub fn holds(&self, digest: &Digest) -> Result<bool> {
+        Ok(self.objects.size(digest)?.is_some())
     }
 
     /// The object's bytes, checked against its digest.
@@ -167,6 +179,9 @@ impl Cas {
 
 mod ingest;
 mod materialize;
+mod records;
+
+pub use records::RecordRef;
 
 #[cfg(test)]
 #[path = "cas_tests.rs"]

@@ -10,7 +10,10 @@ use super::run_status::{BuildStatus, RunStatus};
 use super::{Digest, Result, StoreError};
 
 /// Migrations, in order: entry `i` takes the schema from version `i` to `i + 1`.
-const MIGRATIONS: &[&str] = &[include_str!("schema.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("schema.sql"),
+    include_str!("schema_2_records.sql"),
+];
 
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
@@ -41,10 +44,13 @@ pub struct RunRow {
     pub pid: i64,
     pub started_at: f64,
     pub finished_at: Option<f64>,
+    /// The digest of the run's record object (`run_record.rs`), for a run that succeeded.
+    pub record: Option<String>,
 }
 
 const RUN_COLUMNS: &str = "id, build_id, stage, kind, impl_version, key, key_material, params, overrides, \
-     status, artifact, source_run, inputs_manifest, log, error, host, device, pid, started_at, finished_at";
+     status, artifact, source_run, inputs_manifest, log, error, host, device, pid, started_at, finished_at, \
+     record";
 
 fn run_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunRow> {
     Ok(RunRow {
@@ -68,6 +74,7 @@ fn run_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunRow> {
         pid: r.get(17)?,
         started_at: r.get(18)?,
         finished_at: r.get(19)?,
+        record: r.get(20)?,
     })
 }
 
@@ -97,6 +104,8 @@ pub struct Completion<'a> {
     pub inputs: &'a [(String, Digest)],
     /// (upstream stage, its artifact, the run that produced it)
     pub upstreams: &'a [(String, Digest, Option<i64>)],
+    /// The run's record, stored before this completion (a restore has none of its own).
+    pub record: Option<&'a Digest>,
 }
 
 pub fn now() -> f64 {
@@ -189,6 +198,15 @@ impl Db {
         Ok(())
     }
 
+    /// The keys of the runs left 'running' (by a process that died, when the workspace lock is held).
+    pub fn running_keys(&self) -> Result<Vec<String>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT DISTINCT key FROM runs WHERE status = 'running'")?;
+        let rows = stmt.query_map([], |r| r.get(0))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
     /// Runs and builds left 'running' by a process that died: call with the workspace lock held.
     pub fn mark_interrupted(&self) -> Result<usize> {
         let tx = self.conn.unchecked_transaction()?;
@@ -245,8 +263,8 @@ impl Db {
         )?;
         tx.execute(
             "UPDATE runs SET status = ?1, artifact = ?2, source_run = ?3, log = COALESCE(?4, log),
-                 inputs_manifest = ?5, finished_at = ?6
-             WHERE id = ?7",
+                 inputs_manifest = ?5, finished_at = ?6, record = ?7
+             WHERE id = ?8",
             params![
                 status,
                 artifact,
@@ -254,6 +272,7 @@ impl Db {
                 c.log.map(Digest::to_hex),
                 c.inputs_manifest.map(Digest::to_hex),
                 now(),
+                c.record.map(Digest::to_hex),
                 c.run_id
             ],
         )?;
@@ -295,6 +314,15 @@ impl Db {
         Ok(())
     }
 
+    /// Name the run's record (written again by `vlmflow verify --repair`).
+    pub fn set_record(&self, run_id: i64, record: &Digest) -> Result<()> {
+        self.conn.execute(
+            "UPDATE runs SET record = ?1 WHERE id = ?2",
+            params![record.to_hex(), run_id],
+        )?;
+        Ok(())
+    }
+
     /// Take an artifact out of the run-cache (its objects are gone or damaged).
     pub fn mark_swept(&self, artifact: &Digest) -> Result<()> {
         self.conn.execute(
@@ -313,16 +341,33 @@ impl Db {
             return Ok(());
         }
         let tx = self.conn.unchecked_transaction()?;
-        {
-            let mut ins = tx.prepare_cached(
-                "INSERT INTO metrics (run_id, name, step, value) VALUES (?1, ?2, ?3, ?4)",
-            )?;
-            for (name, step, value) in metrics {
-                ins.execute(params![run_id, name, step, value])?;
-            }
-        }
+        self.write_metrics(run_id, metrics)?;
         tx.commit()?;
         Ok(())
+    }
+
+    /// `insert_metrics` inside the caller's transaction.
+    pub(crate) fn write_metrics(
+        &self,
+        run_id: i64,
+        metrics: &[(String, Option<i64>, f64)],
+    ) -> Result<()> {
+        let mut ins = self.conn.prepare_cached(
+            "INSERT INTO metrics (run_id, name, step, value) VALUES (?1, ?2, ?3, ?4)",
+        )?;
+        for (name, step, value) in metrics {
+            ins.execute(params![run_id, name, step, value])?;
+        }
+        Ok(())
+    }
+
+    /// Every metric the run recorded, in the order written.
+    pub fn metrics_of(&self, run_id: i64) -> Result<Vec<(String, Option<i64>, f64)>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT name, step, value FROM metrics WHERE run_id = ?1 ORDER BY rowid",
+        )?;
+        let rows = stmt.query_map([run_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
     pub fn run(&self, id: i64) -> Result<Option<RunRow>> {

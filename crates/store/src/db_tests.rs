@@ -68,6 +68,7 @@ fn run_cache_ignores_failed_and_swept_runs() {
         inputs_manifest: None,
         inputs: &[],
         upstreams: &[],
+        record: None,
     };
     db.complete_run(&c, RunStatus::Ran, None).unwrap();
     assert_eq!(db.cached_run("k").unwrap().unwrap().id, ok);

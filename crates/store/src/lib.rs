@@ -1,5 +1,6 @@
 //! The store: content-addressed objects and manifests under `cache/`, the hashing of workspace
-//! paths (with a stat cache), and the SQLite run records ([`db::Db`]).
+//! paths (with a stat cache), the run records (objects, `run_record.rs`) and the SQLite database
+//! that indexes them ([`db::Db`]), rebuilt from the records when it is lost (`index_rebuild.rs`).
 //! Its seam is [`ObjectStore`], where objects are kept: today [`LocalObjects`], the folder
 //! `cache/objects/`; a shared bucket is meant to be the next one.
 
@@ -8,8 +9,10 @@ pub mod db;
 pub mod digest;
 mod files;
 pub mod hash;
+pub mod index_rebuild;
 pub mod manifest;
 pub mod object_store;
+pub mod run_record;
 pub mod run_status;
 pub mod statcache;
 mod walk;
