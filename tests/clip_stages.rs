@@ -83,6 +83,7 @@ fn training_is_deterministic_and_an_interrupted_run_resumes_to_the_same_weights(
     ws.params("clip-train", TRAIN);
     ws.build_ok(&["clip-train"]);
     let uninterrupted = std::fs::read(ws.path("out/clip-train/model.safetensors")).unwrap();
+    let curve = ws.read("out/clip-train/loss.svg");
 
     // Same key, fresh run: bit-identical weights (deterministic on CPU).
     ws.build_ok(&["--force", "clip-train", "clip-train"]);
@@ -114,6 +115,16 @@ fn training_is_deterministic_and_an_interrupted_run_resumes_to_the_same_weights(
         std::fs::read(ws.path("out/clip-train/model.safetensors")).unwrap(),
         uninterrupted
     );
+    assert_eq!(
+        ws.read("out/clip-train/loss.svg"),
+        curve,
+        "the resumed run's loss curve holds the steps before the resume too"
+    );
+    let series = ws.query_i64(
+        "SELECT count(*) FROM metrics m JOIN stage_state s ON s.run_id = m.run_id \
+         WHERE s.stage = 'clip-train' AND m.name = 'train.loss'",
+    );
+    assert_eq!(series, 60, "and so does its train.loss series");
 }
 
 #[test]

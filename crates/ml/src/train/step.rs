@@ -95,6 +95,10 @@ pub struct TrainState {
     pub rng: Rng,
     /// Samples consumed (or whatever position the data pipeline needs to resume).
     pub data_position: u64,
+    /// (step, loss) of every step so far: a resumed run's loss curve is whole, not only the part
+    /// after the resume. Absent in checkpoints written before it was kept.
+    #[serde(default)]
+    pub losses: Vec<(u64, f64)>,
 }
 
 /// A checkpoint folder: `model.safetensors` (the parameters the optimizer trains; frozen ones

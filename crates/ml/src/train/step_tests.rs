@@ -54,6 +54,7 @@ fn fresh_state(cfg: &ClipConfig) -> TrainState {
         config: serde_json::to_value(cfg).unwrap(),
         rng: Rng::new(11),
         data_position: 0,
+        losses: vec![],
     }
 }
 

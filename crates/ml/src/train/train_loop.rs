@@ -132,6 +132,11 @@ pub struct StepReport {
 }
 
 pub trait Hooks {
+    /// Called once when the run resumes from a checkpoint, with the (step, loss) of every step
+    /// before it.
+    fn resumed(&mut self, losses: &[(u64, f64)]) {
+        let _ = losses;
+    }
     fn step(&mut self, report: &StepReport);
     /// Asked between steps: true to save a checkpoint and stop.
     fn stop_requested(&self) -> bool;
@@ -172,7 +177,8 @@ impl<C: Serialize> Trainer<'_, C> {
         init: impl FnOnce(&mut dyn Hooks) -> Result<()>,
         objective: impl FnOnce(u64) -> Result<O>,
     ) -> Result<Finish> {
-        let start = resume_or_init(params, &mut opt, self.checkpoint_dir, self.hooks, init)?;
+        let (start, losses) =
+            resume_or_init(params, &mut opt, self.checkpoint_dir, self.hooks, init)?;
         let total = params.num_params();
         if params.has_frozen_rule() {
             let trained: usize = opt.params().map(|(_, v)| v.elem_count()).sum();
@@ -187,6 +193,7 @@ impl<C: Serialize> Trainer<'_, C> {
             &loop_cfg,
             &mut opt,
             start,
+            losses,
             self.checkpoint_dir,
             self.config,
             &mut objective,
@@ -196,15 +203,16 @@ impl<C: Serialize> Trainer<'_, C> {
 }
 
 /// Call `init` (load pretrained weights), then resume from the checkpoint in `checkpoint_dir` if
-/// there is one, returning its step (else 0). `init` runs on resume too: a checkpoint holds only
-/// what the optimizer trains, so frozen weights (a VLM's language model) come from their source.
+/// there is one, returning its step (else 0) and the losses of the steps before it. `init` runs on
+/// resume too: a checkpoint holds only what the optimizer trains, so frozen weights (a VLM's
+/// language model) come from their source.
 fn resume_or_init(
     params: &ParamStore,
     opt: &mut AdamW,
     checkpoint_dir: &Path,
     hooks: &mut dyn Hooks,
     init: impl FnOnce(&mut dyn Hooks) -> Result<()>,
-) -> Result<u64> {
+) -> Result<(u64, Vec<(u64, f64)>)> {
     init(hooks)?;
     if Checkpoint::read_state(checkpoint_dir).is_ok() {
         let state = Checkpoint::load(checkpoint_dir, params, opt)?;
@@ -212,9 +220,10 @@ fn resume_or_init(
             "resumed from the checkpoint at step {}",
             state.step
         ));
-        return Ok(state.step);
+        hooks.resumed(&state.losses);
+        return Ok((state.step, state.losses));
     }
-    Ok(0)
+    Ok((0, Vec::new()))
 }
 
 /// Train from step `start` to `cfg.steps`. `config` (the trainer's whole configuration) is
@@ -223,19 +232,21 @@ fn run(
     cfg: &LoopConfig,
     opt: &mut AdamW,
     start: u64,
+    mut losses: Vec<(u64, f64)>,
     checkpoint_dir: &Path,
     config: &impl Serialize,
     objective: &mut dyn Objective,
     hooks: &mut dyn Hooks,
 ) -> Result<Finish> {
     let config = serde_json::to_value(config).map_err(candle_core::Error::wrap)?;
-    let save = |opt: &AdamW, step: u64| {
+    let save = |opt: &AdamW, step: u64, losses: &[(u64, f64)]| {
         let state = TrainState {
             step,
             config: config.clone(),
             // The data order is a function of (seed, step): the stream needs no state of its own.
             rng: Rng::new(cfg.seed),
             data_position: step,
+            losses: losses.to_vec(),
         };
         Checkpoint::save(checkpoint_dir, opt, &state)
     };
@@ -244,7 +255,7 @@ fn run(
     let mut saved = (start > 0).then_some(start);
     for step in start..cfg.steps {
         if hooks.stop_requested() {
-            save(opt, step)?;
+            save(opt, step, &losses)?;
             return Ok(Finish::Stopped(step));
         }
         let samples = objective.load_batch(step)?;
@@ -256,6 +267,7 @@ fn run(
         if !(stats.loss.is_finite() && stats.grad_norm.is_finite()) {
             return Err(diverged(step + 1, &stats, saved, checkpoint_dir));
         }
+        losses.push((step + 1, stats.loss));
         hooks.step(&StepReport {
             step: step + 1,
             loss: stats.loss,
@@ -266,7 +278,7 @@ fn run(
         });
         let due = cfg.checkpoint_every > 0 && (step + 1).is_multiple_of(cfg.checkpoint_every);
         if due && step + 1 < cfg.steps {
-            save(opt, step + 1)?;
+            save(opt, step + 1, &losses)?;
             saved = Some(step + 1);
         }
     }
@@ -341,6 +353,7 @@ mod tests {
             config: serde_json::Value::Null,
             rng: Rng::new(0),
             data_position: 0,
+            losses: vec![],
         };
         Checkpoint::save(&ckpt, &opt, &state)?;
 
@@ -348,7 +361,7 @@ mod tests {
         let start = resume_or_init(&again, &mut opt, &ckpt, &mut Quiet, |_| {
             set(&again, "frozen.w", 3.0)
         })?;
-        assert_eq!(start, 0);
+        assert_eq!(start, (0, vec![]));
         assert_eq!(value(&again, "frozen.w")?, 12.0, "init ran on resume");
         assert_eq!(
             value(&again, "trained.w")?,

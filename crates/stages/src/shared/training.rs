@@ -52,6 +52,15 @@ pub(crate) fn check_finished(finish: Finish, steps: u64) -> anyhow::Result<()> {
 }
 
 impl Hooks for StageHooks<'_, '_> {
+    /// The steps before the resume: their losses go into this run's curve and its `train.loss`
+    /// series, so the run that finishes holds the whole of both.
+    fn resumed(&mut self, losses: &[(u64, f64)]) {
+        for &(step, loss) in losses {
+            self.ctx.metric("train.loss", Some(step as i64), loss);
+            self.losses.push((step as f64, loss));
+        }
+    }
+
     fn step(&mut self, r: &StepReport) {
         let step = Some(r.step as i64);
         self.ctx.metric("train.loss", step, r.loss);
