@@ -177,8 +177,7 @@ impl<C: Serialize> Trainer<'_, C> {
         init: impl FnOnce(&mut dyn Hooks) -> Result<()>,
         objective: impl FnOnce(u64) -> Result<O>,
     ) -> Result<Finish> {
-        let (start, losses) =
-            resume_or_init(params, &mut opt, self.checkpoint_dir, self.hooks, init)?;
+        let done = resume_or_init(params, &mut opt, self.checkpoint_dir, self.hooks, init)?;
         let total = params.num_params();
         if params.has_frozen_rule() {
             let trained: usize = opt.params().map(|(_, v)| v.elem_count()).sum();
@@ -188,12 +187,11 @@ impl<C: Serialize> Trainer<'_, C> {
             self.hooks.log(&format!("{total} parameters"));
         }
         let loop_cfg = self.hyper.loop_config();
-        let mut objective = objective(start)?;
+        let mut objective = objective(done.step)?;
         run(
             &loop_cfg,
             &mut opt,
-            start,
-            losses,
+            done,
             self.checkpoint_dir,
             self.config,
             &mut objective,
@@ -212,7 +210,7 @@ fn resume_or_init(
     checkpoint_dir: &Path,
     hooks: &mut dyn Hooks,
     init: impl FnOnce(&mut dyn Hooks) -> Result<()>,
-) -> Result<(u64, Vec<(u64, f64)>)> {
+) -> Result<Progress> {
     init(hooks)?;
     if Checkpoint::read_state(checkpoint_dir).is_ok() {
         let state = Checkpoint::load(checkpoint_dir, params, opt)?;
@@ -221,9 +219,19 @@ fn resume_or_init(
             state.step
         ));
         hooks.resumed(&state.losses);
-        return Ok((state.step, state.losses));
+        return Ok(Progress {
+            step: state.step,
+            losses: state.losses,
+        });
     }
-    Ok((0, Vec::new()))
+    Ok(Progress::default())
+}
+
+/// How far a run has come: steps done and the loss of each.
+#[derive(Debug, Default, PartialEq)]
+struct Progress {
+    step: u64,
+    losses: Vec<(u64, f64)>,
 }
 
 /// Train from step `start` to `cfg.steps`. `config` (the trainer's whole configuration) is
@@ -231,8 +239,7 @@ fn resume_or_init(
 fn run(
     cfg: &LoopConfig,
     opt: &mut AdamW,
-    start: u64,
-    mut losses: Vec<(u64, f64)>,
+    done: Progress,
     checkpoint_dir: &Path,
     config: &impl Serialize,
     objective: &mut dyn Objective,
@@ -250,6 +257,7 @@ fn run(
         };
         Checkpoint::save(checkpoint_dir, opt, &state)
     };
+    let (start, mut losses) = (done.step, done.losses);
     let micro = cfg.micro_batches.max(1);
     // The step of the newest checkpoint on disk, named when training diverges.
     let mut saved = (start > 0).then_some(start);
@@ -361,7 +369,7 @@ mod tests {
         let start = resume_or_init(&again, &mut opt, &ckpt, &mut Quiet, |_| {
             set(&again, "frozen.w", 3.0)
         })?;
-        assert_eq!(start, (0, vec![]));
+        assert_eq!(start, Progress::default());
         assert_eq!(value(&again, "frozen.w")?, 12.0, "init ran on resume");
         assert_eq!(
             value(&again, "trained.w")?,
