@@ -8,6 +8,8 @@
 //! 2. across stages: outs that overlap, inputs produced by another stage (implicit needs), needs;
 //! 3. resources against capacities, then the order (Kahn) or a cycle.
 
+#[cfg(test)]
+mod fuzz_tests;
 mod graph;
 mod link;
 mod params;

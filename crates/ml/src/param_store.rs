@@ -216,6 +216,13 @@ pub fn load_vars(vars: &[(String, Var)], path: &Path, device: &Device) -> Result
         let t = file.remove(name).ok_or_else(|| {
             candle_core::Error::Msg(format!("{}: no tensor named {name}", path.display()))
         })?;
+        if !t.dtype().is_float() {
+            candle_core::bail!(
+                "{}: {name} is stored as {:?}; weights must be a float type (F32, F16, BF16, F64)",
+                path.display(),
+                t.dtype()
+            );
+        }
         if t.shape() != var.shape() {
             candle_core::bail!(
                 "{}: {name} has shape {:?}, the model wants {:?}",

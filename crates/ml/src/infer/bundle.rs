@@ -168,19 +168,25 @@ impl Bundle {
 }
 
 #[cfg(test)]
-mod tests {
+#[path = "bundle_faults_tests.rs"]
+mod faults;
+
+#[cfg(test)]
+pub(crate) mod tests {
     use super::*;
     use crate::data::tokenizer::{BpeConfig, train_bpe};
 
-    #[test]
-    fn a_bundle_round_trips_to_the_same_logits_and_refuses_other_versions() -> Result<()> {
-        let dir = tempfile::tempdir().map_err(candle_core::Error::wrap)?;
+    /// A tiny bundle written from random weights into `dir/bundle`: (its folder, the model, its
+    /// params, the tokenizer, the template).
+    pub(super) fn tiny_bundle(
+        dir: &Path,
+    ) -> Result<(std::path::PathBuf, Vlm, ParamStore, Tokenizer, ChatTemplate)> {
         let tok = train_bpe(
             ["a red circle. What colour? red"].iter(),
             &BpeConfig::default(),
         )
         .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
-        let tok_path = dir.path().join("source-tokenizer.json");
+        let tok_path = dir.join("source-tokenizer.json");
         tok.save(&tok_path)
             .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
         let mut cfg = crate::models::vlm::tests::tiny();
@@ -190,10 +196,16 @@ mod tests {
         let params = ParamStore::new(9, &Device::Cpu);
         let model = Vlm::new(&params, &cfg)?;
         let info = BundleInfo::new(cfg.clone(), template.clone(), vec![template.im_end]);
-        let out = dir.path().join("bundle");
+        let out = dir.join("bundle");
         std::fs::create_dir_all(&out).map_err(candle_core::Error::wrap)?;
         write(&out, &params, &model, LmFiles::Written, &info, &tok_path)?;
+        Ok((out, model, params, tok, template))
+    }
 
+    #[test]
+    fn a_bundle_round_trips_to_the_same_logits_and_refuses_other_versions() -> Result<()> {
+        let dir = tempfile::tempdir().map_err(candle_core::Error::wrap)?;
+        let (out, model, _, tok, template) = tiny_bundle(dir.path())?;
         let back = Bundle::load(&out, &Device::Cpu)?;
         let image = Tensor::randn(0f32, 1.0, (1, 3, 16, 16), &Device::Cpu)?;
         let prompt = template

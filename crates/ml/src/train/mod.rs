@@ -1,6 +1,7 @@
-//! Training: the optimizer and learning-rate schedule, one step and its checkpoints, the loop the
+//! Training: the optimizer and learning-rate schedule, one step, checkpoints, the loop the
 //! trainers share, the three trainers (CLIP, language model, VLM), and loss curves.
 
+pub mod checkpoint;
 pub mod clip;
 pub mod lm;
 pub mod optim;

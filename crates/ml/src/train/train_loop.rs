@@ -9,9 +9,10 @@ use candle_core::{Error, Result, Tensor};
 
 use serde::{Deserialize, Serialize};
 
+use super::checkpoint::{Checkpoint, Found, TrainState};
 use super::optim::{AdamW, AdamWConfig};
 use super::schedule::WarmupCosine;
-use super::step::{Checkpoint, StepStats, TrainState, train_step};
+use super::step::{StepStats, train_step};
 use crate::ops::{self, Precision};
 use crate::param_store::ParamStore;
 use crate::rng::Rng;
@@ -201,7 +202,8 @@ impl<C: Serialize> Trainer<'_, C> {
 }
 
 /// Call `init` (load pretrained weights), then resume from the checkpoint in `checkpoint_dir` if
-/// there is one, returning its step (else 0) and the losses of the steps before it. `init` runs on
+/// there is a whole one (a damaged one is deleted, with a log line), returning its step (else 0)
+/// and the losses of the steps before it. `init` runs on
 /// resume too: a checkpoint holds only what the optimizer trains, so frozen weights (a VLM's
 /// language model) come from their source.
 fn resume_or_init(
@@ -212,19 +214,29 @@ fn resume_or_init(
     init: impl FnOnce(&mut dyn Hooks) -> Result<()>,
 ) -> Result<Progress> {
     init(hooks)?;
-    if Checkpoint::read_state(checkpoint_dir).is_ok() {
-        let state = Checkpoint::load(checkpoint_dir, params, opt)?;
-        hooks.log(&format!(
-            "resumed from the checkpoint at step {}",
-            state.step
-        ));
-        hooks.resumed(&state.losses);
-        return Ok(Progress {
-            step: state.step,
-            losses: state.losses,
-        });
+    match Checkpoint::inspect(checkpoint_dir) {
+        Found::Nothing => Ok(Progress::default()),
+        Found::Damaged(why) => {
+            // Checked before anything was loaded: the parameters are still `init`'s.
+            hooks.log(&format!(
+                "the checkpoint cannot be used ({why}): deleted it, training from step 0"
+            ));
+            Checkpoint::discard(checkpoint_dir)?;
+            Ok(Progress::default())
+        }
+        Found::Whole(_) => {
+            let state = Checkpoint::load(checkpoint_dir, params, opt)?;
+            hooks.log(&format!(
+                "resumed from the checkpoint at step {}",
+                state.step
+            ));
+            hooks.resumed(&state.losses);
+            Ok(Progress {
+                step: state.step,
+                losses: state.losses,
+            })
+        }
     }
-    Ok(Progress::default())
 }
 
 /// How far a run has come: steps done and the loss of each.
@@ -331,6 +343,55 @@ mod tests {
             false
         }
         fn log(&mut self, _: &str) {}
+    }
+
+    /// Hooks that keep the log lines.
+    #[derive(Default)]
+    struct Logged(Vec<String>);
+
+    impl Hooks for Logged {
+        fn step(&mut self, _: &StepReport) {}
+        fn stop_requested(&self) -> bool {
+            false
+        }
+        fn log(&mut self, line: &str) {
+            self.0.push(line.to_string());
+        }
+    }
+
+    #[test]
+    fn a_damaged_checkpoint_is_deleted_and_training_starts_from_step_0() -> Result<()> {
+        let dir = tempfile::tempdir().map_err(candle_core::Error::wrap)?;
+        let ckpt = dir.path().join("ckpt");
+        let p = ParamStore::new(0, &Device::Cpu);
+        p.normal("w", 4, 1.0)?;
+        let mut opt = AdamW::with_default_groups(p.trainable_vars(), AdamWConfig::default())?;
+        let state = TrainState {
+            step: 0,
+            config: serde_json::Value::Null,
+            rng: Rng::new(0),
+            data_position: 0,
+            losses: vec![],
+        };
+        Checkpoint::save(&ckpt, &opt, &state)?;
+        let model = ckpt.join("model.safetensors");
+        let len = std::fs::metadata(&model)?.len();
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&model)?
+            .set_len(len - 1)?;
+
+        let mut hooks = Logged::default();
+        let progress = resume_or_init(&p, &mut opt, &ckpt, &mut hooks, |_| Ok(()))?;
+        assert_eq!(progress, Progress::default());
+        assert!(!ckpt.exists(), "the damaged checkpoint is gone");
+        assert!(
+            hooks.0.iter().any(|l| l.contains("cannot be used")
+                && l.contains("model.safetensors does not match its checksum")),
+            "{:?}",
+            hooks.0
+        );
+        Ok(())
     }
 
     fn value(p: &ParamStore, name: &str) -> Result<f32> {
