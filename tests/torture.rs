@@ -356,14 +356,18 @@ fn sigterm_and_sigint_record_the_run_interrupted_keep_the_checkpoint_and_exit_13
             continue;
         }
         stopped.assert_code(130);
-        let runs = ws.log(Some("clip-train"));
+        let runs = ws.log(None);
         assert_eq!(runs[0]["status"], "interrupted", "{what}\n{runs:#?}");
-        assert!(
-            !ws.files_under("cache/checkpoints").is_empty(),
-            "{what}: the checkpoint is kept"
-        );
+        // The signal may land after the training, in zero-shot-eval.
+        let in_training = runs[0]["stage"] == "clip-train";
+        if in_training {
+            assert!(
+                !ws.files_under("cache/checkpoints").is_empty(),
+                "{what}: the checkpoint is kept"
+            );
+        }
         recovers(&ws, variant, &mut references, false, &what);
-        resumed += 1;
+        resumed += usize::from(in_training);
     }
     eprintln!(
         "sigterm/sigint: {} trials, {resumed} stopped mid-training and resumed to a clean build's result",

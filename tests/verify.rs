@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::built_chain;
+use common::{Ws, built_chain};
 
 #[test]
 fn verify_finds_a_damaged_object_and_repair_has_its_stage_rebuilt() {
@@ -40,5 +40,36 @@ fn verify_finds_a_damaged_object_and_repair_has_its_stage_rebuilt() {
     let build = ws.build_ok(&[]);
     assert_eq!(build.status_of("train"), "ran", "{build}");
     assert_eq!(ws.read("out/model.txt"), model, "{build}");
+    ws.run(&["verify"]).assert_code(0);
+}
+
+#[test]
+fn a_stage_whose_manifest_and_then_a_member_were_damaged_still_builds() {
+    let ws = Ws::new(
+        r#"
+[stages.many]
+kind = "cmd"
+cmd = "mkdir -p out/many && for i in 1 2 3 4; do echo \"file $i\" > out/many/f$i; done"
+outs = ["out/many"]
+"#,
+    );
+    ws.build_ok(&[]);
+    // The manifest lost: verify --repair takes the artifact out of the run-cache; the workspace
+    // still holds it, so the stage stays fresh.
+    let manifest = ws
+        .files_under("cache/objects")
+        .into_iter()
+        .find(|p| std::fs::read(p).is_ok_and(|b| b.starts_with(b"vlmflow-manifest")))
+        .unwrap();
+    std::fs::remove_file(&manifest).unwrap();
+    ws.run(&["verify", "--repair"]).assert_code(1);
+    ws.build_ok(&[]).assert_statuses(&[("many", "fresh")]);
+
+    // Then a member damaged (through its hard-linked out): the stage runs again rather than
+    // failing on the missing manifest.
+    ws.damage_object_holding("file 2\n");
+    ws.run(&["verify", "--repair"]).assert_code(1);
+    ws.build_ok(&[]).assert_statuses(&[("many", "ran")]);
+    assert_eq!(ws.read("out/many/f2"), "file 2\n");
     ws.run(&["verify"]).assert_code(0);
 }

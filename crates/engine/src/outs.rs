@@ -35,20 +35,25 @@ impl Executor<'_> {
             if path.symlink_metadata().is_err() {
                 continue;
             }
-            let known = match hash::snapshot(&db.conn, &self.ws.root, std::slice::from_ref(out)) {
-                Ok(now) => [current.as_ref(), restoring]
+            let now = hash::snapshot(&db.conn, &self.ws.root, std::slice::from_ref(out)).ok();
+            let known = now.as_ref().is_some_and(|now| {
+                [current.as_ref(), restoring]
                     .into_iter()
                     .flatten()
-                    .any(|m| m.under(out) == now),
-                Err(_) => false,
-            };
+                    .any(|m| m.under(out) == *now)
+            });
             if known {
                 remove_path(&path)?;
             } else {
-                // A hard-linked out edited in place edited its object too: drop the object so the
-                // run-cache cannot hand the edited bytes back as the artifact.
+                // A hard-linked file edited in place edited its object too: drop that object so
+                // the run-cache cannot hand the edited bytes back. Files still as stored keep
+                // theirs (other artifacts may share them).
                 for entry in current.iter().flat_map(|m| m.under(out).into_entries()) {
-                    if let Node::File { digest, .. } = entry.node {
+                    let unchanged =
+                        now.as_ref().and_then(|n| n.get(&entry.path)) == Some(&entry.node);
+                    if let Node::File { digest, .. } = entry.node
+                        && !unchanged
+                    {
                         self.cas
                             .evict_if_linked(&self.ws.root.join(&entry.path), &digest)?;
                     }

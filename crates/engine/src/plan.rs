@@ -156,10 +156,22 @@ fn decide(
         if problems.is_empty() {
             return Ok(Decision::Fresh { artifact, producer });
         }
-        return Ok(Decision::Restore {
-            artifact,
-            producer,
-            reasons: problems,
+        // Restored from the cache, unless the cache no longer holds it whole (gc, or `verify
+        // --repair` found it damaged): then another kept run of this key, or a run.
+        if db.artifact_kept(&artifact)? {
+            return Ok(Decision::Restore {
+                artifact,
+                producer,
+                reasons: problems,
+            });
+        }
+        return Ok(match db.cached_run(&key_hex)? {
+            Some(cached) => Decision::Restore {
+                artifact: parse_digest(cached.artifact.as_deref())?,
+                producer: cached.id,
+                reasons: problems,
+            },
+            None => Decision::Run { reasons: problems },
         });
     }
     let reasons = match current {
@@ -197,14 +209,18 @@ fn out_problems(
 ) -> Result<Vec<Reason>, StoreError> {
     match hash::snapshot(&db.conn, root, outs) {
         Ok(now) if now.digest() == *artifact => Ok(vec![]),
-        Ok(now) => {
-            let expected = cas.read_manifest(artifact)?;
-            Ok(outs
+        Ok(now) => Ok(match cas.read_manifest(artifact) {
+            Ok(expected) => outs
                 .iter()
                 .filter(|o| now.under(o) != expected.under(o))
                 .map(|o| Reason::OutModified(o.clone()))
-                .collect())
-        }
+                .collect(),
+            // Its manifest is gone (`verify --repair` quarantined it): every out is in doubt.
+            Err(_) => outs
+                .iter()
+                .map(|o| Reason::OutModified(o.clone()))
+                .collect(),
+        }),
         Err(StoreError::Missing(_)) => Ok(outs
             .iter()
             .map(|o| {

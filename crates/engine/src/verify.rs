@@ -97,6 +97,19 @@ pub fn verify(
             .iter()
             .map(|d| Finding::DamagedObject { object: d.to_hex() }),
     );
+    if repair {
+        // First, so that what is written again below (a run record) is not kept in the damaged
+        // object of the same name.
+        for digest in &objects.damaged {
+            if let Some(to) = cas.quarantine(digest)? {
+                report.repairs.push(format!(
+                    "moved damaged object {} to {}",
+                    digest.short(),
+                    to.display()
+                ));
+            }
+        }
+    }
 
     let artifacts: Vec<String> = {
         let mut stmt = db
@@ -144,15 +157,6 @@ pub fn verify(
     check_records(&db, &cas, &objects, repair, &mut report)?;
 
     if repair {
-        for digest in &objects.damaged {
-            if let Some(to) = cas.quarantine(digest)? {
-                report.repairs.push(format!(
-                    "moved damaged object {} to {}",
-                    digest.short(),
-                    to.display()
-                ));
-            }
-        }
         for digest in &unrestorable {
             db.mark_swept(digest)?;
             report.repairs.push(format!(

@@ -323,6 +323,15 @@ impl Db {
         Ok(())
     }
 
+    /// Whether the run-cache still offers the artifact (known and not swept).
+    pub fn artifact_kept(&self, artifact: &Digest) -> Result<bool> {
+        Ok(self.conn.query_row(
+            "SELECT EXISTS (SELECT 1 FROM artifacts WHERE digest = ?1 AND swept_at IS NULL)",
+            [artifact.to_hex()],
+            |r| r.get(0),
+        )?)
+    }
+
     /// Take an artifact out of the run-cache (its objects are gone or damaged).
     pub fn mark_swept(&self, artifact: &Digest) -> Result<()> {
         self.conn.execute(

@@ -149,7 +149,27 @@ pub fn snapshot_with_stats(
     root: &Path,
     paths: &[String],
 ) -> Result<(Manifest, SnapshotStats)> {
-    snapshot_at(conn, root, paths, SystemTime::now())
+    // A file the walk listed and that was gone when read: the tree changed under the snapshot (a
+    // build replacing outs while `status` reads them). Read it again; one that never holds still
+    // is an error that says so.
+    const ATTEMPTS: usize = 3;
+    for _ in 1..ATTEMPTS {
+        match snapshot_at(conn, root, paths, SystemTime::now()) {
+            Err(StoreError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+            }
+            done => return done,
+        }
+    }
+    snapshot_at(conn, root, paths, SystemTime::now()).map_err(|e| match e {
+        StoreError::Io { path, source } if source.kind() == std::io::ErrorKind::NotFound => {
+            StoreError::Other(format!(
+                "{}: files vanished while it was read, {ATTEMPTS} times: another process is \
+                 changing it; try again when it is done",
+                path.display()
+            ))
+        }
+        other => other,
+    })
 }
 
 /// A snapshot that takes `started` as its start time (tests move it forward to leave the racy
