@@ -345,6 +345,17 @@ mod tests {
         fn log(&mut self, _: &str) {}
     }
 
+    /// The state of a run that has taken no step.
+    fn step_0() -> TrainState {
+        TrainState {
+            step: 0,
+            config: serde_json::Value::Null,
+            rng: Rng::new(0),
+            data_position: 0,
+            losses: vec![],
+        }
+    }
+
     /// Hooks that keep the log lines.
     #[derive(Default)]
     struct Logged(Vec<String>);
@@ -366,14 +377,7 @@ mod tests {
         let p = ParamStore::new(0, &Device::Cpu);
         p.normal("w", 4, 1.0)?;
         let mut opt = AdamW::with_default_groups(p.trainable_vars(), AdamWConfig::default())?;
-        let state = TrainState {
-            step: 0,
-            config: serde_json::Value::Null,
-            rng: Rng::new(0),
-            data_position: 0,
-            losses: vec![],
-        };
-        Checkpoint::save(&ckpt, &opt, &state)?;
+        Checkpoint::save(&ckpt, &opt, &step_0())?;
         let model = ckpt.join("model.safetensors");
         let len = std::fs::metadata(&model)?.len();
         std::fs::OpenOptions::new()
@@ -417,14 +421,7 @@ mod tests {
         };
         let (first, opt) = build()?;
         set(&first, "trained.w", 2.0)?;
-        let state = TrainState {
-            step: 0,
-            config: serde_json::Value::Null,
-            rng: Rng::new(0),
-            data_position: 0,
-            losses: vec![],
-        };
-        Checkpoint::save(&ckpt, &opt, &state)?;
+        Checkpoint::save(&ckpt, &opt, &step_0())?;
 
         let (again, mut opt) = build()?;
         let start = resume_or_init(&again, &mut opt, &ckpt, &mut Quiet, |_| {
