@@ -27,6 +27,9 @@ pub struct Args {
     /// After a failure, go on with the stages that do not depend on it.
     #[arg(short, long)]
     keep_going: bool,
+    /// Do not look stages up in the remote cache before running them.
+    #[arg(long)]
+    no_remote: bool,
 }
 
 pub fn run(ws: &Workspace, args: Args) -> Result<i32, EngineError> {
@@ -38,17 +41,26 @@ pub fn run(ws: &Workspace, args: Args) -> Result<i32, EngineError> {
         force: args.force,
         dry_run: args.dry_run,
         keep_going: args.keep_going,
+        no_remote: args.no_remote,
+        remote_only: false,
     };
-    let report = build(ws, &vlmflow_stages::kinds(), &opts, |pipeline| {
-        Reporter::new(
-            pipeline
-                .stages
-                .iter()
-                .map(|s| s.name.len())
-                .max()
-                .unwrap_or(0),
-        )
-    })?;
+    finish(build(ws, &vlmflow_stages::kinds(), &opts, reporter)?)
+}
+
+/// A reporter whose stage names line up.
+pub fn reporter(pipeline: &vlmflow_engine::stagefile::Pipeline) -> Reporter {
+    Reporter::new(
+        pipeline
+            .stages
+            .iter()
+            .map(|s| s.name.len())
+            .max()
+            .unwrap_or(0),
+    )
+}
+
+/// The exit code of a build: 130 when interrupted, 1 when a stage failed.
+pub fn finish(report: vlmflow_engine::build::BuildReport) -> Result<i32, EngineError> {
     Ok(
         if vlmflow_engine::interrupt::requested() || report.count(Status::Interrupted) > 0 {
             130

@@ -10,6 +10,7 @@ mod metrics;
 mod params;
 mod provenance;
 mod query;
+mod remote;
 mod status;
 mod table;
 mod verify;
@@ -56,6 +57,10 @@ enum Command {
     Params(params::Args),
     /// Delete what no kept run needs.
     Gc(gc::Args),
+    /// Send the current runs of stages (records, artifacts, logs) to the remote cache.
+    Push(remote::PushArgs),
+    /// Fetch stages from the remote cache into the workspace; run nothing.
+    Pull(remote::PullArgs),
     /// Check every cache object, artifact and run record, and the database; `--repair` fixes.
     Verify(verify::Args),
     /// Read-only SQL over the provenance database (schema in the README).
@@ -106,6 +111,8 @@ pub fn main() -> i32 {
         Command::Metrics(args) => metrics::run(&ws, args),
         Command::Params(args) => params::run(&ws, args),
         Command::Gc(args) => gc::run(&ws, args),
+        Command::Push(args) => remote::run_push(&ws, args),
+        Command::Pull(args) => remote::run_pull(&ws, args),
         Command::Verify(args) => verify::run(&ws, args),
         Command::Query(args) => query::run(&ws, args),
         Command::Chat(_) => unreachable!("handled before the workspace is looked up"),

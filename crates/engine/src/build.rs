@@ -66,6 +66,10 @@ pub struct BuildOptions {
     /// Run on this device (`cpu`, `cuda`, `cuda:N`) every stage whose kind uses a device, and every
     /// stage that names one, instead of the Stagefile's choice.
     pub device: Option<String>,
+    /// Do not look stages up in the remote cache.
+    pub no_remote: bool,
+    /// `vlmflow pull`: fetch from the remote what it has, run nothing.
+    pub remote_only: bool,
 }
 
 /// The pipeline with `--set` overrides applied, and the overrides per stage (as recorded with runs).
@@ -176,6 +180,17 @@ pub fn build(
     for name in &opts.force {
         force.insert(stage_index(&pipeline, name, "--force")?);
     }
+    let remote = if opts.no_remote || opts.dry_run {
+        None
+    } else {
+        super::remote_sync::open_remote(&pipeline)?
+    };
+    if opts.remote_only && remote.is_none() {
+        return Err(EngineError::Usage(
+            "no remote to pull from: add `[remote]` with `url = \"…\"` to the Stagefile, or set VLMFLOW_REMOTE"
+                .into(),
+        ));
+    }
     let reporter = reporter_for(&pipeline);
     let db = ws.open_db()?;
     let cas = ws.open_cas()?;
@@ -212,6 +227,8 @@ pub fn build(
         overrides,
         force,
         dry_run: opts.dry_run,
+        remote: remote.as_ref(),
+        remote_only: opts.remote_only,
     };
     let schedule = Schedule {
         pipeline: &pipeline,

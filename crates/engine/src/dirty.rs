@@ -44,6 +44,8 @@ pub enum Reason {
     OutModified(String),
     /// The kept run's artifact is damaged in the cache, so the stage runs instead of restoring.
     CachedArtifactDamaged,
+    /// A kept run of this key was fetched from the remote cache, so the stage is restored.
+    FromRemote,
 }
 
 /// How many changed files of one folder input are named before "and N more".
@@ -97,6 +99,7 @@ impl fmt::Display for Reason {
             Reason::OutMissing(p) => write!(f, "out {p} is missing"),
             Reason::OutModified(p) => write!(f, "out {p} was modified"),
             Reason::CachedArtifactDamaged => write!(f, "cached artifact damaged"),
+            Reason::FromRemote => write!(f, "restored from remote"),
         }
     }
 }

@@ -13,15 +13,18 @@ use std::time::Instant;
 
 use serde_json::Value;
 
+use super::dirty::Reason;
 use super::outcome::{Outcome, Problem, Status};
 use super::params::canonical_json;
 use super::plan::{self, Decision, Evaluation, UpstreamState};
+use super::remote_sync;
 use super::report::Reporter;
 use super::runner::StageRunner;
 use super::stagefile::{Pipeline, Stage};
 use super::workspace::Workspace;
 use crate::kind::{Kind, Kinds};
 use vlmflow_store::db::{Completion, Db, NewRun};
+use vlmflow_store::remote::Remote;
 use vlmflow_store::{Cas, Digest, Manifest, StoreError};
 
 pub struct Executor<'a> {
@@ -38,6 +41,10 @@ pub struct Executor<'a> {
     pub overrides: BTreeMap<String, Value>,
     pub force: HashSet<usize>,
     pub dry_run: bool,
+    /// The shared cache a stage about to run is first looked up in.
+    pub remote: Option<&'a Remote>,
+    /// `vlmflow pull`: a stage the remote does not have is not run.
+    pub remote_only: bool,
 }
 
 /// What travels with one stage through its turn: the worker's connection, the stage and its kind,
@@ -109,12 +116,50 @@ impl Executor<'_> {
                 },
                 false,
             ) => self.restore_outcome(&job, *artifact, *producer, started, reasons),
-            (Decision::Run { .. }, false) => self.run_outcome(&job, started, reasons),
+            (Decision::Run { .. }, false) => self.fetch_or_run(&job, started, reasons),
             (Decision::AfterUpstream { .. }, false) => failed(
                 started,
                 "internal error: an upstream stage has no artifact".into(),
             ),
         }
+    }
+
+    /// A stage to run: restored instead when the remote has a kept run of its key.
+    fn fetch_or_run(&self, job: &Job<'_>, started: Instant, mut reasons: Vec<Reason>) -> Outcome {
+        if let Some(remote) = self.remote {
+            let key = job.eval.key;
+            match remote_sync::fetch(remote, job.db, self.cas, &key) {
+                Ok(Some(moved)) => {
+                    let cached = job.db.cached_run(&key.to_hex()).ok().flatten();
+                    if let Some((run, artifact)) =
+                        cached.and_then(|r| Some((r.id, r.artifact.as_deref()?.parse().ok()?)))
+                    {
+                        self.reporter.note(&format!(
+                            "note: {} fetched from remote {} ({} objects, {:.1} MB)",
+                            job.stage.name,
+                            remote.url(),
+                            moved.objects,
+                            moved.bytes as f64 / 1e6
+                        ));
+                        reasons.push(Reason::FromRemote);
+                        return self.restore_outcome(job, artifact, run, started, reasons);
+                    }
+                }
+                Ok(None) => {}
+                Err(e) if self.remote_only => return failed(started, e.to_string()),
+                Err(e) => self.reporter.note(&format!(
+                    "warning: {}: fetching from the remote failed ({e}); running the stage",
+                    job.stage.name
+                )),
+            }
+        }
+        if self.remote_only {
+            return failed(
+                started,
+                "not on the remote: `vlmflow build` runs it (and `vlmflow push` shares it)".into(),
+            );
+        }
+        self.run_outcome(job, started, reasons)
     }
 
     pub(crate) fn insert_run(&self, job: &Job<'_>) -> Result<i64, StoreError> {

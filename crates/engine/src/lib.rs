@@ -23,6 +23,7 @@ pub mod params;
 pub mod plan;
 pub mod provenance;
 pub mod query;
+pub mod remote_sync;
 pub mod report;
 mod restore;
 mod run;

@@ -41,6 +41,8 @@ pub struct Pipeline {
     /// Capacities from the top-level `[resources]` table, e.g. `gpus = 1`, plus a capacity of 1 for
     /// each resource a stage asks for that the table does not declare.
     pub resources: BTreeMap<String, u32>,
+    /// The shared cache's URL, from `[remote] url = "…"` (`vlmflow_store::remote`).
+    pub remote: Option<String>,
 }
 
 #[derive(Clone, Debug)]
@@ -77,7 +79,7 @@ impl Pipeline {
 }
 
 const STAGEFILE: &str = "Stagefile";
-const TOP_KEYS: [&str; 2] = ["resources", "stages"];
+const TOP_KEYS: [&str; 3] = ["remote", "resources", "stages"];
 const STAGE_KEYS: [&str; 10] = [
     "kind",
     "description",
@@ -120,7 +122,10 @@ pub fn load(workspace: &Path, kinds: &Kinds) -> Result<Pipeline, Diagnostics> {
     loader.link_needs(&raws, &mut needs);
     let resources = loader.check_resources(&raws, capacities);
     let order = loader.order(&raws, &mut needs);
-    loader.finish(raws, inputs, needs, order, resources)
+    let remote = loader.remote.take();
+    let mut pipeline = loader.finish(raws, inputs, needs, order, resources)?;
+    pipeline.remote = remote;
+    Ok(pipeline)
 }
 
 /// A key of the parsed Stagefile and its value.
@@ -173,6 +178,7 @@ struct Loader<'a> {
     text: &'a str,
     kinds: &'a Kinds,
     diags: Vec<Diagnostic>,
+    remote: Option<String>,
 }
 
 impl<'a> Loader<'a> {
@@ -184,6 +190,7 @@ impl<'a> Loader<'a> {
             text,
             kinds,
             diags: Vec::new(),
+            remote: None,
         }
     }
 
@@ -194,12 +201,39 @@ impl<'a> Loader<'a> {
 
     // ---- pass 1: the document and each stage on its own ----
 
+    /// `[remote] url = "s3://bucket/prefix"`: where the shared cache is. Credentials stay out of
+    /// the Stagefile (it is committed): they come from the environment.
+    fn remote_table(&mut self, value: &Spanned<DeValue<'_>>) {
+        let help = "write [remote] with url = \"s3://bucket/prefix\" or \"file:///shared/path\"";
+        let Some(table) = value.get_ref().as_table() else {
+            return self.error(value.span(), "`remote` must be a table", help);
+        };
+        for (key, v) in table.iter() {
+            match (key.get_ref().as_ref(), v.get_ref().as_str()) {
+                ("url", Some(url)) if url.contains('@') => self.error(
+                    v.span(),
+                    "the remote's url holds credentials",
+                    "keep credentials out of the Stagefile: set AWS_ACCESS_KEY_ID and \
+                     AWS_SECRET_ACCESS_KEY (or your provider's variables) in the environment",
+                ),
+                ("url", Some(url)) => self.remote = Some(url.to_string()),
+                ("url", None) => self.error(v.span(), "`url` must be a string", help),
+                (other, _) => self.error(
+                    key.span(),
+                    format!("unknown key `{other}` in [remote]"),
+                    help,
+                ),
+            }
+        }
+    }
+
     /// The `[resources]` capacities and the stage entries in Stagefile order.
     fn top_level<'d>(&mut self, doc: &'d DeTable<'d>) -> (BTreeMap<String, u32>, Vec<Entry<'d>>) {
         let mut capacities = BTreeMap::new();
         let mut stages = Vec::new();
         for (key, value) in doc.iter() {
             match key.get_ref().as_ref() {
+                "remote" => self.remote_table(value),
                 "resources" => {
                     let declared = self.resource_table(value);
                     capacities.extend(declared.into_iter().map(|(name, n, _)| (name, n)));
@@ -216,7 +250,7 @@ impl<'a> Loader<'a> {
                     let help = match did_you_mean(other, TOP_KEYS) {
                         Some(s) => format!("did you mean `{s}`?"),
                         None => {
-                            "a Stagefile holds `[resources]` and `[stages.<name>]` tables".into()
+                            "a Stagefile holds `[remote]`, `[resources]` and `[stages.<name>]` tables".into()
                         }
                     };
                     self.error(key.span(), format!("unknown top-level key `{other}`"), help);

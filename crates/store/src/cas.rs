@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use rayon::prelude::*;
 
 use super::files::{remove_any, unique_name};
-use super::object_store::{LocalObjects, ObjectStore};
+use super::object_store::{LocalObjects, ObjectStore, PutFile};
 use super::{Digest, Manifest, Result, StoreError, io_err};
 
 pub struct Cas {
@@ -71,6 +71,21 @@ impl Cas {
     /// Whether the store holds the object (its content is not read).
     pub fn holds(&self, digest: &Digest) -> Result<bool> {
         Ok(self.objects.size(digest)?.is_some())
+    }
+
+    /// The object's content as stored, as a stream: whoever reads it checks it (`remote.rs`
+    /// hashes what it uploads).
+    pub fn open_object(&self, digest: &Digest) -> Result<Option<Box<dyn io::Read + Send>>> {
+        self.objects.open(digest)
+    }
+
+    /// Takes the file at `path`, whose content the caller has checked against `digest`, in as
+    /// that object.
+    pub fn take_in(&self, path: &Path, digest: Digest) -> Result<()> {
+        self.objects.put_files(&[PutFile {
+            path: path.to_path_buf(),
+            digest,
+        }])
     }
 
     /// The object's bytes, checked against its digest.

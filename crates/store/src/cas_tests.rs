@@ -403,6 +403,11 @@ impl ObjectStore for MemoryObjects {
     fn get_bytes(&self, digest: &Digest) -> Result<Option<Vec<u8>>> {
         Ok(self.0.lock().unwrap().get(digest).cloned())
     }
+    fn open(&self, digest: &Digest) -> Result<Option<Box<dyn std::io::Read + Send>>> {
+        Ok(self
+            .get_bytes(digest)?
+            .map(|b| Box::new(std::io::Cursor::new(b)) as Box<dyn std::io::Read + Send>))
+    }
     fn get_files(&self, files: &[crate::object_store::GetFile]) -> Result<()> {
         for f in files {
             let bytes = self

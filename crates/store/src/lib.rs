@@ -12,6 +12,7 @@ pub mod hash;
 pub mod index_rebuild;
 pub mod manifest;
 pub mod object_store;
+pub mod remote;
 pub mod run_record;
 pub mod run_status;
 pub mod statcache;

@@ -43,6 +43,10 @@ pub trait ObjectStore: Send + Sync {
     /// The object's bytes as stored (the caller checks them), or `None` when it is not held.
     fn get_bytes(&self, digest: &Digest) -> Result<Option<Vec<u8>>>;
 
+    /// The object's content as stored, to read as a stream (the caller checks it), or `None` when
+    /// it is not held.
+    fn open(&self, digest: &Digest) -> Result<Option<Box<dyn std::io::Read + Send>>>;
+
     /// Places objects as read-only files, in one batch; a missing object is `CorruptObject`, and a
     /// file that fails is not left half-written.
     fn get_files(&self, files: &[GetFile]) -> Result<()>;

@@ -220,6 +220,7 @@ impl Loader<'_> {
             workspace: self.workspace.to_path_buf(),
             stages,
             resources,
+            remote: None,
         })
     }
 }

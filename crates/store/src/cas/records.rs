@@ -25,20 +25,29 @@ impl Cas {
             StoreError::Other(format!("run record of stage `{}`: {e}", record.stage))
         })?;
         let digest = self.put_bytes(&record.to_bytes())?;
-        let dir = self.runs.join(key.to_hex());
+        self.add_record_ref(&RecordRef {
+            key,
+            record: digest,
+        })?;
+        Ok(digest)
+    }
+
+    /// Names an object the cache holds as a record of its key (one fetched from a remote).
+    pub fn add_record_ref(&self, r: &RecordRef) -> Result<()> {
+        let dir = self.runs.join(r.key.to_hex());
         let new_dir = !dir.is_dir();
         fs::create_dir_all(&dir).map_err(io_err(&dir))?;
-        let path = dir.join(digest.to_hex());
+        let path = dir.join(r.record.to_hex());
         match create_with(&path, 0o444, |f| f.sync_all()) {
             Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(digest),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(()),
             Err(e) => return Err(io_err(path)(e)),
         }
         fsync_path(&dir)?;
         if new_dir {
             fsync_path(&self.runs)?;
         }
-        Ok(digest)
+        Ok(())
     }
 
     /// The record, checked against its digest.

@@ -233,6 +233,15 @@ impl ObjectStore for LocalObjects {
         }
     }
 
+    fn open(&self, digest: &Digest) -> Result<Option<Box<dyn io::Read + Send>>> {
+        let path = self.path(digest);
+        match fs::File::open(&path) {
+            Ok(file) => Ok(Some(Box::new(file))),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io_err(path)(e)),
+        }
+    }
+
     /// The first files decide the method (reflink, else hard link, else copy; executables are
     /// never hard-linked: the object's inode is 0444 and shared); the rest follow it in parallel.
     fn get_files(&self, files: &[GetFile]) -> Result<()> {

@@ -1,0 +1,307 @@
+//! A remote cache: the same content-addressed objects as `cache/objects/` and the refs of the run
+//! records, kept in object storage through the `object_store` crate — S3 and S3-compatible
+//! servers (`s3://bucket/prefix`), a shared folder (`file:///path`), GCS and Azure. Credentials
+//! come from the environment (`AWS_ACCESS_KEY_ID`, `AWS_ENDPOINT_URL`, …), never from a Stagefile.
+//!
+//! Layout under the URL's prefix:
+//!
+//! ```text
+//! objects/<2 hex>/<62 hex>     every object (files, manifests, run records), named by its blake3
+//! runs/<key>/<record digest>   empty: the records a key has (written last, after what they name)
+//! ```
+//!
+//! Every object read back is hashed before it is kept, so a remote that serves wrong bytes cannot
+//! poison the local cache. Writes are create-only (`If-None-Match: *` on S3): two machines pushing
+//! one object at once is harmless, and an interrupted push leaves only whole objects behind.
+
+use std::io::{Read, Write};
+use std::sync::Arc;
+
+use futures::{StreamExt, TryStreamExt};
+use object_store::path::Path as RemotePath;
+use object_store::{
+    ObjectStore as Bucket, ObjectStoreExt, PutMode, PutOptions, PutPayload, WriteMultipart,
+};
+
+use super::{Cas, Digest, Result, StoreError, io_err};
+
+/// Objects at most this large go up in one request; larger ones in parts of this size.
+const PART: usize = 8 << 20;
+/// Requests in flight at once.
+const CONCURRENCY: usize = 16;
+/// Parts of one large object in flight at once.
+const PARTS_IN_FLIGHT: usize = 4;
+
+pub struct Remote {
+    url: String,
+    bucket: Arc<dyn Bucket>,
+    prefix: RemotePath,
+    runtime: tokio::runtime::Runtime,
+}
+
+/// What a transfer moved.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Moved {
+    pub objects: u64,
+    pub bytes: u64,
+}
+
+impl Remote {
+    /// The remote at `url`; nothing is contacted yet.
+    pub fn open(url: &str) -> Result<Remote> {
+        let fail = |why: String| StoreError::Other(format!("remote `{url}`: {why}"));
+        let parsed = url::Url::parse(url).map_err(|e| {
+            fail(format!(
+                "{e}: write it as s3://bucket/prefix, file:///absolute/path, gs://… or az://…"
+            ))
+        })?;
+        let (bucket, prefix): (Arc<dyn Bucket>, RemotePath) = match parsed.scheme() {
+            "s3" | "s3a" => {
+                let mut builder = object_store::aws::AmazonS3Builder::from_env().with_url(url);
+                // A server on plain HTTP (a local S3-compatible one) is allowed when named so.
+                if std::env::var("AWS_ENDPOINT_URL").is_ok_and(|e| e.starts_with("http://")) {
+                    builder = builder.with_allow_http(true);
+                }
+                let s3 = builder.build().map_err(|e| fail(e.to_string()))?;
+                (Arc::new(s3), RemotePath::from(parsed.path()))
+            }
+            "file" => {
+                let dir = parsed
+                    .to_file_path()
+                    .map_err(|()| fail("not an absolute path".into()))?;
+                std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+                let local = object_store::local::LocalFileSystem::new_with_prefix(&dir)
+                    .map_err(|e| fail(e.to_string()))?;
+                (Arc::new(local), RemotePath::default())
+            }
+            _ => {
+                let env = std::env::vars().map(|(k, v)| (k.to_ascii_lowercase(), v));
+                let (store, path) =
+                    object_store::parse_url_opts(&parsed, env).map_err(|e| fail(e.to_string()))?;
+                (Arc::from(store), path)
+            }
+        };
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(4)
+            .enable_all()
+            .build()
+            .map_err(|e| fail(e.to_string()))?;
+        Ok(Remote {
+            url: url.to_string(),
+            bucket,
+            prefix,
+            runtime,
+        })
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    fn fail(&self, what: impl std::fmt::Display) -> StoreError {
+        StoreError::Other(format!("remote {}: {what}", self.url))
+    }
+
+    fn object_path(&self, digest: &Digest) -> RemotePath {
+        let hex = digest.to_hex();
+        self.prefix
+            .clone()
+            .join("objects")
+            .join(&hex[..2])
+            .join(&hex[2..])
+    }
+
+    fn runs_path(&self, key: &Digest) -> RemotePath {
+        self.prefix.clone().join("runs").join(key.to_hex())
+    }
+
+    /// Those of `digests` the remote does not hold.
+    pub fn missing(&self, digests: &[Digest]) -> Result<Vec<Digest>> {
+        self.runtime.block_on(async {
+            let found: Vec<Option<Digest>> = futures::stream::iter(digests)
+                .map(|d| async move {
+                    match self.bucket.head(&self.object_path(d)).await {
+                        Ok(_) => Ok(None),
+                        Err(object_store::Error::NotFound { .. }) => Ok(Some(*d)),
+                        Err(e) => Err(self.fail(e)),
+                    }
+                })
+                .buffer_unordered(CONCURRENCY)
+                .try_collect()
+                .await?;
+            Ok(found.into_iter().flatten().collect())
+        })
+    }
+
+    /// Copies objects from the local cache up, many at once; each is hashed as it is read, and
+    /// one whose local copy no longer matches its digest is not sent.
+    pub fn upload(&self, cas: &Cas, digests: &[Digest]) -> Result<Moved> {
+        self.runtime.block_on(async {
+            futures::stream::iter(digests)
+                .map(|d| self.upload_one(cas, *d))
+                .buffer_unordered(CONCURRENCY)
+                .try_fold(Moved::default(), |sum, bytes| async move {
+                    Ok(Moved {
+                        objects: sum.objects + 1,
+                        bytes: sum.bytes + bytes,
+                    })
+                })
+                .await
+        })
+    }
+
+    async fn upload_one(&self, cas: &Cas, digest: Digest) -> Result<u64> {
+        let mut reader = cas
+            .open_object(&digest)?
+            .ok_or(StoreError::CorruptObject(digest))?;
+        let path = self.object_path(&digest);
+        let mut hasher = blake3::Hasher::new();
+        let mut first = read_part(&mut reader, digest)?;
+        hasher.update(&first);
+        let damaged = || {
+            self.fail(format!(
+                "the local copy of object {digest} does not match its digest: not sent \
+                 (`vlmflow verify --repair` quarantines it)"
+            ))
+        };
+        if first.len() < PART {
+            if Digest::from(hasher.finalize()) != digest {
+                return Err(damaged());
+            }
+            let size = first.len() as u64;
+            let create = PutOptions {
+                mode: PutMode::Create,
+                ..Default::default()
+            };
+            return match self
+                .bucket
+                .put_opts(&path, PutPayload::from(first), create)
+                .await
+            {
+                Ok(_) | Err(object_store::Error::AlreadyExists { .. }) => Ok(size),
+                Err(e) => Err(self.fail(e)),
+            };
+        }
+        let upload = self
+            .bucket
+            .put_multipart(&path)
+            .await
+            .map_err(|e| self.fail(e))?;
+        let mut writer = WriteMultipart::new_with_chunk_size(upload, PART);
+        let mut size = 0u64;
+        while !first.is_empty() {
+            writer
+                .wait_for_capacity(PARTS_IN_FLIGHT)
+                .await
+                .map_err(|e| self.fail(e))?;
+            writer.write(&first);
+            size += first.len() as u64;
+            first = read_part(&mut reader, digest)?;
+            hasher.update(&first);
+        }
+        // Only a whole, correct object gets a name on the remote.
+        if Digest::from(hasher.finalize()) != digest {
+            let _ = writer.abort().await;
+            return Err(damaged());
+        }
+        writer.finish().await.map_err(|e| self.fail(e))?;
+        Ok(size)
+    }
+
+    /// Copies objects down into the local cache, many at once; each is hashed on the way and kept
+    /// only when it matches its digest.
+    pub fn download(&self, cas: &Cas, digests: &[Digest]) -> Result<Moved> {
+        let tmp = cas.temp_dir()?;
+        let moved = self.runtime.block_on(async {
+            futures::stream::iter(digests)
+                .map(|d| self.download_one(cas, &tmp, *d))
+                .buffer_unordered(CONCURRENCY)
+                .try_fold(Moved::default(), |sum, bytes| async move {
+                    Ok(Moved {
+                        objects: sum.objects + 1,
+                        bytes: sum.bytes + bytes,
+                    })
+                })
+                .await
+        });
+        let _ = std::fs::remove_dir_all(&tmp);
+        moved
+    }
+
+    async fn download_one(&self, cas: &Cas, tmp: &std::path::Path, digest: Digest) -> Result<u64> {
+        let got = match self.bucket.get(&self.object_path(&digest)).await {
+            Ok(got) => got,
+            Err(object_store::Error::NotFound { .. }) => {
+                return Err(self.fail(format!("object {digest} is missing")));
+            }
+            Err(e) => return Err(self.fail(e)),
+        };
+        let file_path = tmp.join(digest.to_hex());
+        let mut file = std::fs::File::create(&file_path).map_err(io_err(&file_path))?;
+        let mut hasher = blake3::Hasher::new();
+        let mut size = 0u64;
+        let mut chunks = got.into_stream();
+        while let Some(chunk) = chunks.next().await {
+            let chunk = chunk.map_err(|e| self.fail(e))?;
+            hasher.update(&chunk);
+            file.write_all(&chunk).map_err(io_err(&file_path))?;
+            size += chunk.len() as u64;
+        }
+        if Digest::from(hasher.finalize()) != digest {
+            return Err(self.fail(format!(
+                "object {digest} came back with other content: not kept (the remote copy is damaged \
+                 or was altered)"
+            )));
+        }
+        file.sync_all().map_err(io_err(&file_path))?;
+        drop(file);
+        cas.take_in(&file_path, digest)?;
+        Ok(size)
+    }
+
+    /// The records the remote holds for `key`.
+    pub fn record_refs(&self, key: &Digest) -> Result<Vec<Digest>> {
+        let dir = self.runs_path(key);
+        self.runtime.block_on(async {
+            let listed: Vec<_> = self
+                .bucket
+                .list(Some(&dir))
+                .try_collect()
+                .await
+                .map_err(|e| self.fail(e))?;
+            Ok(listed
+                .iter()
+                .filter_map(|meta| meta.location.filename()?.parse().ok())
+                .collect())
+        })
+    }
+
+    /// Names `record` as a record of `key`. Write it after everything the record names.
+    pub fn add_record_ref(&self, key: &Digest, record: &Digest) -> Result<()> {
+        let path = self.runs_path(key).join(record.to_hex());
+        let create = PutOptions {
+            mode: PutMode::Create,
+            ..Default::default()
+        };
+        self.runtime.block_on(async {
+            match self
+                .bucket
+                .put_opts(&path, PutPayload::default(), create)
+                .await
+            {
+                Ok(_) | Err(object_store::Error::AlreadyExists { .. }) => Ok(()),
+                Err(e) => Err(self.fail(e)),
+            }
+        })
+    }
+}
+
+/// Up to `PART` bytes; fewer only at the end.
+fn read_part(reader: &mut (dyn Read + Send), digest: Digest) -> Result<Vec<u8>> {
+    let mut part = Vec::with_capacity(PART);
+    reader
+        .take(PART as u64)
+        .read_to_end(&mut part)
+        .map_err(|e| StoreError::Other(format!("reading object {digest}: {e}")))?;
+    Ok(part)
+}

@@ -1,0 +1,142 @@
+//! The shared cache: a push from one workspace and a pull in a fresh clone restore everything and
+//! run nothing, on a shared folder (`file://`) and on a real S3-compatible server (moto, started
+//! by `tests/servers/moto` on 127.0.0.1); a remote that serves altered bytes cannot poison the
+//! local cache.
+
+mod common;
+
+use common::{CHAIN, TRAIN_PARAMS, Ws};
+
+/// `CHAIN` with a `[remote]`, its input and params: a clone of the same repository.
+fn clone_with_remote(url: &str) -> Ws {
+    let ws = Ws::new(&format!("[remote]\nurl = \"{url}\"\n{CHAIN}"));
+    ws.write("data/raw.txt", "hello shapes\n");
+    ws.params("prepare", "seed = 1\n");
+    ws.params("train", TRAIN_PARAMS);
+    ws.params("eval", "split = \"val\"\n");
+    ws
+}
+
+const STAGES: [&str; 3] = ["prepare", "train", "eval"];
+
+/// Builds and pushes in one clone, pulls in another: everything restored from the remote, nothing
+/// run, the same outputs.
+fn push_then_pull(url: &str, env: &[(&str, &str)]) {
+    let run = |ws: &Ws, args: &[&str]| {
+        let mut cmd = ws.command(args);
+        cmd.envs(env.iter().copied());
+        let out = cmd.output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let first = clone_with_remote(url);
+    let (code, out, err) = run(&first, &["build"]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    let (code, out, err) = run(&first, &["push"]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.contains("pushed 3 stages"), "{out}{err}");
+    let (code, again, err) = run(&first, &["push"]);
+    assert_eq!(code, Some(0), "{again}{err}");
+    assert!(
+        again.contains("0 objects sent"),
+        "a second push sends nothing\n{again}"
+    );
+
+    let second = clone_with_remote(url);
+    let (code, out, err) = run(&second, &["pull"]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    for stage in STAGES {
+        let line = out.lines().find(|l| l.contains(stage)).unwrap_or_default();
+        assert!(
+            line.starts_with("restored") && line.contains("restored from remote"),
+            "{stage}: {out}{err}"
+        );
+        assert_eq!(second.times_ran(stage), 0, "nothing ran");
+    }
+    for file in ["out/prepared.txt", "out/model.txt", "out/eval.txt"] {
+        assert_eq!(second.read(file), first.read(file), "{file}");
+    }
+    let (code, out, _) = run(&second, &["build"]);
+    assert_eq!(code, Some(0));
+    assert!(out.lines().all(|l| l.starts_with("fresh")), "{out}");
+    second.run(&["verify"]).assert_code(0);
+}
+
+#[test]
+fn a_push_and_a_pull_through_a_shared_folder_restore_everything_and_run_nothing() {
+    let remote = tempfile::tempdir().unwrap();
+    push_then_pull(&format!("file://{}", remote.path().display()), &[]);
+}
+
+#[test]
+fn a_remote_serving_altered_bytes_cannot_poison_the_cache() {
+    let remote = tempfile::tempdir().unwrap();
+    let url = format!("file://{}", remote.path().display());
+    let first = clone_with_remote(&url);
+    first.build_ok(&[]);
+    first.run(&["push"]).assert_code(0);
+    // Alter the remote copy of the trained model, keeping its name.
+    let model = first.read("out/model.txt");
+    let object = walk(remote.path())
+        .into_iter()
+        .find(|p| std::fs::read_to_string(p).is_ok_and(|s| s == model))
+        .expect("the model is on the remote");
+    std::fs::write(&object, model.replace("lr", "LR")).unwrap();
+
+    let second = clone_with_remote(&url);
+    let build = second.build(&[]);
+    build.assert_code(0);
+    assert!(
+        build
+            .stderr
+            .contains("came back with other content: not kept"),
+        "the altered object is named\n{build}"
+    );
+    assert_eq!(build.status_of("train"), "ran", "{build}");
+    assert_eq!(second.read("out/model.txt"), model, "{build}");
+    second.run(&["verify"]).assert_code(0);
+}
+
+#[test]
+fn a_push_and_a_pull_through_a_real_s3_server_restore_everything() {
+    let port = 20000 + std::process::id() % 20000;
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/servers/moto");
+    let out = std::process::Command::new(script)
+        .args([port.to_string().as_str(), "vlmflow-test"])
+        .output()
+        .expect("run tests/servers/moto");
+    assert!(
+        out.status.success(),
+        "moto did not start: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let pid: i32 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let env = [
+        ("AWS_ENDPOINT_URL", endpoint.as_str()),
+        ("AWS_ACCESS_KEY_ID", "test"),
+        ("AWS_SECRET_ACCESS_KEY", "test"),
+        ("AWS_REGION", "us-east-1"),
+    ];
+    let result = std::panic::catch_unwind(|| push_then_pull("s3://vlmflow-test/team/cache", &env));
+    common::signal(pid, libc::SIGTERM);
+    if let Err(panic) = result {
+        std::panic::resume_unwind(panic);
+    }
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(walk(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
