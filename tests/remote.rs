@@ -140,3 +140,27 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+#[test]
+fn many_objects_are_listed_not_asked_one_by_one_and_a_second_push_sends_nothing() {
+    let remote = tempfile::tempdir().unwrap();
+    let url = format!("file://{}", remote.path().display());
+    let stagefile = format!(
+        "[remote]\nurl = \"{url}\"\n\n[stages.many]\nkind = \"cmd\"\n\
+         cmd = \"mkdir -p out && i=0 && while [ $i -lt 400 ]; do i=$((i+1)); echo $i > out/f$i; done\"\n\
+         outs = [\"out\"]\n"
+    );
+    let first = Ws::new(&stagefile);
+    first.build_ok(&[]);
+    let push = first.run(&["push"]);
+    push.assert_code(0);
+    assert!(push.stdout.contains("403 objects sent"), "{push}");
+    let again = first.run(&["push"]);
+    assert!(
+        again.stdout.contains("0 objects sent") && again.stdout.contains("403 already there"),
+        "{again}"
+    );
+    let second = Ws::new(&stagefile);
+    second.run(&["pull"]).assert_code(0);
+    assert_eq!(second.read("out/f400"), "400\n");
+}

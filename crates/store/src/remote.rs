@@ -31,6 +31,8 @@ const PART: usize = 8 << 20;
 const CONCURRENCY: usize = 16;
 /// Parts of one large object in flight at once.
 const PARTS_IN_FLIGHT: usize = 4;
+/// Past this many objects, what the remote holds is listed rather than asked one by one.
+const LIST_OVER: usize = 256;
 
 pub struct Remote {
     url: String,
@@ -115,8 +117,17 @@ impl Remote {
         self.prefix.clone().join("runs").join(key.to_hex())
     }
 
-    /// Those of `digests` the remote does not hold.
+    /// Those of `digests` the remote does not hold: one request each for a few, a listing of the
+    /// remote's objects (a thousand names a request) for many.
     pub fn missing(&self, digests: &[Digest]) -> Result<Vec<Digest>> {
+        if digests.len() > LIST_OVER {
+            let held = self.listed_objects()?;
+            return Ok(digests
+                .iter()
+                .filter(|d| !held.contains(d))
+                .copied()
+                .collect());
+        }
         self.runtime.block_on(async {
             let found: Vec<Option<Digest>> = futures::stream::iter(digests)
                 .map(|d| async move {
@@ -130,6 +141,28 @@ impl Remote {
                 .try_collect()
                 .await?;
             Ok(found.into_iter().flatten().collect())
+        })
+    }
+
+    /// Every object the remote holds.
+    fn listed_objects(&self) -> Result<std::collections::HashSet<Digest>> {
+        let dir = self.prefix.clone().join("objects");
+        self.runtime.block_on(async {
+            let listed: Vec<_> = self
+                .bucket
+                .list(Some(&dir))
+                .try_collect()
+                .await
+                .map_err(|e| self.fail(e))?;
+            Ok(listed
+                .iter()
+                .filter_map(|meta| {
+                    let mut parts: Vec<_> = meta.location.parts().collect();
+                    let rest = parts.pop()?;
+                    let fan = parts.pop()?;
+                    format!("{}{}", fan.as_ref(), rest.as_ref()).parse().ok()
+                })
+                .collect())
         })
     }
 
