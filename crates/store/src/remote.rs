@@ -146,23 +146,27 @@ impl Remote {
 
     /// Every object the remote holds.
     fn listed_objects(&self) -> Result<std::collections::HashSet<Digest>> {
-        let dir = self.prefix.clone().join("objects");
+        let listed = self.list_under(&self.prefix.clone().join("objects"))?;
+        Ok(listed
+            .iter()
+            .filter_map(|name| {
+                let mut parts: Vec<_> = name.parts().collect();
+                let rest = parts.pop()?;
+                let fan = parts.pop()?;
+                format!("{}{}", fan.as_ref(), rest.as_ref()).parse().ok()
+            })
+            .collect())
+    }
+
+    /// The names of everything under `dir`.
+    fn list_under(&self, dir: &RemotePath) -> Result<Vec<RemotePath>> {
         self.runtime.block_on(async {
-            let listed: Vec<_> = self
-                .bucket
-                .list(Some(&dir))
+            self.bucket
+                .list(Some(dir))
+                .map_ok(|meta| meta.location)
                 .try_collect()
                 .await
-                .map_err(|e| self.fail(e))?;
-            Ok(listed
-                .iter()
-                .filter_map(|meta| {
-                    let mut parts: Vec<_> = meta.location.parts().collect();
-                    let rest = parts.pop()?;
-                    let fan = parts.pop()?;
-                    format!("{}{}", fan.as_ref(), rest.as_ref()).parse().ok()
-                })
-                .collect())
+                .map_err(|e| self.fail(e))
         })
     }
 
@@ -294,19 +298,11 @@ impl Remote {
 
     /// The records the remote holds for `key`.
     pub fn record_refs(&self, key: &Digest) -> Result<Vec<Digest>> {
-        let dir = self.runs_path(key);
-        self.runtime.block_on(async {
-            let listed: Vec<_> = self
-                .bucket
-                .list(Some(&dir))
-                .try_collect()
-                .await
-                .map_err(|e| self.fail(e))?;
-            Ok(listed
-                .iter()
-                .filter_map(|meta| meta.location.filename()?.parse().ok())
-                .collect())
-        })
+        Ok(self
+            .list_under(&self.runs_path(key))?
+            .iter()
+            .filter_map(|name| name.filename()?.parse().ok())
+            .collect())
     }
 
     /// Names `record` as a record of `key`. Write it after everything the record names.
