@@ -69,12 +69,7 @@ fn leave_checkpoint(ws: &Ws, variant: Variant) {
     build.extend(variant.sets());
     build.extend(["--force".to_string(), "clip-train".to_string()]);
     let spawned = std::time::SystemTime::now();
-    let mut child = ws
-        .command(&args(&build))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = ws.spawn(&args(&build));
     assert!(
         wait_for_checkpoint(ws, &mut child, spawned),
         "no checkpoint written"

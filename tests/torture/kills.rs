@@ -82,12 +82,7 @@ fn sigterm_and_sigint_record_the_run_interrupted_keep_the_checkpoint_and_exit_13
         build.extend(["--force".to_string(), "clip-train".to_string()]);
         let before = last_run_id(&ws);
         let spawned = std::time::SystemTime::now();
-        let mut child = ws
-            .command(&args(&build))
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+        let mut child = ws.spawn(&args(&build));
         if !wait_for_checkpoint(&ws, &mut child, spawned) {
             // It wrote none: it resumed near the end from an earlier trial's checkpoint.
             Run::wait(child, &args(&build), Duration::from_secs(60)).assert_code(0);

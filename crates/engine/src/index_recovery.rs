@@ -152,7 +152,11 @@ impl Workspace {
         let db = self.db_path();
         let files: Vec<PathBuf> = ["", "-wal", "-shm"]
             .iter()
-            .map(|suffix| PathBuf::from(format!("{}{suffix}", db.display())))
+            .map(|suffix| {
+                let mut name = db.clone().into_os_string();
+                name.push(suffix);
+                PathBuf::from(name)
+            })
             .filter(|p| p.symlink_metadata().is_ok())
             .collect();
         if files.is_empty() {

@@ -165,14 +165,7 @@ fn decide(
                 reasons: problems,
             });
         }
-        return Ok(match db.cached_run(&key_hex)? {
-            Some(cached) => Decision::Restore {
-                artifact: parse_digest(cached.artifact.as_deref())?,
-                producer: cached.id,
-                reasons: problems,
-            },
-            None => Decision::Run { reasons: problems },
-        });
+        return restore_or_run(db, &key_hex, problems);
     }
     let reasons = match current {
         None => vec![Reason::NeverBuilt],
@@ -183,15 +176,19 @@ fn decide(
             None => vec![Reason::NeverBuilt],
         },
     };
-    if let Some(cached) = db.cached_run(&key_hex)? {
-        let artifact = parse_digest(cached.artifact.as_deref())?;
-        return Ok(Decision::Restore {
-            artifact,
+    restore_or_run(db, &key_hex, reasons)
+}
+
+/// Restore the newest kept run of the key, or run.
+fn restore_or_run(db: &Db, key_hex: &str, reasons: Vec<Reason>) -> Result<Decision, StoreError> {
+    Ok(match db.cached_run(key_hex)? {
+        Some(cached) => Decision::Restore {
+            artifact: parse_digest(cached.artifact.as_deref())?,
             producer: cached.id,
             reasons,
-        });
-    }
-    Ok(Decision::Run { reasons })
+        },
+        None => Decision::Run { reasons },
+    })
 }
 
 fn parse_digest(text: Option<&str>) -> Result<Digest, StoreError> {

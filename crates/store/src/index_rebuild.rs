@@ -103,6 +103,18 @@ impl Db {
         files: u64,
         bytes: u64,
     ) -> Result<bool> {
+        // Indexed already (an upstream of several runs): its members are not stat'ed again.
+        let indexed: Option<bool> = self
+            .conn
+            .query_row(
+                "SELECT swept_at IS NULL FROM artifacts WHERE digest = ?1",
+                [artifact.to_hex()],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if let Some(kept) = indexed {
+            return Ok(kept);
+        }
         let whole = match cas.read_manifest(artifact) {
             Ok(manifest) => manifest.objects().try_fold(true, |all, object| {
                 Ok::<_, crate::StoreError>(all && cas.holds(&object)?)
@@ -111,8 +123,7 @@ impl Db {
         };
         let t = now();
         self.conn.execute(
-            "INSERT INTO artifacts (digest, files, bytes, created_at, swept_at) VALUES (?1, ?2, ?3, ?4, ?5)
-             ON CONFLICT (digest) DO NOTHING",
+            "INSERT INTO artifacts (digest, files, bytes, created_at, swept_at) VALUES (?1, ?2, ?3, ?4, ?5)",
             params![artifact.to_hex(), files as i64, bytes as i64, t, (!whole).then_some(t)],
         )?;
         Ok(whole)
