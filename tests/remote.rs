@@ -142,7 +142,7 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
 }
 
 #[test]
-fn many_objects_are_listed_not_asked_one_by_one_and_a_second_push_sends_nothing() {
+fn many_small_files_travel_in_packs_and_a_second_push_sends_nothing() {
     let remote = tempfile::tempdir().unwrap();
     let url = format!("file://{}", remote.path().display());
     let stagefile = format!(
@@ -154,7 +154,23 @@ fn many_objects_are_listed_not_asked_one_by_one_and_a_second_push_sends_nothing(
     first.build_ok(&[]);
     let push = first.run(&["push"]);
     push.assert_code(0);
-    assert!(push.stdout.contains("403 objects sent"), "{push}");
+    assert!(
+        push.stdout.contains("403 objects sent") && push.stdout.contains("in 1 pack"),
+        "{push}"
+    );
+    let on_remote = walk(remote.path());
+    let under = |dir: &str| {
+        on_remote
+            .iter()
+            .filter(|p| p.strip_prefix(remote.path()).unwrap().starts_with(dir))
+            .count()
+    };
+    assert_eq!(
+        (under("packs"), under("pack-index")),
+        (1, 1),
+        "{on_remote:?}"
+    );
+    assert_eq!(under("objects"), 3, "record, manifest and log travel loose");
     let again = first.run(&["push"]);
     assert!(
         again.stdout.contains("0 objects sent") && again.stdout.contains("403 already there"),
@@ -163,4 +179,5 @@ fn many_objects_are_listed_not_asked_one_by_one_and_a_second_push_sends_nothing(
     let second = Ws::new(&stagefile);
     second.run(&["pull"]).assert_code(0);
     assert_eq!(second.read("out/f400"), "400\n");
+    second.run(&["verify"]).assert_code(0);
 }

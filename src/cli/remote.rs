@@ -27,8 +27,13 @@ pub fn run_push(ws: &Workspace, args: PushArgs) -> Result<i32, EngineError> {
         super::print_json(&report);
         return Ok(0);
     }
+    let packs = match report.packs_sent {
+        0 => String::new(),
+        1 => ", some in 1 pack".to_string(),
+        n => format!(", some in {n} packs"),
+    };
     println!(
-        "pushed {} stage{} to {}: {} objects sent ({}), {} already there",
+        "pushed {} stage{} to {}: {} objects sent ({}{packs}), {} already there",
         report.stages.len(),
         if report.stages.len() == 1 { "" } else { "s" },
         report.remote,

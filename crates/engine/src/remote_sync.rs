@@ -9,7 +9,7 @@ use super::stagefile::Pipeline;
 use super::workspace::Workspace;
 use vlmflow_store::cas::RecordRef;
 use vlmflow_store::db::Db;
-use vlmflow_store::remote::{Moved, Remote};
+use vlmflow_store::remote::{Moved, Remote, transfer_plan};
 use vlmflow_store::{Cas, Digest, StoreError};
 
 /// The remote the workspace names: `VLMFLOW_REMOTE`, else the Stagefile's `[remote] url`.
@@ -36,8 +36,10 @@ pub struct PushReport {
     pub stages: Vec<String>,
     /// Stages with nothing to push (never built, or a run without a record), and why.
     pub skipped: Vec<(String, String)>,
+    /// Objects sent, loose or in packs.
     pub objects_sent: u64,
     pub bytes_sent: u64,
+    pub packs_sent: u64,
     pub objects_already_there: usize,
 }
 
@@ -52,28 +54,37 @@ pub fn push(ws: &Workspace, kinds: &Kinds, targets: &[String]) -> Result<PushRep
         remote: remote.url().to_string(),
         ..Default::default()
     };
-    let mut objects: Vec<Digest> = Vec::new();
+    let mut loose: Vec<Digest> = Vec::new();
+    let mut packed = Vec::new();
     let mut refs: Vec<RecordRef> = Vec::new();
     for (stage, _) in pipeline.stages.iter().zip(&selected).filter(|(_, s)| **s) {
         match kept_run(&db, &stage.name)? {
             Ok((key, record)) => {
-                objects.extend(run_objects(&cas, &record)?);
+                let run = RunObjects::of(&cas, &record)?;
+                loose.extend(run.loose);
+                packed.extend(run.packed);
                 refs.push(RecordRef { key, record });
                 report.stages.push(stage.name.clone());
             }
             Err(why) => report.skipped.push((stage.name.clone(), why)),
         }
     }
-    objects.sort();
-    objects.dedup();
-    let missing = remote.missing(&objects)?;
-    report.objects_already_there = objects.len() - missing.len();
-    let Moved {
-        objects: sent,
-        bytes,
-    } = remote.upload(&cas, &missing)?;
-    report.objects_sent = sent;
-    report.bytes_sent = bytes;
+    loose.sort();
+    loose.dedup();
+    packed.sort();
+    packed.dedup();
+    let missing = remote.missing(&loose)?;
+    report.objects_already_there = loose.len() - missing.len();
+    let mut sent = remote.upload(&cas, &missing)?;
+    for (manifest, files) in &packed {
+        match remote.upload_packs(&cas, manifest, files)? {
+            Some(moved) => sent = sent + moved,
+            None => report.objects_already_there += files.len(),
+        }
+    }
+    report.objects_sent = sent.objects;
+    report.bytes_sent = sent.bytes;
+    report.packs_sent = sent.packs;
     // Refs last: a key is offered only once everything its record names is there.
     for r in &refs {
         remote.add_record_ref(&r.key, &r.record)?;
@@ -104,19 +115,28 @@ fn kept_run(db: &Db, stage: &str) -> Result<Result<(Digest, Digest), String>, St
     })
 }
 
-/// Every object a run's record names that the local cache holds: the record, the artifact's
-/// manifest and files, the log and the inputs' manifest.
-fn run_objects(cas: &Cas, record: &Digest) -> Result<Vec<Digest>, StoreError> {
-    let run = cas.read_record(record)?;
-    let manifest = cas.read_manifest(&run.artifact)?;
-    let mut objects = vec![*record, run.artifact];
-    objects.extend(manifest.objects());
-    for extra in [run.log, run.inputs_manifest].into_iter().flatten() {
-        if cas.holds(&extra)? {
-            objects.push(extra);
+/// Every object a run's record names that the local cache holds — the record, the artifact's
+/// manifest and files, the log and the inputs' manifest — split as they travel.
+struct RunObjects {
+    loose: Vec<Digest>,
+    /// The artifact's manifest and its files that travel packed, when there are such.
+    packed: Option<(Digest, Vec<(Digest, u64)>)>,
+}
+
+impl RunObjects {
+    fn of(cas: &Cas, record: &Digest) -> Result<RunObjects, StoreError> {
+        let run = cas.read_record(record)?;
+        let plan = transfer_plan(&cas.read_manifest(&run.artifact)?);
+        let mut loose = vec![*record, run.artifact];
+        loose.extend(plan.loose);
+        for extra in [run.log, run.inputs_manifest].into_iter().flatten() {
+            if cas.holds(&extra)? {
+                loose.push(extra);
+            }
         }
+        let packed = (!plan.packed.is_empty()).then_some((run.artifact, plan.packed));
+        Ok(RunObjects { loose, packed })
     }
-    Ok(objects)
 }
 
 /// Fetches a kept run of `key` from the remote into the local cache and database; returns the
@@ -133,10 +153,16 @@ pub(crate) fn fetch(
     };
     let mut moved = download_missing(remote, cas, &[record])?;
     let run = cas.read_record(&record)?;
-    moved = add(moved, download_missing(remote, cas, &[run.artifact])?);
-    let manifest = cas.read_manifest(&run.artifact)?;
-    let files: Vec<Digest> = manifest.objects().collect();
-    moved = add(moved, download_missing(remote, cas, &files)?);
+    moved = moved + download_missing(remote, cas, &[run.artifact])?;
+    let plan = transfer_plan(&cas.read_manifest(&run.artifact)?);
+    let mut loose = plan.loose;
+    let wanted_packed = not_held(cas, plan.packed.iter().map(|f| &f.0))?;
+    if !wanted_packed.is_empty() {
+        let (from_packs, rest) = remote.download_packed(cas, &run.artifact, &wanted_packed)?;
+        moved = moved + from_packs;
+        loose.extend(rest);
+    }
+    moved = moved + download_missing(remote, cas, &loose)?;
     // The log and the inputs' manifest help `log` and `status`, but the artifact does not need
     // them: a remote without them is fine.
     let extras: Vec<Digest> = [run.log, run.inputs_manifest]
@@ -144,7 +170,7 @@ pub(crate) fn fetch(
         .flatten()
         .collect();
     if let Ok(more) = download_missing(remote, cas, &extras) {
-        moved = add(moved, more);
+        moved = moved + more;
     }
     let r = RecordRef { key: *key, record };
     cas.add_record_ref(&r)?;
@@ -153,18 +179,18 @@ pub(crate) fn fetch(
 }
 
 fn download_missing(remote: &Remote, cas: &Cas, digests: &[Digest]) -> Result<Moved, StoreError> {
+    remote.download(cas, &not_held(cas, digests)?)
+}
+
+fn not_held<'a>(
+    cas: &Cas,
+    digests: impl IntoIterator<Item = &'a Digest>,
+) -> Result<Vec<Digest>, StoreError> {
     let mut wanted = Vec::new();
     for d in digests {
         if !cas.holds(d)? {
             wanted.push(*d);
         }
     }
-    remote.download(cas, &wanted)
-}
-
-fn add(a: Moved, b: Moved) -> Moved {
-    Moved {
-        objects: a.objects + b.objects,
-        bytes: a.bytes + b.bytes,
-    }
+    Ok(wanted)
 }

@@ -79,13 +79,10 @@ impl Cas {
         self.objects.open(digest)
     }
 
-    /// Takes the file at `path`, whose content the caller has checked against `digest`, in as
-    /// that object.
-    pub fn take_in(&self, path: &Path, digest: Digest) -> Result<()> {
-        self.objects.put_files(&[PutFile {
-            path: path.to_path_buf(),
-            digest,
-        }])
+    /// Takes files, whose content the caller has checked against their digests, in as objects;
+    /// all of them at once, so that many are made durable together (see `put_files`).
+    pub fn take_in(&self, files: &[PutFile]) -> Result<()> {
+        self.objects.put_files(files)
     }
 
     /// The object's bytes, checked against its digest.

@@ -3,7 +3,8 @@
 //! An object is a byte string named by its blake3 [`Digest`]. [`Cas`](crate::Cas) hashes, checks
 //! what it reads back, decides what is already stored and keeps manifests and the stat cache; an
 //! `ObjectStore` only keeps bytes under their digests. Today's store is [`LocalObjects`], the folder
-//! `cache/objects/`; a shared cache on an S3-compatible bucket is meant to be a second one.
+//! `cache/objects/`. The shared cache ([`remote`](crate::remote)) is not one: it moves objects between
+//! this store and a bucket, and checks them on the way.
 
 use std::path::{Path, PathBuf};
 

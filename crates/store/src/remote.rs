@@ -6,7 +6,9 @@
 //! Layout under the URL's prefix:
 //!
 //! ```text
-//! objects/<2 hex>/<62 hex>     every object (files, manifests, run records), named by its blake3
+//! objects/<2 hex>/<62 hex>     an object (a file, manifest or run record), named by its blake3
+//! packs/<2 hex>/<62 hex>       many small files of one artifact end to end (see `packs`)
+//! pack-index/<manifest>        where each packed file of that artifact's manifest is
 //! runs/<key>/<record digest>   empty: the records a key has (written last, after what they name)
 //! ```
 //!
@@ -23,7 +25,11 @@ use object_store::{
     ObjectStore as Bucket, ObjectStoreExt, PutMode, PutOptions, PutPayload, WriteMultipart,
 };
 
+use super::object_store::PutFile;
 use super::{Cas, Digest, Result, StoreError, io_err};
+
+mod packs;
+pub use packs::{TransferPlan, transfer_plan};
 
 /// Objects at most this large go up in one request; larger ones in parts of this size.
 const PART: usize = 8 << 20;
@@ -46,6 +52,29 @@ pub struct Remote {
 pub struct Moved {
     pub objects: u64,
     pub bytes: u64,
+    /// Packs among the requests (each holding many of the objects).
+    pub packs: u64,
+}
+
+impl std::ops::Add for Moved {
+    type Output = Moved;
+    fn add(self, other: Moved) -> Moved {
+        Moved {
+            objects: self.objects + other.objects,
+            bytes: self.bytes + other.bytes,
+            packs: self.packs + other.packs,
+        }
+    }
+}
+
+impl Moved {
+    fn object(bytes: u64) -> Moved {
+        Moved {
+            objects: 1,
+            bytes,
+            packs: 0,
+        }
+    }
 }
 
 impl Remote {
@@ -117,8 +146,8 @@ impl Remote {
         self.prefix.clone().join("runs").join(key.to_hex())
     }
 
-    /// Those of `digests` the remote does not hold: one request each for a few, a listing of the
-    /// remote's objects (a thousand names a request) for many.
+    /// Those of `digests` the remote does not hold, in the order given: one request each for a
+    /// few, a listing of the remote's objects (a thousand names a request) for many.
     pub fn missing(&self, digests: &[Digest]) -> Result<Vec<Digest>> {
         if digests.len() > LIST_OVER {
             let held = self.listed_objects()?;
@@ -131,13 +160,10 @@ impl Remote {
         self.runtime.block_on(async {
             let found: Vec<Option<Digest>> = futures::stream::iter(digests)
                 .map(|d| async move {
-                    match self.bucket.head(&self.object_path(d)).await {
-                        Ok(_) => Ok(None),
-                        Err(object_store::Error::NotFound { .. }) => Ok(Some(*d)),
-                        Err(e) => Err(self.fail(e)),
-                    }
+                    let held = self.exists(&self.object_path(d)).await?;
+                    Ok::<_, StoreError>((!held).then_some(*d))
                 })
-                .buffer_unordered(CONCURRENCY)
+                .buffered(CONCURRENCY)
                 .try_collect()
                 .await?;
             Ok(found.into_iter().flatten().collect())
@@ -178,10 +204,7 @@ impl Remote {
                 .map(|d| self.upload_one(cas, *d))
                 .buffer_unordered(CONCURRENCY)
                 .try_fold(Moved::default(), |sum, bytes| async move {
-                    Ok(Moved {
-                        objects: sum.objects + 1,
-                        bytes: sum.bytes + bytes,
-                    })
+                    Ok(sum + Moved::object(bytes))
                 })
                 .await
         })
@@ -206,18 +229,8 @@ impl Remote {
                 return Err(damaged());
             }
             let size = first.len() as u64;
-            let create = PutOptions {
-                mode: PutMode::Create,
-                ..Default::default()
-            };
-            return match self
-                .bucket
-                .put_opts(&path, PutPayload::from(first), create)
-                .await
-            {
-                Ok(_) | Err(object_store::Error::AlreadyExists { .. }) => Ok(size),
-                Err(e) => Err(self.fail(e)),
-            };
+            self.put_new(&path, PutPayload::from(first)).await?;
+            return Ok(size);
         }
         let upload = self
             .bucket
@@ -248,24 +261,38 @@ impl Remote {
     /// Copies objects down into the local cache, many at once; each is hashed on the way and kept
     /// only when it matches its digest.
     pub fn download(&self, cas: &Cas, digests: &[Digest]) -> Result<Moved> {
-        let tmp = cas.temp_dir()?;
-        let moved = self.runtime.block_on(async {
+        self.download_into(cas, |tmp| async move {
             futures::stream::iter(digests)
-                .map(|d| self.download_one(cas, &tmp, *d))
+                .map(|d| self.download_one(&tmp, *d))
                 .buffer_unordered(CONCURRENCY)
-                .try_fold(Moved::default(), |sum, bytes| async move {
-                    Ok(Moved {
-                        objects: sum.objects + 1,
-                        bytes: sum.bytes + bytes,
-                    })
-                })
+                .try_collect::<Vec<_>>()
                 .await
-        });
-        let _ = std::fs::remove_dir_all(&tmp);
-        moved
+        })
     }
 
-    async fn download_one(&self, cas: &Cas, tmp: &std::path::Path, digest: Digest) -> Result<u64> {
+    /// Runs `fetch`, which writes checked objects into a fresh folder of `cache/tmp/`, then takes
+    /// them all into the cache at once: many small files are made durable together, not one by one.
+    fn download_into<F, Fut>(&self, cas: &Cas, fetch: F) -> Result<Moved>
+    where
+        F: FnOnce(std::path::PathBuf) -> Fut,
+        Fut: std::future::Future<Output = Result<Vec<(PutFile, Moved)>>>,
+    {
+        let tmp = cas.temp_dir()?;
+        let fetched = self.runtime.block_on(fetch(tmp.clone()));
+        let taken = fetched.and_then(|fetched| {
+            let (files, moved): (Vec<PutFile>, Vec<Moved>) = fetched.into_iter().unzip();
+            cas.take_in(&files)?;
+            Ok(moved.into_iter().fold(Moved::default(), |a, b| a + b))
+        });
+        let _ = std::fs::remove_dir_all(&tmp);
+        taken
+    }
+
+    async fn download_one(
+        &self,
+        tmp: &std::path::Path,
+        digest: Digest,
+    ) -> Result<(PutFile, Moved)> {
         let got = match self.bucket.get(&self.object_path(&digest)).await {
             Ok(got) => got,
             Err(object_store::Error::NotFound { .. }) => {
@@ -273,27 +300,50 @@ impl Remote {
             }
             Err(e) => return Err(self.fail(e)),
         };
-        let file_path = tmp.join(digest.to_hex());
-        let mut file = std::fs::File::create(&file_path).map_err(io_err(&file_path))?;
+        let path = tmp.join(digest.to_hex());
+        let mut file = std::fs::File::create(&path).map_err(io_err(&path))?;
         let mut hasher = blake3::Hasher::new();
         let mut size = 0u64;
         let mut chunks = got.into_stream();
         while let Some(chunk) = chunks.next().await {
             let chunk = chunk.map_err(|e| self.fail(e))?;
             hasher.update(&chunk);
-            file.write_all(&chunk).map_err(io_err(&file_path))?;
+            file.write_all(&chunk).map_err(io_err(&path))?;
             size += chunk.len() as u64;
         }
         if Digest::from(hasher.finalize()) != digest {
-            return Err(self.fail(format!(
-                "object {digest} came back with other content: not kept (the remote copy is damaged \
-                 or was altered)"
-            )));
+            return Err(self.altered(digest));
         }
-        file.sync_all().map_err(io_err(&file_path))?;
-        drop(file);
-        cas.take_in(&file_path, digest)?;
-        Ok(size)
+        Ok((PutFile { path, digest }, Moved::object(size)))
+    }
+
+    fn altered(&self, digest: Digest) -> StoreError {
+        self.fail(format!(
+            "object {digest} came back with other content: not kept (the remote copy is damaged \
+             or was altered)"
+        ))
+    }
+
+    /// Writes `payload` at `path` unless something is there already (then it is the same bytes:
+    /// every name on the remote is a digest of what it names).
+    async fn put_new(&self, path: &RemotePath, payload: PutPayload) -> Result<()> {
+        let create = PutOptions {
+            mode: PutMode::Create,
+            ..Default::default()
+        };
+        match self.bucket.put_opts(path, payload, create).await {
+            Ok(_) | Err(object_store::Error::AlreadyExists { .. }) => Ok(()),
+            Err(e) => Err(self.fail(e)),
+        }
+    }
+
+    /// Whether something is at `path`.
+    async fn exists(&self, path: &RemotePath) -> Result<bool> {
+        match self.bucket.head(path).await {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Err(e) => Err(self.fail(e)),
+        }
     }
 
     /// The records the remote holds for `key`.
@@ -308,20 +358,8 @@ impl Remote {
     /// Names `record` as a record of `key`. Write it after everything the record names.
     pub fn add_record_ref(&self, key: &Digest, record: &Digest) -> Result<()> {
         let path = self.runs_path(key).join(record.to_hex());
-        let create = PutOptions {
-            mode: PutMode::Create,
-            ..Default::default()
-        };
-        self.runtime.block_on(async {
-            match self
-                .bucket
-                .put_opts(&path, PutPayload::default(), create)
-                .await
-            {
-                Ok(_) | Err(object_store::Error::AlreadyExists { .. }) => Ok(()),
-                Err(e) => Err(self.fail(e)),
-            }
-        })
+        self.runtime
+            .block_on(self.put_new(&path, PutPayload::default()))
     }
 }
 
@@ -334,3 +372,6 @@ fn read_part(reader: &mut (dyn Read + Send), digest: Digest) -> Result<Vec<u8>> 
         .map_err(|e| StoreError::Other(format!("reading object {digest}: {e}")))?;
     Ok(part)
 }
+
+#[cfg(test)]
+mod tests;
