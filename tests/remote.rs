@@ -100,32 +100,101 @@ fn a_remote_serving_altered_bytes_cannot_poison_the_cache() {
     second.run(&["verify"]).assert_code(0);
 }
 
+/// moto's S3 server on 127.0.0.1 with one bucket, stopped when dropped.
+struct Moto {
+    pid: i32,
+    endpoint: String,
+}
+
+impl Moto {
+    fn start(port_offset: u32, bucket: &str) -> Moto {
+        let port = 20000 + (std::process::id() * 2 + port_offset) % 20000;
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/servers/moto");
+        let out = std::process::Command::new(script)
+            .args([port.to_string().as_str(), bucket])
+            .output()
+            .expect("run tests/servers/moto");
+        assert!(
+            out.status.success(),
+            "moto did not start: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Moto {
+            pid: String::from_utf8_lossy(&out.stdout).trim().parse().unwrap(),
+            endpoint: format!("http://127.0.0.1:{port}"),
+        }
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        // SAFETY: kill(2) has no memory effects; the pid is the server this test started.
+        unsafe { libc::kill(self.pid, libc::SIGTERM) };
+    }
+}
+
 #[test]
 fn a_push_and_a_pull_through_a_real_s3_server_restore_everything() {
-    let port = 20000 + std::process::id() % 20000;
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/servers/moto");
-    let out = std::process::Command::new(script)
-        .args([port.to_string().as_str(), "vlmflow-test"])
-        .output()
-        .expect("run tests/servers/moto");
-    assert!(
-        out.status.success(),
-        "moto did not start: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let pid: i32 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
-    let endpoint = format!("http://127.0.0.1:{port}");
+    let moto = Moto::start(0, "vlmflow-test");
     let env = [
-        ("AWS_ENDPOINT_URL", endpoint.as_str()),
+        ("AWS_ENDPOINT_URL", moto.endpoint.as_str()),
         ("AWS_ACCESS_KEY_ID", "test"),
         ("AWS_SECRET_ACCESS_KEY", "test"),
         ("AWS_REGION", "us-east-1"),
     ];
-    let result = std::panic::catch_unwind(|| push_then_pull("s3://vlmflow-test/team/cache", &env));
-    common::signal(pid, libc::SIGTERM);
-    if let Err(panic) = result {
-        std::panic::resume_unwind(panic);
-    }
+    push_then_pull("s3://vlmflow-test/team/cache", &env);
+}
+
+#[test]
+fn credentials_region_and_endpoint_come_from_an_aws_profile() {
+    let moto = Moto::start(1, "vlmflow-profile");
+    let aws = tempfile::tempdir().unwrap();
+    let credentials = aws.path().join("credentials");
+    let config = aws.path().join("config");
+    std::fs::write(
+        &credentials,
+        "[default]\naws_access_key_id = wrong\n\n[team]\naws_access_key_id = test\n\
+         aws_secret_access_key = test\n",
+    )
+    .unwrap();
+    std::fs::write(
+        &config,
+        format!(
+            "[profile team]\nregion = us-east-1\nendpoint_url = {}\ns3 =\n    addressing_style = path\n",
+            moto.endpoint
+        ),
+    )
+    .unwrap();
+    let files = [
+        ("AWS_SHARED_CREDENTIALS_FILE", credentials.to_str().unwrap()),
+        ("AWS_CONFIG_FILE", config.to_str().unwrap()),
+    ];
+    let ws = clone_with_remote("s3://vlmflow-profile/cache");
+    ws.build_ok(&[]);
+    let with_profile = |profile: &str| {
+        let mut cmd = ws.command(&["push"]);
+        for var in ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION"] {
+            cmd.env_remove(var);
+        }
+        cmd.env_remove("AWS_ENDPOINT_URL");
+        cmd.envs(files).env("AWS_PROFILE", profile);
+        cmd.output().unwrap()
+    };
+    let pushed = with_profile("team");
+    let said = String::from_utf8_lossy(&pushed.stdout).into_owned()
+        + &String::from_utf8_lossy(&pushed.stderr);
+    assert!(
+        pushed.status.success() && said.contains("pushed 3 stages"),
+        "{said}"
+    );
+    let absent = with_profile("nobody");
+    let said = String::from_utf8_lossy(&absent.stderr);
+    assert!(
+        !absent.status.success()
+            && said.contains("AWS profile `nobody` (AWS_PROFILE) is in neither")
+            && said.contains(config.to_str().unwrap()),
+        "{said}"
+    );
 }
 
 fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {

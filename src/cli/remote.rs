@@ -2,6 +2,7 @@
 
 use vlmflow_engine::build::{BuildOptions, EngineError, build};
 use vlmflow_engine::remote_sync::push;
+use vlmflow_engine::report::Reporter;
 use vlmflow_engine::workspace::Workspace;
 
 #[derive(clap::Args)]
@@ -22,7 +23,10 @@ pub struct PullArgs {
 }
 
 pub fn run_push(ws: &Workspace, args: PushArgs) -> Result<i32, EngineError> {
-    let report = push(ws, &vlmflow_stages::kinds(), &args.targets)?;
+    let reporter = Reporter::new("push".len());
+    let progress = reporter.start_stage("push");
+    let report = push(ws, &vlmflow_stages::kinds(), &args.targets, &progress)?;
+    drop(progress);
     if args.json {
         super::print_json(&report);
         return Ok(0);

@@ -128,7 +128,10 @@ impl Executor<'_> {
     fn fetch_or_run(&self, job: &Job<'_>, started: Instant, mut reasons: Vec<Reason>) -> Outcome {
         if let Some(remote) = self.remote {
             let key = job.eval.key;
-            match remote_sync::fetch(remote, job.db, self.cas, &key) {
+            let progress = self.reporter.start_stage(&job.stage.name);
+            let fetched = remote_sync::fetch(remote, job.db, self.cas, &key, &progress);
+            drop(progress);
+            match fetched {
                 Ok(Some(moved)) => {
                     let cached = job.db.cached_run(&key.to_hex()).ok().flatten();
                     if let Some((run, artifact)) =

@@ -4,11 +4,13 @@
 //! pull` is a build that fetches and never runs.
 
 use super::build::{EngineError, load_pipeline, select};
-use super::kind::Kinds;
+use super::kind::{Kinds, Progress};
 use super::stagefile::Pipeline;
 use super::workspace::Workspace;
+use std::sync::Mutex;
 use vlmflow_store::cas::RecordRef;
 use vlmflow_store::db::Db;
+
 use vlmflow_store::remote::{Moved, Remote, transfer_plan};
 use vlmflow_store::{Cas, Digest, StoreError};
 
@@ -44,7 +46,12 @@ pub struct PushReport {
 }
 
 /// Sends the current run of each target (all stages when none is named) and of what they need.
-pub fn push(ws: &Workspace, kinds: &Kinds, targets: &[String]) -> Result<PushReport, EngineError> {
+pub fn push(
+    ws: &Workspace,
+    kinds: &Kinds,
+    targets: &[String],
+    progress: &dyn Progress,
+) -> Result<PushReport, EngineError> {
     let (pipeline, _) = load_pipeline(ws, kinds, &[])?;
     let remote = open_remote(&pipeline)?.ok_or_else(no_remote)?;
     let selected = select(&pipeline, targets)?;
@@ -56,11 +63,13 @@ pub fn push(ws: &Workspace, kinds: &Kinds, targets: &[String]) -> Result<PushRep
     };
     let mut loose: Vec<Digest> = Vec::new();
     let mut packed = Vec::new();
+    let mut sizes = std::collections::HashMap::new();
     let mut refs: Vec<RecordRef> = Vec::new();
     for (stage, _) in pipeline.stages.iter().zip(&selected).filter(|(_, s)| **s) {
         match kept_run(&db, &stage.name)? {
             Ok((key, record)) => {
                 let run = RunObjects::of(&cas, &record)?;
+                sizes.extend(run.sizes);
                 loose.extend(run.loose);
                 packed.extend(run.packed);
                 refs.push(RecordRef { key, record });
@@ -75,9 +84,16 @@ pub fn push(ws: &Workspace, kinds: &Kinds, targets: &[String]) -> Result<PushRep
     packed.dedup();
     let missing = remote.missing(&loose)?;
     report.objects_already_there = loose.len() - missing.len();
-    let mut sent = remote.upload(&cas, &missing)?;
+    let tally = Tally::new(progress, "sent");
+    let size = |d: &Digest| sizes.get(d).copied().unwrap_or(0);
+    tally.expect(missing.len() as u64, missing.iter().map(size).sum());
+    for (_, files) in &packed {
+        tally.expect(files.len() as u64, files.iter().map(|f| f.1).sum());
+    }
+    let on_moved = |m: Moved| tally.add(m);
+    let mut sent = remote.upload(&cas, &missing, &on_moved)?;
     for (manifest, files) in &packed {
-        match remote.upload_packs(&cas, manifest, files)? {
+        match remote.upload_packs(&cas, manifest, files, &on_moved)? {
             Some(moved) => sent = sent + moved,
             None => report.objects_already_there += files.len(),
         }
@@ -121,12 +137,16 @@ struct RunObjects {
     loose: Vec<Digest>,
     /// The artifact's manifest and its files that travel packed, when there are such.
     packed: Option<(Digest, Vec<(Digest, u64)>)>,
+    /// The sizes of the artifact's files (those of records and manifests are not known, and small).
+    sizes: Vec<(Digest, u64)>,
 }
 
 impl RunObjects {
     fn of(cas: &Cas, record: &Digest) -> Result<RunObjects, StoreError> {
         let run = cas.read_record(record)?;
-        let plan = transfer_plan(&cas.read_manifest(&run.artifact)?);
+        let manifest = cas.read_manifest(&run.artifact)?;
+        let sizes = manifest.file_sizes().collect();
+        let plan = transfer_plan(&manifest);
         let mut loose = vec![*record, run.artifact];
         loose.extend(plan.loose);
         for extra in [run.log, run.inputs_manifest].into_iter().flatten() {
@@ -135,7 +155,11 @@ impl RunObjects {
             }
         }
         let packed = (!plan.packed.is_empty()).then_some((run.artifact, plan.packed));
-        Ok(RunObjects { loose, packed })
+        Ok(RunObjects {
+            loose,
+            packed,
+            sizes,
+        })
     }
 }
 
@@ -147,29 +171,40 @@ pub(crate) fn fetch(
     db: &Db,
     cas: &Cas,
     key: &Digest,
+    progress: &dyn Progress,
 ) -> Result<Option<Moved>, StoreError> {
     let Some(record) = remote.record_refs(key)?.into_iter().next() else {
         return Ok(None);
     };
-    let mut moved = download_missing(remote, cas, &[record])?;
+    let tally = Tally::new(progress, "fetched");
+    let on_moved = |m: Moved| tally.add(m);
+    let mut moved = download_missing(remote, cas, &[record], &on_moved)?;
     let run = cas.read_record(&record)?;
-    moved = moved + download_missing(remote, cas, &[run.artifact])?;
-    let plan = transfer_plan(&cas.read_manifest(&run.artifact)?);
-    let mut loose = plan.loose;
+    moved = moved + download_missing(remote, cas, &[run.artifact], &on_moved)?;
+    let manifest = cas.read_manifest(&run.artifact)?;
+    let sizes: std::collections::HashMap<Digest, u64> = manifest.file_sizes().collect();
+    let plan = transfer_plan(&manifest);
+    let mut loose = not_held(cas, &plan.loose)?;
     let wanted_packed = not_held(cas, plan.packed.iter().map(|f| &f.0))?;
+    // The log and the inputs' manifest help `log` and `status`, but the artifact does not need
+    // them: a remote without them is fine.
+    let extras = not_held(cas, [run.log, run.inputs_manifest].iter().flatten())?;
+    let wanted = loose.iter().chain(&wanted_packed).chain(&extras);
+    tally.expect(
+        moved.objects + wanted.clone().count() as u64,
+        moved.bytes
+            + wanted
+                .map(|d| sizes.get(d).copied().unwrap_or(0))
+                .sum::<u64>(),
+    );
     if !wanted_packed.is_empty() {
-        let (from_packs, rest) = remote.download_packed(cas, &run.artifact, &wanted_packed)?;
+        let (from_packs, rest) =
+            remote.download_packed(cas, &run.artifact, &wanted_packed, &on_moved)?;
         moved = moved + from_packs;
         loose.extend(rest);
     }
-    moved = moved + download_missing(remote, cas, &loose)?;
-    // The log and the inputs' manifest help `log` and `status`, but the artifact does not need
-    // them: a remote without them is fine.
-    let extras: Vec<Digest> = [run.log, run.inputs_manifest]
-        .into_iter()
-        .flatten()
-        .collect();
-    if let Ok(more) = download_missing(remote, cas, &extras) {
+    moved = moved + download_missing(remote, cas, &loose, &on_moved)?;
+    if let Ok(more) = remote.download(cas, &extras, &on_moved) {
         moved = moved + more;
     }
     let r = RecordRef { key: *key, record };
@@ -178,8 +213,13 @@ pub(crate) fn fetch(
     Ok(Some(moved))
 }
 
-fn download_missing(remote: &Remote, cas: &Cas, digests: &[Digest]) -> Result<Moved, StoreError> {
-    remote.download(cas, &not_held(cas, digests)?)
+fn download_missing(
+    remote: &Remote,
+    cas: &Cas,
+    digests: &[Digest],
+    on_moved: &(dyn Fn(Moved) + Sync),
+) -> Result<Moved, StoreError> {
+    remote.download(cas, &not_held(cas, digests)?, on_moved)
 }
 
 fn not_held<'a>(
@@ -193,4 +233,54 @@ fn not_held<'a>(
         }
     }
     Ok(wanted)
+}
+
+/// A transfer's progress as the display shows it: objects and bytes so far, against what is
+/// expected (which grows as the transfer learns what it holds).
+struct Tally<'a> {
+    progress: &'a dyn Progress,
+    verb: &'static str,
+    counts: Mutex<(Moved, Moved)>,
+}
+
+impl<'a> Tally<'a> {
+    fn new(progress: &'a dyn Progress, verb: &'static str) -> Tally<'a> {
+        Tally {
+            progress,
+            verb,
+            counts: Mutex::new(Default::default()),
+        }
+    }
+
+    fn expect(&self, objects: u64, bytes: u64) {
+        if let Ok(mut counts) = self.counts.lock() {
+            counts.1 = counts.1
+                + Moved {
+                    objects,
+                    bytes,
+                    packs: 0,
+                };
+        }
+    }
+
+    fn add(&self, moved: Moved) {
+        let Ok(mut counts) = self.counts.lock() else {
+            return;
+        };
+        counts.0 = counts.0 + moved;
+        let (done, expected) = *counts;
+        let mib = |b: u64| b as f64 / (1u64 << 20) as f64;
+        let message = if expected.bytes > done.bytes {
+            format!(
+                "objects {}, {:.1} of {:.1} MiB",
+                self.verb,
+                mib(done.bytes),
+                mib(expected.bytes)
+            )
+        } else {
+            format!("objects {}, {:.1} MiB", self.verb, mib(done.bytes))
+        };
+        let total = (expected.objects >= done.objects).then_some(expected.objects);
+        self.progress.update(done.objects, total, &message);
+    }
 }

@@ -188,6 +188,14 @@ impl Manifest {
             .count()
     }
 
+    /// Each file's digest and size.
+    pub fn file_sizes(&self) -> impl Iterator<Item = (Digest, u64)> + '_ {
+        self.entries.iter().filter_map(|e| match e.node {
+            Node::File { digest, size, .. } => Some((digest, size)),
+            _ => None,
+        })
+    }
+
     pub fn total_size(&self) -> u64 {
         self.entries
             .iter()

@@ -1,7 +1,8 @@
 //! A remote cache: the same content-addressed objects as `cache/objects/` and the refs of the run
 //! records, kept in object storage through the `object_store` crate — S3 and S3-compatible
 //! servers (`s3://bucket/prefix`), a shared folder (`file:///path`), GCS and Azure. Credentials
-//! come from the environment (`AWS_ACCESS_KEY_ID`, `AWS_ENDPOINT_URL`, …), never from a Stagefile.
+//! come from the environment (`AWS_ACCESS_KEY_ID`, `AWS_ENDPOINT_URL`, …) and the AWS profile
+//! files (`aws_profile`), never from a Stagefile.
 //!
 //! Layout under the URL's prefix:
 //!
@@ -28,6 +29,7 @@ use object_store::{
 use super::object_store::PutFile;
 use super::{Cas, Digest, Result, StoreError, io_err};
 
+mod aws_profile;
 mod packs;
 pub use packs::{TransferPlan, transfer_plan};
 
@@ -75,7 +77,18 @@ impl Moved {
             packs: 0,
         }
     }
+
+    fn bytes(bytes: u64) -> Moved {
+        Moved {
+            bytes,
+            ..Moved::default()
+        }
+    }
 }
+
+/// Told of each piece of a transfer as it lands (the bytes of a part or chunk, then each whole
+/// object or pack), from any of the transfer's tasks: what a progress display needs.
+pub type OnMoved<'a> = &'a (dyn Fn(Moved) + Sync);
 
 impl Remote {
     /// The remote at `url`; nothing is contacted yet.
@@ -88,12 +101,10 @@ impl Remote {
         })?;
         let (bucket, prefix): (Arc<dyn Bucket>, RemotePath) = match parsed.scheme() {
             "s3" | "s3a" => {
-                let mut builder = object_store::aws::AmazonS3Builder::from_env().with_url(url);
-                // A server on plain HTTP (a local S3-compatible one) is allowed when named so.
-                if std::env::var("AWS_ENDPOINT_URL").is_ok_and(|e| e.starts_with("http://")) {
-                    builder = builder.with_allow_http(true);
-                }
-                let s3 = builder.build().map_err(|e| fail(e.to_string()))?;
+                let s3 = s3_builder(url)
+                    .map_err(fail)?
+                    .build()
+                    .map_err(|e| fail(e.to_string()))?;
                 (Arc::new(s3), RemotePath::from(parsed.path()))
             }
             "file" => {
@@ -198,10 +209,10 @@ impl Remote {
 
     /// Copies objects from the local cache up, many at once; each is hashed as it is read, and
     /// one whose local copy no longer matches its digest is not sent.
-    pub fn upload(&self, cas: &Cas, digests: &[Digest]) -> Result<Moved> {
+    pub fn upload(&self, cas: &Cas, digests: &[Digest], on_moved: OnMoved<'_>) -> Result<Moved> {
         self.runtime.block_on(async {
             futures::stream::iter(digests)
-                .map(|d| self.upload_one(cas, *d))
+                .map(|d| self.upload_one(cas, *d, on_moved))
                 .buffer_unordered(CONCURRENCY)
                 .try_fold(Moved::default(), |sum, bytes| async move {
                     Ok(sum + Moved::object(bytes))
@@ -210,7 +221,7 @@ impl Remote {
         })
     }
 
-    async fn upload_one(&self, cas: &Cas, digest: Digest) -> Result<u64> {
+    async fn upload_one(&self, cas: &Cas, digest: Digest, on_moved: OnMoved<'_>) -> Result<u64> {
         let mut reader = cas
             .open_object(&digest)?
             .ok_or(StoreError::CorruptObject(digest))?;
@@ -230,6 +241,7 @@ impl Remote {
             }
             let size = first.len() as u64;
             self.put_new(&path, PutPayload::from(first)).await?;
+            on_moved(Moved::object(size));
             return Ok(size);
         }
         let upload = self
@@ -246,6 +258,7 @@ impl Remote {
                 .map_err(|e| self.fail(e))?;
             writer.write(&first);
             size += first.len() as u64;
+            on_moved(Moved::bytes(first.len() as u64));
             first = read_part(&mut reader, digest)?;
             hasher.update(&first);
         }
@@ -255,15 +268,16 @@ impl Remote {
             return Err(damaged());
         }
         writer.finish().await.map_err(|e| self.fail(e))?;
+        on_moved(Moved::object(0));
         Ok(size)
     }
 
     /// Copies objects down into the local cache, many at once; each is hashed on the way and kept
     /// only when it matches its digest.
-    pub fn download(&self, cas: &Cas, digests: &[Digest]) -> Result<Moved> {
+    pub fn download(&self, cas: &Cas, digests: &[Digest], on_moved: OnMoved<'_>) -> Result<Moved> {
         self.download_into(cas, |tmp| async move {
             futures::stream::iter(digests)
-                .map(|d| self.download_one(&tmp, *d))
+                .map(|d| self.download_one(&tmp, *d, on_moved))
                 .buffer_unordered(CONCURRENCY)
                 .try_collect::<Vec<_>>()
                 .await
@@ -292,6 +306,7 @@ impl Remote {
         &self,
         tmp: &std::path::Path,
         digest: Digest,
+        on_moved: OnMoved<'_>,
     ) -> Result<(PutFile, Moved)> {
         let got = match self.bucket.get(&self.object_path(&digest)).await {
             Ok(got) => got,
@@ -310,10 +325,12 @@ impl Remote {
             hasher.update(&chunk);
             file.write_all(&chunk).map_err(io_err(&path))?;
             size += chunk.len() as u64;
+            on_moved(Moved::bytes(chunk.len() as u64));
         }
         if Digest::from(hasher.finalize()) != digest {
             return Err(self.altered(digest));
         }
+        on_moved(Moved::object(0));
         Ok((PutFile { path, digest }, Moved::object(size)))
     }
 
@@ -364,6 +381,43 @@ impl Remote {
 }
 
 /// Up to `PART` bytes; fewer only at the end.
+/// S3 settings from the environment, and where it says nothing, from the AWS profile.
+fn s3_builder(url: &str) -> std::result::Result<object_store::aws::AmazonS3Builder, String> {
+    use aws_profile::env;
+    let mut builder = object_store::aws::AmazonS3Builder::from_env().with_url(url);
+    let profile = aws_profile::load()?.unwrap_or_default();
+    if env("AWS_ACCESS_KEY_ID").is_none()
+        && let (Some(id), Some(secret)) = (profile.access_key_id, profile.secret_access_key)
+    {
+        builder = builder
+            .with_access_key_id(id)
+            .with_secret_access_key(secret);
+        if let Some(token) = profile.session_token {
+            builder = builder.with_token(token);
+        }
+    }
+    if env("AWS_REGION").is_none()
+        && env("AWS_DEFAULT_REGION").is_none()
+        && let Some(region) = profile.region
+    {
+        builder = builder.with_region(region);
+    }
+    let endpoint = env("AWS_ENDPOINT_URL").or_else(|| env("AWS_ENDPOINT"));
+    let endpoint = match (endpoint, profile.endpoint_url) {
+        (Some(from_env), _) => Some(from_env),
+        (None, Some(from_profile)) => {
+            builder = builder.with_endpoint(&from_profile);
+            Some(from_profile)
+        }
+        (None, None) => None,
+    };
+    // A server on plain HTTP (a local S3-compatible one) is allowed when named so.
+    if endpoint.is_some_and(|e| e.starts_with("http://")) {
+        builder = builder.with_allow_http(true);
+    }
+    Ok(builder)
+}
+
 fn read_part(reader: &mut (dyn Read + Send), digest: Digest) -> Result<Vec<u8>> {
     let mut part = Vec::with_capacity(PART);
     reader

@@ -22,7 +22,7 @@ use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path as RemotePath;
 use object_store::{ObjectStoreExt, PutPayload};
 
-use super::{Moved, PART, Remote};
+use super::{Moved, OnMoved, PART, Remote};
 use crate::manifest::{Manifest, Node};
 use crate::object_store::PutFile;
 use crate::{Cas, Digest, Result, StoreError, io_err};
@@ -129,6 +129,7 @@ impl Remote {
         cas: &Cas,
         manifest: &Digest,
         files: &[(Digest, u64)],
+        on_moved: OnMoved<'_>,
     ) -> Result<Option<Moved>> {
         let index_path = self.pack_index_path(manifest);
         self.runtime.block_on(async {
@@ -136,7 +137,7 @@ impl Remote {
                 return Ok(None);
             }
             let sent: Vec<(PackEntry, Moved)> = futures::stream::iter(pack_groups(files))
-                .map(|group| self.upload_pack(cas, group))
+                .map(|group| self.upload_pack(cas, group, on_moved))
                 .buffered(PACKS_IN_FLIGHT)
                 .try_collect()
                 .await?;
@@ -151,7 +152,12 @@ impl Remote {
         })
     }
 
-    async fn upload_pack(&self, cas: &Cas, files: &[(Digest, u64)]) -> Result<(PackEntry, Moved)> {
+    async fn upload_pack(
+        &self,
+        cas: &Cas,
+        files: &[(Digest, u64)],
+        on_moved: OnMoved<'_>,
+    ) -> Result<(PackEntry, Moved)> {
         let mut pack = Vec::with_capacity(files.iter().map(|(_, s)| *s as usize).sum());
         let mut entry = PackEntry {
             pack: Digest::of_bytes(&[]),
@@ -182,6 +188,7 @@ impl Remote {
         if !self.exists(&path).await? {
             self.put_new(&path, PutPayload::from(pack)).await?;
         }
+        on_moved(moved);
         Ok((entry, moved))
     }
 
@@ -193,6 +200,7 @@ impl Remote {
         cas: &Cas,
         manifest: &Digest,
         wanted: &[Digest],
+        on_moved: OnMoved<'_>,
     ) -> Result<(Moved, Vec<Digest>)> {
         let Some(index) = self.read_pack_index(manifest)? else {
             return Ok((Moved::default(), wanted.to_vec()));
@@ -212,7 +220,7 @@ impl Remote {
             async move {
                 let per_pack: Vec<Option<Vec<(PutFile, Moved)>>> =
                     futures::stream::iter(&from_packs)
-                        .map(|(pack, files)| self.download_from_pack(&tmp, pack, files))
+                        .map(|(pack, files)| self.download_from_pack(&tmp, pack, files, on_moved))
                         .buffered(PACKS_IN_FLIGHT)
                         .try_collect()
                         .await?;
@@ -260,6 +268,7 @@ impl Remote {
         tmp: &Path,
         pack: &Digest,
         files: &[PackedFile],
+        on_moved: OnMoved<'_>,
     ) -> Result<Option<Vec<(PutFile, Moved)>>> {
         let ranges: Vec<_> = files.iter().map(|(_, o, s)| *o..o + s).collect();
         let parts = match self.bucket.get_ranges(&self.pack_path(pack), &ranges).await {
@@ -283,6 +292,7 @@ impl Remote {
         if let Some((_, first)) = got.first_mut() {
             first.packs = 1;
         }
+        on_moved(got.iter().fold(Moved::default(), |sum, (_, m)| sum + *m));
         Ok(Some(got))
     }
 }

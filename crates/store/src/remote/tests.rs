@@ -69,7 +69,10 @@ fn what_the_remote_lacks_is_the_same_whether_listed_or_asked() {
     let (_, manifest) = artifact(&s.here, LIST_OVER as u32 + 44);
     let all: Vec<Digest> = manifest.objects().collect();
     let (sent, kept_back) = all.split_at(200);
-    assert_eq!(s.remote.upload(&s.here, sent).unwrap().objects, 200);
+    assert_eq!(
+        s.remote.upload(&s.here, sent, &|_| {}).unwrap().objects,
+        200
+    );
     // Over LIST_OVER digests: by listing; a few: one HEAD each.
     assert_eq!(s.remote.missing(&all).unwrap(), kept_back);
     assert_eq!(s.remote.missing(&all[190..210]).unwrap(), &all[200..210]);
@@ -83,13 +86,13 @@ fn packs_go_up_once_and_come_back_checked() {
     assert_eq!(plan.packed.len(), 500);
     let sent = s
         .remote
-        .upload_packs(&s.here, &manifest_digest, &plan.packed)
+        .upload_packs(&s.here, &manifest_digest, &plan.packed, &|_| {})
         .unwrap()
         .expect("the index was not there");
     assert_eq!((sent.objects, sent.packs), (500, 1));
     let again = s
         .remote
-        .upload_packs(&s.here, &manifest_digest, &plan.packed)
+        .upload_packs(&s.here, &manifest_digest, &plan.packed, &|_| {})
         .unwrap();
     assert_eq!(again, None, "a second push sends nothing");
     assert!(
@@ -98,11 +101,21 @@ fn packs_go_up_once_and_come_back_checked() {
     );
 
     let wanted: Vec<Digest> = plan.packed.iter().map(|f| f.0).collect();
+    let told = std::sync::Mutex::new(Moved::default());
+    let on_moved = |m: Moved| {
+        let mut told = told.lock().unwrap();
+        *told = *told + m;
+    };
     let (got, rest) = s
         .remote
-        .download_packed(&s.there, &manifest_digest, &wanted[..300])
+        .download_packed(&s.there, &manifest_digest, &wanted[..300], &on_moved)
         .unwrap();
     assert_eq!((got.objects, got.packs, rest.len()), (300, 1, 0));
+    assert_eq!(
+        *told.lock().unwrap(),
+        got,
+        "the progress display is told all"
+    );
     for d in &wanted[..300] {
         assert_eq!(
             s.there.read_bytes(d).unwrap(),
@@ -118,7 +131,7 @@ fn an_altered_pack_is_named_and_nothing_of_it_is_kept() {
     let (manifest_digest, manifest) = artifact(&s.here, 100);
     let plan = transfer_plan(&manifest);
     s.remote
-        .upload_packs(&s.here, &manifest_digest, &plan.packed)
+        .upload_packs(&s.here, &manifest_digest, &plan.packed, &|_| {})
         .unwrap();
     let pack = files_under(&s.remote_dir.join("packs")).pop().unwrap();
     let mut bytes = std::fs::read(&pack).unwrap();
@@ -129,7 +142,7 @@ fn an_altered_pack_is_named_and_nothing_of_it_is_kept() {
     let wanted: Vec<Digest> = plan.packed.iter().map(|f| f.0).collect();
     let err = s
         .remote
-        .download_packed(&s.there, &manifest_digest, &wanted)
+        .download_packed(&s.there, &manifest_digest, &wanted, &|_| {})
         .unwrap_err()
         .to_string();
     assert!(
@@ -146,23 +159,26 @@ fn files_of_a_missing_pack_or_index_are_left_to_fetch_loose() {
     let plan = transfer_plan(&manifest);
     let wanted: Vec<Digest> = plan.packed.iter().map(|f| f.0).collect();
     // No index: a push by an older vlmflow, every file loose.
-    s.remote.upload(&s.here, &wanted).unwrap();
+    s.remote.upload(&s.here, &wanted, &|_| {}).unwrap();
     let (got, rest) = s
         .remote
-        .download_packed(&s.there, &manifest_digest, &wanted)
+        .download_packed(&s.there, &manifest_digest, &wanted, &|_| {})
         .unwrap();
     assert_eq!((got.objects, &rest), (0, &wanted));
 
     s.remote
-        .upload_packs(&s.here, &manifest_digest, &plan.packed)
+        .upload_packs(&s.here, &manifest_digest, &plan.packed, &|_| {})
         .unwrap();
     for pack in files_under(&s.remote_dir.join("packs")) {
         std::fs::remove_file(pack).unwrap();
     }
     let (got, rest) = s
         .remote
-        .download_packed(&s.there, &manifest_digest, &wanted)
+        .download_packed(&s.there, &manifest_digest, &wanted, &|_| {})
         .unwrap();
     assert_eq!((got.objects, &rest), (0, &wanted));
-    assert_eq!(s.remote.download(&s.there, &rest).unwrap().objects, 100);
+    assert_eq!(
+        s.remote.download(&s.there, &rest, &|_| {}).unwrap().objects,
+        100
+    );
 }
