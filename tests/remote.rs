@@ -1,7 +1,7 @@
 //! The shared cache: a push from one workspace and a pull in a fresh clone restore everything and
 //! run nothing, on a shared folder (`file://`) and on a real S3-compatible server (moto, started
 //! by `tests/servers/moto` on 127.0.0.1); a remote that serves altered bytes cannot poison the
-//! local cache.
+//! local cache; two clones pushing the same runs at once leave a whole remote.
 
 mod common;
 
@@ -249,4 +249,35 @@ fn many_small_files_travel_in_packs_and_a_second_push_sends_nothing() {
     second.run(&["pull"]).assert_code(0);
     assert_eq!(second.read("out/f400"), "400\n");
     second.run(&["verify"]).assert_code(0);
+}
+
+#[test]
+fn two_clones_pushing_the_same_runs_at_once_leave_a_whole_remote() {
+    let remote = tempfile::tempdir().unwrap();
+    let url = format!("file://{}", remote.path().display());
+    // Both clones make the same bytes: 300 small files (packed) and a 20 MiB file (in parts).
+    let stagefile = format!(
+        "[remote]\nurl = \"{url}\"\n\n[stages.many]\nkind = \"cmd\"\n\
+         cmd = \"mkdir -p out && i=0 && while [ $i -lt 300 ]; do i=$((i+1)); echo $i > out/f$i; done \
+         && head -c 20971520 /dev/zero > out/big\"\n\
+         outs = [\"out\"]\n"
+    );
+    let clones = [Ws::new(&stagefile), Ws::new(&stagefile)];
+    for ws in &clones {
+        ws.build_ok(&[]);
+    }
+    let pushes: Vec<_> = clones
+        .iter()
+        .map(|ws| ws.command(&["push"]).spawn().unwrap())
+        .collect();
+    for push in pushes {
+        let out = push.wait_with_output().unwrap();
+        assert!(out.status.success(), "{out:?}");
+    }
+    let third = Ws::new(&stagefile);
+    let pull = third.run(&["pull"]);
+    pull.assert_code(0);
+    assert_eq!(third.times_ran("many"), 0, "{pull}");
+    assert_eq!(third.read("out/f300"), "300\n");
+    third.run(&["verify"]).assert_code(0);
 }
