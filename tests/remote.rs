@@ -210,15 +210,21 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     out
 }
 
+/// A Stagefile whose stage `many` writes `out/f1` … `out/f<n>` (each holding its number), then
+/// runs `then`.
+fn numbered_files(url: &str, n: u32, then: &str) -> String {
+    format!(
+        "[remote]\nurl = \"{url}\"\n\n[stages.many]\nkind = \"cmd\"\n\
+         cmd = \"mkdir -p out && i=0 && while [ $i -lt {n} ]; do i=$((i+1)); echo $i > out/f$i; done \
+         && {then}\"\nouts = [\"out\"]\n"
+    )
+}
+
 #[test]
 fn many_small_files_travel_in_packs_and_a_second_push_sends_nothing() {
     let remote = tempfile::tempdir().unwrap();
     let url = format!("file://{}", remote.path().display());
-    let stagefile = format!(
-        "[remote]\nurl = \"{url}\"\n\n[stages.many]\nkind = \"cmd\"\n\
-         cmd = \"mkdir -p out && i=0 && while [ $i -lt 400 ]; do i=$((i+1)); echo $i > out/f$i; done\"\n\
-         outs = [\"out\"]\n"
-    );
+    let stagefile = numbered_files(&url, 400, "true");
     let first = Ws::new(&stagefile);
     first.build_ok(&[]);
     let push = first.run(&["push"]);
@@ -256,12 +262,7 @@ fn two_clones_pushing_the_same_runs_at_once_leave_a_whole_remote() {
     let remote = tempfile::tempdir().unwrap();
     let url = format!("file://{}", remote.path().display());
     // Both clones make the same bytes: 300 small files (packed) and a 20 MiB file (in parts).
-    let stagefile = format!(
-        "[remote]\nurl = \"{url}\"\n\n[stages.many]\nkind = \"cmd\"\n\
-         cmd = \"mkdir -p out && i=0 && while [ $i -lt 300 ]; do i=$((i+1)); echo $i > out/f$i; done \
-         && head -c 20971520 /dev/zero > out/big\"\n\
-         outs = [\"out\"]\n"
-    );
+    let stagefile = numbered_files(&url, 300, "head -c 20971520 /dev/zero > out/big");
     let clones = [Ws::new(&stagefile), Ws::new(&stagefile)];
     for ws in &clones {
         ws.build_ok(&[]);

@@ -7,10 +7,10 @@ use super::build::{EngineError, load_pipeline, select};
 use super::kind::{Kinds, Progress};
 use super::stagefile::Pipeline;
 use super::workspace::Workspace;
+use std::collections::HashMap;
 use std::sync::Mutex;
 use vlmflow_store::cas::RecordRef;
 use vlmflow_store::db::Db;
-
 use vlmflow_store::remote::{Moved, Remote, transfer_plan};
 use vlmflow_store::{Cas, Digest, StoreError};
 
@@ -63,7 +63,7 @@ pub fn push(
     };
     let mut loose: Vec<Digest> = Vec::new();
     let mut packed = Vec::new();
-    let mut sizes = std::collections::HashMap::new();
+    let mut sizes = HashMap::new();
     let mut refs: Vec<RecordRef> = Vec::new();
     for (stage, _) in pipeline.stages.iter().zip(&selected).filter(|(_, s)| **s) {
         match kept_run(&db, &stage.name)? {
@@ -84,19 +84,24 @@ pub fn push(
     packed.dedup();
     let missing = remote.missing(&loose)?;
     report.objects_already_there = loose.len() - missing.len();
+    let mut unpacked = Vec::new();
+    for (manifest, files) in &packed {
+        if remote.holds_packs(manifest)? {
+            report.objects_already_there += files.len();
+        } else {
+            unpacked.push((manifest, files));
+        }
+    }
     let tally = Tally::new(progress, "sent");
     let size = |d: &Digest| sizes.get(d).copied().unwrap_or(0);
     tally.expect(missing.len() as u64, missing.iter().map(size).sum());
-    for (_, files) in &packed {
+    for (_, files) in &unpacked {
         tally.expect(files.len() as u64, files.iter().map(|f| f.1).sum());
     }
     let on_moved = |m: Moved| tally.add(m);
     let mut sent = remote.upload(&cas, &missing, &on_moved)?;
-    for (manifest, files) in &packed {
-        match remote.upload_packs(&cas, manifest, files, &on_moved)? {
-            Some(moved) => sent = sent + moved,
-            None => report.objects_already_there += files.len(),
-        }
+    for (manifest, files) in unpacked {
+        sent = sent + remote.upload_packs(&cas, manifest, files, &on_moved)?;
     }
     report.objects_sent = sent.objects;
     report.bytes_sent = sent.bytes;
@@ -182,7 +187,7 @@ pub(crate) fn fetch(
     let run = cas.read_record(&record)?;
     moved = moved + download_missing(remote, cas, &[run.artifact], &on_moved)?;
     let manifest = cas.read_manifest(&run.artifact)?;
-    let sizes: std::collections::HashMap<Digest, u64> = manifest.file_sizes().collect();
+    let sizes: HashMap<Digest, u64> = manifest.file_sizes().collect();
     let plan = transfer_plan(&manifest);
     let mut loose = not_held(cas, &plan.loose)?;
     let wanted_packed = not_held(cas, plan.packed.iter().map(|f| &f.0))?;
@@ -203,7 +208,7 @@ pub(crate) fn fetch(
         moved = moved + from_packs;
         loose.extend(rest);
     }
-    moved = moved + download_missing(remote, cas, &loose, &on_moved)?;
+    moved = moved + remote.download(cas, &loose, &on_moved)?;
     if let Ok(more) = remote.download(cas, &extras, &on_moved) {
         moved = moved + more;
     }

@@ -145,10 +145,15 @@ impl Remote {
     }
 
     fn object_path(&self, digest: &Digest) -> RemotePath {
+        self.fanned_path("objects", digest)
+    }
+
+    /// `<dir>/<2 hex>/<62 hex>` under the prefix.
+    fn fanned_path(&self, dir: &str, digest: &Digest) -> RemotePath {
         let hex = digest.to_hex();
         self.prefix
             .clone()
-            .join("objects")
+            .join(dir)
             .join(&hex[..2])
             .join(&hex[2..])
     }
@@ -229,15 +234,9 @@ impl Remote {
         let mut hasher = blake3::Hasher::new();
         let mut first = read_part(&mut reader, digest)?;
         hasher.update(&first);
-        let damaged = || {
-            self.fail(format!(
-                "the local copy of object {digest} does not match its digest: not sent \
-                 (`vlmflow verify --repair` quarantines it)"
-            ))
-        };
         if first.len() < PART {
             if Digest::from(hasher.finalize()) != digest {
-                return Err(damaged());
+                return Err(self.damaged_here(digest));
             }
             let size = first.len() as u64;
             self.put_new(&path, PutPayload::from(first)).await?;
@@ -265,7 +264,7 @@ impl Remote {
         // Only a whole, correct object gets a name on the remote.
         if Digest::from(hasher.finalize()) != digest {
             let _ = writer.abort().await;
-            return Err(damaged());
+            return Err(self.damaged_here(digest));
         }
         writer.finish().await.map_err(|e| self.fail(e))?;
         on_moved(Moved::object(0));
@@ -275,6 +274,9 @@ impl Remote {
     /// Copies objects down into the local cache, many at once; each is hashed on the way and kept
     /// only when it matches its digest.
     pub fn download(&self, cas: &Cas, digests: &[Digest], on_moved: OnMoved<'_>) -> Result<Moved> {
+        if digests.is_empty() {
+            return Ok(Moved::default());
+        }
         self.download_into(cas, |tmp| async move {
             futures::stream::iter(digests)
                 .map(|d| self.download_one(&tmp, *d, on_moved))
@@ -334,6 +336,14 @@ impl Remote {
         Ok((PutFile { path, digest }, Moved::object(size)))
     }
 
+    /// The local copy of `digest` no longer hashes to it: it is not sent.
+    fn damaged_here(&self, digest: Digest) -> StoreError {
+        self.fail(format!(
+            "the local copy of object {digest} does not match its digest: not sent \
+             (`vlmflow verify --repair` quarantines it)"
+        ))
+    }
+
     fn altered(&self, digest: Digest) -> StoreError {
         self.fail(format!(
             "object {digest} came back with other content: not kept (the remote copy is damaged \
@@ -380,7 +390,6 @@ impl Remote {
     }
 }
 
-/// Up to `PART` bytes; fewer only at the end.
 /// S3 settings from the environment, and where it says nothing, from the AWS profile.
 fn s3_builder(url: &str) -> std::result::Result<object_store::aws::AmazonS3Builder, String> {
     use aws_profile::env;
@@ -418,6 +427,7 @@ fn s3_builder(url: &str) -> std::result::Result<object_store::aws::AmazonS3Build
     Ok(builder)
 }
 
+/// Up to `PART` bytes; fewer only at the end.
 fn read_part(reader: &mut (dyn Read + Send), digest: Digest) -> Result<Vec<u8>> {
     let mut part = Vec::with_capacity(PART);
     reader

@@ -106,12 +106,7 @@ struct PackEntry {
 
 impl Remote {
     fn pack_path(&self, pack: &Digest) -> RemotePath {
-        let hex = pack.to_hex();
-        self.prefix
-            .clone()
-            .join("packs")
-            .join(&hex[..2])
-            .join(&hex[2..])
+        self.fanned_path("packs", pack)
     }
 
     fn pack_index_path(&self, manifest: &Digest) -> RemotePath {
@@ -121,21 +116,23 @@ impl Remote {
             .join(manifest.to_hex())
     }
 
-    /// Sends `files` (a [`TransferPlan`]'s `packed`) as the packs of `manifest`, then their index;
-    /// `None` when the remote has the index already. A pack already there is not sent again (an
-    /// interrupted push resumes).
+    /// Whether the remote holds the packs of `manifest` (their index is written after them).
+    pub fn holds_packs(&self, manifest: &Digest) -> Result<bool> {
+        self.runtime
+            .block_on(self.exists(&self.pack_index_path(manifest)))
+    }
+
+    /// Sends `files` (a [`TransferPlan`]'s `packed`) as the packs of `manifest`, then their index.
+    /// A pack already there is not sent again (an interrupted push resumes).
     pub fn upload_packs(
         &self,
         cas: &Cas,
         manifest: &Digest,
         files: &[(Digest, u64)],
         on_moved: OnMoved<'_>,
-    ) -> Result<Option<Moved>> {
+    ) -> Result<Moved> {
         let index_path = self.pack_index_path(manifest);
         self.runtime.block_on(async {
-            if self.exists(&index_path).await? {
-                return Ok(None);
-            }
             let sent: Vec<(PackEntry, Moved)> = futures::stream::iter(pack_groups(files))
                 .map(|group| self.upload_pack(cas, group, on_moved))
                 .buffered(PACKS_IN_FLIGHT)
@@ -148,7 +145,7 @@ impl Remote {
             };
             let json = serde_json::to_vec(&index).expect("a pack index serializes");
             self.put_new(&index_path, PutPayload::from(json)).await?;
-            Ok(Some(moved.into_iter().fold(Moved::default(), |a, b| a + b)))
+            Ok(moved.into_iter().fold(Moved::default(), |a, b| a + b))
         })
     }
 
@@ -170,10 +167,7 @@ impl Remote {
                 .read_to_end(&mut pack)
                 .map_err(|e| StoreError::Other(format!("reading object {digest}: {e}")))?;
             if Digest::of_bytes(&pack[offset..]) != *digest {
-                return Err(self.fail(format!(
-                    "the local copy of object {digest} does not match its digest: not sent \
-                     (`vlmflow verify --repair` quarantines it)"
-                )));
+                return Err(self.damaged_here(*digest));
             }
             let size = (pack.len() - offset) as u64;
             entry.files.push((*digest, offset as u64, size));
