@@ -40,8 +40,13 @@ pub fn run(ws: &Workspace, args: Args) -> Result<i32, EngineError> {
             .restored_from
             .map(|r| format!(" from run {r}"))
             .unwrap_or_default();
+        let job = e
+            .job
+            .as_ref()
+            .map(|j| format!(" (Slurm job {j})"))
+            .unwrap_or_default();
         println!(
-            "run {}  {}  {}{from}  {}  {time}  {} · {}",
+            "run {}  {}  {}{from}  {}  {time}  {}{job} · {}",
             e.run,
             e.stage,
             e.status,

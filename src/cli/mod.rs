@@ -5,6 +5,7 @@ mod build;
 mod chat;
 mod dag;
 mod gc;
+mod job_run;
 mod log;
 mod metrics;
 mod params;
@@ -67,6 +68,9 @@ enum Command {
     Query(query::Args),
     /// Talk to a trained VLM about an image (a chat-export bundle).
     Chat(chat::Args),
+    /// Run one stage's work as a Slurm job (what `vlmflow build` submits).
+    #[command(hide = true)]
+    JobRun(job_run::Args),
 }
 
 /// Parse the command line, run it, and return the process exit code.
@@ -80,12 +84,17 @@ pub fn main() -> i32 {
     };
     init_tracing(cli.trace);
     let start = cli.dir.clone().unwrap_or_else(|| PathBuf::from("."));
-    if let Command::Chat(args) = cli.command {
-        return chat::run(&start, args).unwrap_or_else(|e| {
-            eprintln!("error: {e}");
-            e.exit_code()
-        });
-    }
+    let command = match cli.command {
+        Command::Chat(args) => {
+            return chat::run(&start, args).unwrap_or_else(|e| {
+                eprintln!("error: {e}");
+                e.exit_code()
+            });
+        }
+        // On a node, beside a build that holds the workspace: no lock, no database.
+        Command::JobRun(args) => return job_run::run(args),
+        command => command,
+    };
     let Some(ws) = Workspace::find(&start) else {
         eprintln!(
             "error: no Stagefile in {} or any parent folder: run vlmflow inside a workspace, or pass -C DIR",
@@ -102,7 +111,7 @@ pub fn main() -> i32 {
             return e.exit_code();
         }
     }
-    let result = match cli.command {
+    let result = match command {
         Command::Build(args) => build::run(&ws, args),
         Command::Status(args) => status::run(&ws, args),
         Command::Dag(args) => dag::run(&ws, args),
@@ -115,7 +124,9 @@ pub fn main() -> i32 {
         Command::Pull(args) => remote::run_pull(&ws, args),
         Command::Verify(args) => verify::run(&ws, args),
         Command::Query(args) => query::run(&ws, args),
-        Command::Chat(_) => unreachable!("handled before the workspace is looked up"),
+        Command::Chat(_) | Command::JobRun(_) => {
+            unreachable!("handled before the workspace is looked up")
+        }
     };
     match result {
         Ok(code) => code,

@@ -40,8 +40,13 @@ fn print_tree(node: &Lineage, prefix: &str, last: bool, root: bool) {
         .restored_by
         .map(|r| format!(" (restored by run {r})"))
         .unwrap_or_default();
+    let job = node
+        .job
+        .as_ref()
+        .map(|j| format!(" (Slurm job {j})"))
+        .unwrap_or_default();
     println!(
-        "{prefix}{branch}{}  run {}{restored} · {} {} · {} · {} · {}",
+        "{prefix}{branch}{}  run {}{restored} · {} {} · {} · {}{job} · {}",
         node.stage,
         node.run,
         node.status,

@@ -14,8 +14,8 @@ use super::lock::WorkspaceLock;
 use super::outcome::{Outcome, Problem, Status};
 use super::params::{Override, apply_override};
 use super::report::Reporter;
-use super::runner::InProcess;
 use super::scheduler::Schedule;
+use super::slurm::Slurm;
 use super::stagefile::{self, Pipeline};
 use super::workspace::Workspace;
 use super::{format_duration, interrupt};
@@ -221,7 +221,7 @@ pub fn build(
         cas: &cas,
         pipeline: &pipeline,
         reporter: &reporter,
-        runner: &InProcess,
+        slurm: &Slurm::from_env(),
         build_id,
         host,
         overrides,

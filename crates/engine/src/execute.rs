@@ -19,7 +19,7 @@ use super::params::canonical_json;
 use super::plan::{self, Decision, Evaluation, UpstreamState};
 use super::remote_sync;
 use super::report::Reporter;
-use super::runner::StageRunner;
+use super::slurm::Slurm;
 use super::stagefile::{Pipeline, Stage};
 use super::workspace::Workspace;
 use crate::kind::{Kind, Kinds};
@@ -33,8 +33,8 @@ pub struct Executor<'a> {
     pub cas: &'a Cas,
     pub pipeline: &'a Pipeline,
     pub reporter: &'a Reporter,
-    /// Where the stages' work runs.
-    pub runner: &'a dyn StageRunner,
+    /// How stages with `executor = "slurm"` reach the cluster.
+    pub slurm: &'a Slurm,
     pub build_id: i64,
     pub host: String,
     /// Stage name → the `--set` overrides applied to it (a JSON object), recorded with its runs.

@@ -18,6 +18,8 @@ pub struct LogEntry {
     pub started_at: f64,
     pub seconds: Option<f64>,
     pub host: String,
+    /// The Slurm job the run was, if it was one (`host` is its node).
+    pub job: Option<String>,
     pub device: String,
     pub key: String,
     pub artifact: Option<String>,
@@ -67,6 +69,7 @@ fn entry(db: &Db, cas: &Cas, run: &RunRow, with_log: bool) -> Result<LogEntry, E
         started_at: run.started_at,
         seconds: run.finished_at.map(|f| f - run.started_at),
         host: run.host.clone(),
+        job: run.job.clone(),
         device: run.device.clone(),
         key: run.key.clone(),
         artifact: run.artifact.clone(),

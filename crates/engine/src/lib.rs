@@ -1,7 +1,7 @@
 //! The engine: Stagefile, DAG, keys, freshness, scheduling, and the contract a kind implements
 //! (`kind`). It knows no ML: it builds and tests with the `cmd` kind alone, and the binary hands it
-//! the registry of kinds. Where a stage's work runs is `runner::StageRunner`; where objects are kept
-//! is the store's `ObjectStore`.
+//! the registry of kinds. A stage's work runs in this process (`runner`) or as a Slurm job
+//! (`slurm`); where objects are kept is the store's `ObjectStore`.
 
 pub mod build;
 mod cmd_kind;
@@ -31,6 +31,7 @@ pub mod run_metrics;
 pub mod runner;
 pub mod runs;
 pub mod scheduler;
+pub mod slurm;
 pub mod stagefile;
 pub mod verify;
 mod verify_records;

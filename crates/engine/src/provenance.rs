@@ -24,6 +24,8 @@ pub struct Lineage {
     pub key: String,
     pub artifact: Option<String>,
     pub host: String,
+    /// The Slurm job the run was, if it was one (`host` is its node).
+    pub job: Option<String>,
     pub device: String,
     pub started_at: f64,
     pub seconds: Option<f64>,
@@ -157,6 +159,7 @@ fn lineage_at(db: &Db, run: &RunRow, depth: usize) -> Result<Lineage> {
         key: producer.key.clone(),
         artifact: producer.artifact.clone(),
         host: producer.host.clone(),
+        job: producer.job.clone(),
         device: producer.device.clone(),
         started_at: producer.started_at,
         seconds: producer.finished_at.map(|f| f - producer.started_at),

@@ -1,5 +1,5 @@
-//! Running a stage: a temp folder for its params, log and outputs, the context its kind sees, the
-//! work itself (through the executor's `StageRunner`), then the commit — or, on failure, the run
+//! Running a stage: a folder for its params, log and outputs, the context its kind sees, the work
+//! itself (in this process, or as a Slurm job), then the commit — or, on failure, the run
 //! recorded as failed or interrupted, the workspace put back and the log's last lines shown.
 
 use std::collections::BTreeMap;
@@ -17,7 +17,10 @@ use super::params::canonical_json;
 use super::plan::UpstreamState;
 use super::provenance;
 use super::run_metrics::RunMetrics;
-use super::stagefile::Stage;
+use super::runner::{self, RunError};
+use super::slurm::SlurmOptions;
+use super::slurm::job_dir::{JobDir, JobSpec};
+use super::stagefile::{RunsOn, Stage};
 use crate::kind::StageContext;
 use vlmflow_store::db::Db;
 use vlmflow_store::run_status::RunStatus;
@@ -25,6 +28,14 @@ use vlmflow_store::{Digest, StoreError};
 
 /// Lines of a failed run's log shown on the terminal.
 const LOG_TAIL_LINES: usize = 20;
+
+/// A run that is a Slurm job: its resources, its folder, and the earlier build's job it takes
+/// over, if any.
+struct SlurmRun<'a> {
+    options: &'a SlurmOptions,
+    dir: JobDir,
+    attach: Option<String>,
+}
 
 impl Executor<'_> {
     pub(crate) fn run_outcome(
@@ -44,28 +55,64 @@ impl Executor<'_> {
 
     fn run(&self, job: &Job<'_>) -> Result<(Digest, i64), Problem> {
         let run_id = self.insert_run(job)?;
-        let tmp = self.cas.temp_dir()?;
-        let result = self.run_in(job, run_id, &tmp);
-        let _ = std::fs::remove_dir_all(&tmp).or_else(|_| self.cas.clean_temp());
+        let (folder, slurm) = match &job.stage.runs_on {
+            RunsOn::Local => (self.cas.temp_dir()?, None),
+            RunsOn::Slurm(options) => {
+                let dir = JobDir::new(self.ws.job_dir(&job.eval.key.to_hex()));
+                let attach = self.slurm.attachable(&dir);
+                if attach.is_none() {
+                    let _ = std::fs::remove_dir_all(&dir.root);
+                    std::fs::create_dir_all(&dir.root)
+                        .map_err(vlmflow_store::io_err(dir.root.clone()))?;
+                }
+                let folder = dir.root.clone();
+                let run = SlurmRun {
+                    options,
+                    dir,
+                    attach,
+                };
+                (folder, Some(run))
+            }
+        };
+        let result = self.run_in(job, run_id, &folder, slurm.as_ref());
+        let _ = std::fs::remove_dir_all(&folder).or_else(|_| self.cas.clean_temp());
         result.map(|artifact| (artifact, run_id))
     }
 
-    fn run_in(&self, job: &Job<'_>, run_id: i64, tmp: &Path) -> Result<Digest, Problem> {
+    /// The run's work in `folder` (its params, log and outs): in this process, or as the Slurm job
+    /// `slurm` describes.
+    fn run_in(
+        &self,
+        job: &Job<'_>,
+        run_id: i64,
+        folder: &Path,
+        slurm: Option<&SlurmRun<'_>>,
+    ) -> Result<Digest, Problem> {
         let Job {
             db, stage, kind, ..
         } = job;
+        // A job of an earlier build is still at work in its folder: leave its files and the
+        // workspace's outs as they are.
+        let attached = slurm.is_some_and(|s| s.attach.is_some());
         let io = |p: &Path| vlmflow_store::io_err(p.to_path_buf());
-        let params_file = tmp.join("params.json");
-        std::fs::write(&params_file, canonical_json(&stage.params)).map_err(io(&params_file))?;
-        let log_path = tmp.join("log.txt");
-        let log = std::fs::File::create(&log_path).map_err(io(&log_path))?;
-        let out_root = tmp.join("out");
+        let params_file = folder.join("params.json");
+        if !attached {
+            std::fs::write(&params_file, canonical_json(&stage.params))
+                .map_err(io(&params_file))?;
+        }
+        let log_path = folder.join("log.txt");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .map_err(io(&log_path))?;
+        let out_root = folder.join("out");
         let out_dir = out_root.join(&stage.outs[0]);
         if !kind.runs_command() {
             std::fs::create_dir_all(&out_dir).map_err(io(&out_dir))?;
         }
         let checkpoint_dir = self.ws.checkpoint_dir(&job.eval.key.to_hex());
-        if kind.runs_command() {
+        if kind.runs_command() && !attached {
             self.clear_outs(db, stage, run_id, None)?;
         }
         let metrics_file = stage.metrics.as_ref().map(|m| self.ws.root.join(m));
@@ -94,7 +141,11 @@ impl Executor<'_> {
             progress: &progress,
         };
         let _span = tracing::info_span!("run", id = run_id).entered();
-        let result = self.runner.run(*kind, &ctx).map_err(|e| e.to_string());
+        let result = match slurm {
+            None => runner::in_process(*kind, &ctx),
+            Some(slurm) => self.run_as_job(job, run_id, slurm, &ctx),
+        };
+        let result = result.map_err(|e| e.to_string());
         drop(ctx);
         drop(progress);
         // The stage's own failure is the cause to record; a failure to write its metrics comes
@@ -106,7 +157,8 @@ impl Executor<'_> {
             .ok()
             .and_then(|bytes| self.cas.put_bytes(&bytes).ok());
         let committed = result.and(metrics_written).and_then(|()| {
-            let source = if kind.runs_command() {
+            // A local command writes its outs in the workspace; a job leaves them in `out/`.
+            let source = if kind.runs_command() && slurm.is_none() {
                 self.ws.root.as_path()
             } else {
                 out_root.as_path()
@@ -138,6 +190,39 @@ impl Executor<'_> {
                 }
             }
         }
+    }
+
+    /// Submit the stage's job (or take over the earlier build's) and wait for it. The run records
+    /// the job at once, and the node once the job says where it ran.
+    fn run_as_job(
+        &self,
+        job: &Job<'_>,
+        run_id: i64,
+        slurm: &SlurmRun<'_>,
+        ctx: &StageContext<'_>,
+    ) -> Result<(), RunError> {
+        let id = match &slurm.attach {
+            Some(id) => {
+                self.reporter.note(&format!(
+                    "note: {} takes over Slurm job {id}, submitted by an earlier build",
+                    job.stage.name
+                ));
+                ctx.log(&format!("vlmflow: taken over by build {}", self.build_id));
+                id.clone()
+            }
+            None => {
+                let spec = JobSpec::new(ctx, job.kind.name(), &job.stage.outs);
+                let id = self.slurm.submit(&slurm.dir, &spec, slurm.options)?;
+                ctx.log(&format!("vlmflow: submitted as Slurm job {id}"));
+                id
+            }
+        };
+        let _ = job.db.set_run_job(run_id, &id, None);
+        let end = self.slurm.wait(&id, &slurm.dir, ctx);
+        if let Some(node) = &end.node {
+            let _ = job.db.set_run_job(run_id, &end.job, Some(node));
+        }
+        end.result
     }
 
     fn commit(

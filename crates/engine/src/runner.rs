@@ -1,16 +1,11 @@
-//! Where a stage's work runs. The executor prepares the run (its temp folder, log, context) and
-//! records it; a `StageRunner` only carries out the kind's work: in this process today, as a cluster
-//! job (a Slurm runner that runs `vlmflow` for one stage on a node) later, without the scheduler or
-//! the executor changing.
+//! Carrying out a kind's work in this process: what a local stage does on the executor's thread,
+//! and what a Slurm job does on its node (`slurm::node`). The executor prepares the run (its
+//! folder, log, context) and records it either way.
 
 use std::fmt;
 use std::panic::AssertUnwindSafe;
 
 use crate::kind::{Kind, StageContext};
-
-pub trait StageRunner: Send + Sync {
-    fn run(&self, kind: &dyn Kind, ctx: &StageContext<'_>) -> Result<(), RunError>;
-}
 
 /// Why a stage's work did not succeed.
 #[derive(Debug)]
@@ -32,18 +27,14 @@ impl fmt::Display for RunError {
     }
 }
 
-/// Runs the kind on the calling thread.
-pub struct InProcess;
-
-impl StageRunner for InProcess {
-    fn run(&self, kind: &dyn Kind, ctx: &StageContext<'_>) -> Result<(), RunError> {
-        match std::panic::catch_unwind(AssertUnwindSafe(|| kind.run(ctx))) {
-            Ok(result) => result.map_err(RunError::Kind),
-            Err(panic) => Err(RunError::Panicked {
-                kind: kind.name().to_string(),
-                message: panic_text(&panic),
-            }),
-        }
+/// Run the kind on the calling thread.
+pub fn in_process(kind: &dyn Kind, ctx: &StageContext<'_>) -> Result<(), RunError> {
+    match std::panic::catch_unwind(AssertUnwindSafe(|| kind.run(ctx))) {
+        Ok(result) => result.map_err(RunError::Kind),
+        Err(panic) => Err(RunError::Panicked {
+            kind: kind.name().to_string(),
+            message: panic_text(&panic),
+        }),
     }
 }
 

@@ -8,6 +8,9 @@
 //! 2. across stages: outs that overlap, inputs produced by another stage (implicit needs), needs;
 //! 3. resources against capacities, then the order (Kahn) or a cycle.
 
+mod executor;
+#[cfg(test)]
+mod executor_tests;
 #[cfg(test)]
 mod fuzz_tests;
 mod graph;
@@ -28,6 +31,8 @@ use toml::de::{DeString, DeTable, DeValue};
 
 use super::diagnostic::{Diagnostic, Diagnostics, did_you_mean, list_choices};
 use crate::kind::{Kind, Kinds};
+use executor::ExecutorName;
+pub use executor::RunsOn;
 pub use params_check::check_overrides;
 use paths::{Location, PathError};
 use syntax::syntax_error;
@@ -70,6 +75,8 @@ pub struct Stage {
     pub resources: BTreeMap<String, u32>,
     pub device: Option<String>,
     pub description: Option<String>,
+    /// Here, or as a Slurm batch job (`executor`, `slurm`).
+    pub runs_on: RunsOn,
 }
 
 impl Pipeline {
@@ -79,8 +86,8 @@ impl Pipeline {
 }
 
 const STAGEFILE: &str = "Stagefile";
-const TOP_KEYS: [&str; 3] = ["remote", "resources", "stages"];
-const STAGE_KEYS: [&str; 10] = [
+const TOP_KEYS: [&str; 5] = ["executor", "remote", "resources", "slurm", "stages"];
+const STAGE_KEYS: [&str; 12] = [
     "kind",
     "description",
     "cmd",
@@ -91,6 +98,8 @@ const STAGE_KEYS: [&str; 10] = [
     "metrics",
     "resources",
     "device",
+    "executor",
+    "slurm",
 ];
 
 /// Params JSON from TOML text, converted exactly as params files are; None if it is not valid TOML.
@@ -152,6 +161,7 @@ struct RawStage {
     resources: Vec<(String, u32, Range<usize>)>,
     device: Option<String>,
     description: Option<String>,
+    runs_on: RunsOn,
 }
 
 /// Where kind-dependent keys were written, so the kind rules can point at them.
@@ -179,6 +189,10 @@ struct Loader<'a> {
     kinds: &'a Kinds,
     diags: Vec<Diagnostic>,
     remote: Option<String>,
+    /// The top-level `executor`, for stages that do not name one.
+    default_executor: Option<ExecutorName>,
+    /// The top-level `[slurm]` table.
+    slurm_defaults: crate::slurm::options::SlurmOptions,
 }
 
 impl<'a> Loader<'a> {
@@ -191,6 +205,8 @@ impl<'a> Loader<'a> {
             kinds,
             diags: Vec::new(),
             remote: None,
+            default_executor: None,
+            slurm_defaults: Default::default(),
         }
     }
 
@@ -234,6 +250,8 @@ impl<'a> Loader<'a> {
         for (key, value) in doc.iter() {
             match key.get_ref().as_ref() {
                 "remote" => self.remote_table(value),
+                "executor" => self.default_executor = self.executor(value),
+                "slurm" => self.slurm_defaults = self.slurm_table(value),
                 "resources" => {
                     let declared = self.resource_table(value);
                     capacities.extend(declared.into_iter().map(|(name, n, _)| (name, n)));
@@ -250,7 +268,9 @@ impl<'a> Loader<'a> {
                     let help = match did_you_mean(other, TOP_KEYS) {
                         Some(s) => format!("did you mean `{s}`?"),
                         None => {
-                            "a Stagefile holds `[remote]`, `[resources]` and `[stages.<name>]` tables".into()
+                            "a Stagefile holds `executor`, and `[remote]`, `[resources]`, `[slurm]` and \
+                             `[stages.<name>]` tables"
+                                .into()
                         }
                     };
                     self.error(key.span(), format!("unknown top-level key `{other}`"), help);
@@ -280,6 +300,7 @@ impl<'a> Loader<'a> {
             resources: Vec::new(),
             device: None,
             description: None,
+            runs_on: RunsOn::Local,
         };
         let name_ok = valid_stage_name(&raw.name);
         if !name_ok {
@@ -301,6 +322,7 @@ impl<'a> Loader<'a> {
         let mut kind = None;
         let mut written = Written::default();
         let mut params = None;
+        let (mut executor, mut slurm) = (None, None);
         for (k, v) in table.iter() {
             match k.get_ref().as_ref() {
                 "kind" => kind = self.string("kind", v).map(|s| (s, v.span())),
@@ -323,10 +345,13 @@ impl<'a> Loader<'a> {
                     written.metrics = Some(k.span());
                 }
                 "resources" => raw.resources = self.resource_table(v),
+                "executor" => executor = self.executor(v),
+                "slurm" => slurm = Some((self.slurm_table(v), v.span())),
                 other => self.unknown_stage_key(&raw.name, other, k.span()),
             }
         }
         self.kind_rules(&mut raw, kind, &written);
+        raw.runs_on = self.runs_on(&raw.name, executor, slurm);
         if name_ok || params.is_some() {
             self.params(&mut raw, params);
         }

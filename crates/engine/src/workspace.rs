@@ -53,6 +53,11 @@ impl Workspace {
         self.cache.join("checkpoints").join(key)
     }
 
+    /// The folder of a Slurm stage's job (`slurm::job_dir`), shared with the nodes.
+    pub fn job_dir(&self, key: &str) -> PathBuf {
+        self.cache.join("jobs").join(key)
+    }
+
     /// Where outs found in the way of a run, and not made by vlmflow, are kept instead of deleted.
     pub fn trash_dir(&self) -> PathBuf {
         self.cache.join("trash")

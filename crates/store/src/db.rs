@@ -13,6 +13,7 @@ use super::{Digest, Result, StoreError};
 const MIGRATIONS: &[&str] = &[
     include_str!("schema.sql"),
     include_str!("schema_2_records.sql"),
+    include_str!("schema_3_jobs.sql"),
 ];
 
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -46,11 +47,13 @@ pub struct RunRow {
     pub finished_at: Option<f64>,
     /// The digest of the run's record object (`run_record.rs`), for a run that succeeded.
     pub record: Option<String>,
+    /// The Slurm job the run was, if it was one.
+    pub job: Option<String>,
 }
 
 const RUN_COLUMNS: &str = "id, build_id, stage, kind, impl_version, key, key_material, params, overrides, \
      status, artifact, source_run, inputs_manifest, log, error, host, device, pid, started_at, finished_at, \
-     record";
+     record, job";
 
 fn run_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunRow> {
     Ok(RunRow {
@@ -75,6 +78,7 @@ fn run_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunRow> {
         started_at: r.get(18)?,
         finished_at: r.get(19)?,
         record: r.get(20)?,
+        job: r.get(21)?,
     })
 }
 
@@ -310,6 +314,15 @@ impl Db {
         self.conn.execute(
             "UPDATE runs SET status = ?1, error = ?2, log = COALESCE(?3, log), finished_at = ?4 WHERE id = ?5",
             params![status, error, log.map(Digest::to_hex), now(), run_id],
+        )?;
+        Ok(())
+    }
+
+    /// Record that the run is the Slurm job `job`, and, once known, the node it runs on.
+    pub fn set_run_job(&self, run_id: i64, job: &str, node: Option<&str>) -> Result<()> {
+        self.conn.execute(
+            "UPDATE runs SET job = ?1, host = COALESCE(?2, host) WHERE id = ?3",
+            params![job, node, run_id],
         )?;
         Ok(())
     }

@@ -139,8 +139,9 @@ impl Db {
         self.conn.execute(
             "INSERT INTO runs (build_id, stage, kind, impl_version, key, key_material, params, overrides,
                                status, artifact, inputs_manifest, log, host, device, pid, started_at,
-                               finished_at, record)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'ran', ?9, ?10, ?11, ?12, ?13, 0, ?14, ?15, ?16)",
+                               finished_at, record, job)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'ran', ?9, ?10, ?11, ?12, ?13, 0, ?14, ?15, ?16,
+                     ?17)",
             params![
                 build_id,
                 record.stage,
@@ -158,6 +159,7 @@ impl Db {
                 record.started_at,
                 record.finished_at,
                 digest.to_hex(),
+                record.job,
             ],
         )?;
         let run_id = self.conn.last_insert_rowid();

@@ -36,6 +36,10 @@ pub struct RunRecord {
     /// (name, step, value); step `None` for a final value.
     pub metrics: Vec<(String, Option<i64>, f64)>,
     pub host: String,
+    /// The Slurm job the run was (its `host` is then the node). Left out of records of local runs,
+    /// which stay as they were before jobs existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job: Option<String>,
     pub device: String,
     pub started_at: f64,
     pub finished_at: f64,
@@ -108,6 +112,7 @@ impl Db {
             upstreams,
             metrics: self.metrics_of(c.run_id)?,
             host: run.host,
+            job: run.job,
             device: run.device,
             started_at: run.started_at,
             finished_at: run.finished_at.unwrap_or_else(now),

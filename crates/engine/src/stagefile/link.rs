@@ -261,6 +261,7 @@ fn into_stage(raw: RawStage, needs: Vec<usize>, inputs: Vec<String>) -> Stage {
         resources: raw.resources.into_iter().map(|(r, n, _)| (r, n)).collect(),
         device: raw.device,
         description: raw.description,
+        runs_on: raw.runs_on,
         name: raw.name,
     }
 }

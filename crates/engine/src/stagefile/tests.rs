@@ -46,13 +46,13 @@ pub(super) fn workspace(stagefile: &str, files: &[(&str, &str)]) -> TempDir {
     dir
 }
 
-fn load_ok(stagefile: &str, files: &[(&str, &str)]) -> Pipeline {
+pub(super) fn load_ok(stagefile: &str, files: &[(&str, &str)]) -> Pipeline {
     let ws = workspace(stagefile, files);
     load(ws.path(), &kinds()).unwrap_or_else(|d| panic!("unexpected diagnostics:\n{d}"))
 }
 
 /// The rendered diagnostics; fails if the Stagefile loads.
-fn load_err(stagefile: &str, files: &[(&str, &str)]) -> String {
+pub(super) fn load_err(stagefile: &str, files: &[(&str, &str)]) -> String {
     let ws = workspace(stagefile, files);
     match load(ws.path(), &kinds()) {
         Ok(p) => panic!("expected diagnostics, loaded {} stages", p.stages.len()),
