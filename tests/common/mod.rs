@@ -342,7 +342,7 @@ pub fn parse_stage_line(line: &str) -> Option<StageLine> {
 }
 
 impl Run {
-    fn from_output(args: &[&str], status: ExitStatus, stdout: Vec<u8>, stderr: Vec<u8>) -> Run {
+    pub fn from_output(args: &[&str], status: ExitStatus, stdout: Vec<u8>, stderr: Vec<u8>) -> Run {
         Run {
             args: args.iter().map(|s| s.to_string()).collect(),
             code: exit_code(status),

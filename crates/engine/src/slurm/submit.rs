@@ -186,7 +186,7 @@ impl Slurm {
         let message = if slurm_explains(&state) {
             format!("{} (the job: {error})", failure_message(job, &state))
         } else {
-            error
+            format!("Slurm job {job} on {}: {error}", result.node)
         };
         append_slurm_output(dir, job);
         JobEnd {
