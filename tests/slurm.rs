@@ -304,3 +304,23 @@ executor = "{executor}"
     here.build_ok(&[]);
     assert_eq!(artifact(&on_slurm), artifact(&here));
 }
+
+#[test]
+fn independent_jobs_run_at_once_without_asking_for_local_workers() {
+    // Each job waits for the other to have started: run one after the other, both would fail.
+    let wait_for = |other: &str| {
+        format!(
+            "{TALLY}; touch {other}-waits; i=0; while [ ! -e {other}-started ]; do i=$((i+1)); [ $i -lt 600 ] || exit 1; sleep 0.1; done; mkdir -p out; echo ok > out/$VLMFLOW_STAGE"
+        )
+    };
+    let job = |name: &str, other: &str| {
+        format!(
+            "[stages.{name}]\nkind = \"cmd\"\ncmd = \"touch {name}-started; {}\"\nouts = [\"out/{name}\"]\nexecutor = \"slurm\"\nslurm = {{ cpus = 1, mem = \"100M\" }}\n\n",
+            wait_for(other)
+        )
+    };
+    let ws = Ws::new(&format!("{}{}", job("left", "right"), job("right", "left")));
+    let run = build(&ws);
+    run.assert_code(0);
+    run.assert_statuses(&[("left", "ran"), ("right", "ran")]);
+}

@@ -1,6 +1,8 @@
-//! Running the selected stages in dependency order on up to `jobs` workers. A stage starts when
-//! every stage it needs has ended well and the resources it declares (e.g. `gpus = 1`) are free; a
-//! stage whose upstream failed is skipped; after a failure, nothing new starts unless `keep_going`.
+//! Running the selected stages in dependency order: up to `jobs` stages at once on this machine,
+//! and every Slurm stage whose needs are met besides (its worker only waits for the cluster). A
+//! stage starts when every stage it needs has ended well and the resources it declares (e.g.
+//! `gpus = 1`) are free; a stage whose upstream failed is skipped; after a failure, nothing new
+//! starts unless `keep_going`.
 
 use std::collections::BTreeMap;
 use std::sync::{Condvar, Mutex};
@@ -8,11 +10,13 @@ use std::sync::{Condvar, Mutex};
 use super::interrupt;
 use super::outcome::{Outcome, Problem, Status};
 use super::plan::UpstreamState;
-use super::stagefile::Pipeline;
+use super::stagefile::{Pipeline, RunsOn};
 
 struct State {
     outcomes: Vec<Option<Outcome>>,
     running: Vec<bool>,
+    /// Running stages that work on this machine (not Slurm jobs): at most `jobs`.
+    running_here: usize,
     free: BTreeMap<String, u32>,
     stop: bool,
 }
@@ -43,6 +47,7 @@ impl Schedule<'_> {
         let state = Mutex::new(State {
             outcomes: vec![None; n],
             running: vec![false; n],
+            running_here: 0,
             free: self.pipeline.resources.clone(),
             stop: false,
         });
@@ -70,6 +75,9 @@ impl Schedule<'_> {
                     *st.free.entry(name.clone()).or_default() += amount;
                 }
                 st.running[index] = false;
+                if self.runs_here(index) {
+                    st.running_here -= 1;
+                }
                 if outcome.status.is_failure() && !self.keep_going {
                     st.stop = true;
                 }
@@ -77,11 +85,15 @@ impl Schedule<'_> {
                 wake.notify_all();
             }
         };
-        if self.jobs <= 1 {
+        let slurm_stages = (0..n)
+            .filter(|&i| self.selected[i] && !self.runs_here(i))
+            .count();
+        let workers = self.jobs.max(1) + slurm_stages;
+        if workers == 1 {
             worker();
         } else {
             std::thread::scope(|s| {
-                for _ in 0..self.jobs {
+                for _ in 0..workers {
                     s.spawn(worker);
                 }
             });
@@ -134,6 +146,10 @@ impl Schedule<'_> {
                 waiting = true;
                 continue;
             }
+            if self.runs_here(i) && st.running_here >= self.jobs.max(1) {
+                waiting = true;
+                continue;
+            }
             let fits = stage
                 .resources
                 .iter()
@@ -146,6 +162,9 @@ impl Schedule<'_> {
                 *st.free.entry(r.clone()).or_default() -= amount;
             }
             st.running[i] = true;
+            if self.runs_here(i) {
+                st.running_here += 1;
+            }
             return Next::Run(i, upstream);
         }
         if waiting || st.running.iter().any(|&r| r) {
@@ -153,6 +172,10 @@ impl Schedule<'_> {
         } else {
             Next::Done
         }
+    }
+
+    fn runs_here(&self, index: usize) -> bool {
+        self.pipeline.stages[index].runs_on == RunsOn::Local
     }
 
     fn settle(
