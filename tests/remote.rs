@@ -63,6 +63,12 @@ fn push_then_pull(url: &str, env: &[(&str, &str)]) {
     assert_eq!(code, Some(0));
     assert!(out.lines().all(|l| l.starts_with("fresh")), "{out}");
     second.run(&["verify"]).assert_code(0);
+    // The restores' provenance names the remote they came from.
+    let from_remote = format!("from remote {url}");
+    let log = second.run(&["log", "eval"]);
+    assert!(log.stdout.contains(&from_remote), "{log}");
+    let lineage = second.run(&["provenance", "out/eval.txt"]);
+    assert!(lineage.stdout.contains(&from_remote), "{lineage}");
 }
 
 #[test]

@@ -272,6 +272,12 @@ fn a_job_that_ended_while_its_submitter_was_gone_is_taken_by_the_next_build() {
     );
     assert_eq!(run.status_of("train"), "ran", "{run}");
     assert_eq!(ws.times_ran("train"), 1, "the work was not done twice");
+    let left = ws.query("SELECT error FROM runs WHERE stage = 'train' AND status = 'interrupted'");
+    let said = left[0]["error"].as_str().unwrap_or_default();
+    assert!(
+        said.contains(&format!("ended while Slurm job {job} ran")),
+        "the dead submitter's run says what happened: {said}"
+    );
     assert_eq!(job_of(&ws, "train"), job);
     assert_eq!(ws.read("out/report"), "data\nmodel\n");
 }
@@ -300,8 +306,10 @@ executor = "{executor}"
     run.assert_code(0);
     assert_eq!(run.status_of("download"), "ran", "{run}");
     job_of(&on_slurm, "download");
-    let here = Ws::new(&stagefile("local"));
-    here.build_ok(&[]);
+    // The same Stagefile built with --local runs here, without Slurm, to the same artifact.
+    let here = Ws::new(&stagefile("slurm"));
+    here.build_ok(&["--local"]);
+    assert!(here.query("SELECT job FROM runs")[0]["job"].is_null());
     assert_eq!(artifact(&on_slurm), artifact(&here));
 }
 

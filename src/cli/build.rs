@@ -30,6 +30,9 @@ pub struct Args {
     /// Do not look stages up in the remote cache before running them.
     #[arg(long)]
     no_remote: bool,
+    /// Run every stage on this machine, those the Stagefile sends to Slurm too.
+    #[arg(long)]
+    local: bool,
 }
 
 pub fn run(ws: &Workspace, args: Args) -> Result<i32, EngineError> {
@@ -43,6 +46,7 @@ pub fn run(ws: &Workspace, args: Args) -> Result<i32, EngineError> {
         keep_going: args.keep_going,
         no_remote: args.no_remote,
         remote_only: false,
+        local: args.local,
     };
     finish(build(ws, &vlmflow_stages::kinds(), &opts, reporter)?)
 }

@@ -36,10 +36,11 @@ pub fn run(ws: &Workspace, args: Args) -> Result<i32, EngineError> {
     }
     for e in &entries {
         let time = e.seconds.map(format_duration).unwrap_or_else(|| "-".into());
-        let from = e
-            .restored_from
-            .map(|r| format!(" from run {r}"))
-            .unwrap_or_default();
+        let from = match (e.restored_from, &e.origin) {
+            (Some(r), Some(url)) => format!(" from run {r} (from remote {url})"),
+            (Some(r), None) => format!(" from run {r}"),
+            (None, _) => String::new(),
+        };
         let job = e
             .job
             .as_ref()

@@ -36,10 +36,11 @@ fn print_tree(node: &Lineage, prefix: &str, last: bool, root: bool) {
         .seconds
         .map(format_duration)
         .unwrap_or_else(|| "-".into());
-    let restored = node
-        .restored_by
-        .map(|r| format!(" (restored by run {r})"))
-        .unwrap_or_default();
+    let restored = match (node.restored_by, &node.restored_from_remote) {
+        (Some(r), Some(url)) => format!(" (restored by run {r} from remote {url})"),
+        (Some(r), None) => format!(" (restored by run {r})"),
+        (None, _) => String::new(),
+    };
     let job = node
         .job
         .as_ref()

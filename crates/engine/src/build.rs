@@ -16,7 +16,7 @@ use super::params::{Override, apply_override};
 use super::report::Reporter;
 use super::scheduler::Schedule;
 use super::slurm::Slurm;
-use super::stagefile::{self, Pipeline};
+use super::stagefile::{self, Pipeline, RunsOn};
 use super::workspace::Workspace;
 use super::{format_duration, interrupt};
 use crate::kind::Kinds;
@@ -70,6 +70,8 @@ pub struct BuildOptions {
     pub no_remote: bool,
     /// `vlmflow pull`: fetch from the remote what it has, run nothing.
     pub remote_only: bool,
+    /// Run the stages the Stagefile sends to Slurm on this machine instead.
+    pub local: bool,
 }
 
 /// The pipeline with `--set` overrides applied, and the overrides per stage (as recorded with runs).
@@ -174,6 +176,11 @@ pub fn build(
     let (mut pipeline, overrides) = load_pipeline(ws, kinds, &opts.set)?;
     if let Some(device) = &opts.device {
         move_to_device(&mut pipeline, kinds, device)?;
+    }
+    if opts.local {
+        for stage in &mut pipeline.stages {
+            stage.runs_on = RunsOn::Local;
+        }
     }
     let selected = select(&pipeline, &opts.targets)?;
     let mut force = HashSet::new();

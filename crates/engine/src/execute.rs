@@ -115,7 +115,7 @@ impl Executor<'_> {
                     artifact, producer, ..
                 },
                 false,
-            ) => self.restore_outcome(&job, *artifact, *producer, started, reasons),
+            ) => self.restore_outcome(&job, *artifact, *producer, None, started, reasons),
             (Decision::Run { .. }, false) => self.fetch_or_run(&job, started, reasons),
             (Decision::AfterUpstream { .. }, false) => failed(
                 started,
@@ -145,7 +145,8 @@ impl Executor<'_> {
                             moved.bytes as f64 / 1e6
                         ));
                         reasons.push(Reason::FromRemote);
-                        return self.restore_outcome(job, artifact, run, started, reasons);
+                        let origin = Some(remote.url());
+                        return self.restore_outcome(job, artifact, run, origin, started, reasons);
                     }
                 }
                 Ok(None) => {}

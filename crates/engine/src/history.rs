@@ -24,6 +24,8 @@ pub struct LogEntry {
     pub key: String,
     pub artifact: Option<String>,
     pub restored_from: Option<i64>,
+    /// For a restore fetched from a remote cache: the remote's URL.
+    pub origin: Option<String>,
     /// Params that differ from the stage's previous run: name → [old, new].
     pub changed_params: Vec<ParamChange>,
     pub overrides: Value,
@@ -74,6 +76,7 @@ fn entry(db: &Db, cas: &Cas, run: &RunRow, with_log: bool) -> Result<LogEntry, E
         key: run.key.clone(),
         artifact: run.artifact.clone(),
         restored_from: run.source_run,
+        origin: run.origin.clone(),
         changed_params,
         overrides: params::parse_recorded(&run.overrides),
         metrics: db.final_metrics(metrics_run)?,

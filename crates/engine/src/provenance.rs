@@ -37,6 +37,8 @@ pub struct Lineage {
     /// Restores of this artifact that the lineage went through (newest last), when it was reached
     /// through a restore rather than the run itself.
     pub restored_by: Option<i64>,
+    /// The remote cache that restore fetched the artifact from, if it did.
+    pub restored_from_remote: Option<String>,
     pub upstream: Vec<Lineage>,
 }
 
@@ -136,9 +138,13 @@ fn lineage_at(db: &Db, run: &RunRow, depth: usize) -> Result<Lineage> {
             "lineage deeper than 256 runs: the database may be corrupt".into(),
         ));
     }
-    let (producer, restored_by) = match run.source_run {
-        Some(id) => (db.run(id)?.unwrap_or_else(|| run.clone()), Some(run.id)),
-        None => (run.clone(), None),
+    let (producer, restored_by, restored_from_remote) = match run.source_run {
+        Some(id) => (
+            db.run(id)?.unwrap_or_else(|| run.clone()),
+            Some(run.id),
+            run.origin.clone(),
+        ),
+        None => (run.clone(), None, None),
     };
     let mut upstream = Vec::new();
     for (_stage, artifact, producer_id) in db.upstreams_of(producer.id)? {
@@ -168,6 +174,7 @@ fn lineage_at(db: &Db, run: &RunRow, depth: usize) -> Result<Lineage> {
         inputs: db.inputs_of(producer.id)?,
         metrics: db.final_metrics(producer.id)?,
         restored_by,
+        restored_from_remote,
         upstream,
     })
 }

@@ -17,10 +17,11 @@ impl Executor<'_> {
         job: &Job<'_>,
         artifact: Digest,
         producer: i64,
+        origin: Option<&str>,
         started: Instant,
         mut reasons: Vec<Reason>,
     ) -> Outcome {
-        match self.restore(job, artifact, producer) {
+        match self.restore(job, artifact, producer, origin) {
             Ok(()) => Outcome::ready(
                 Status::Restored,
                 artifact,
@@ -47,9 +48,19 @@ impl Executor<'_> {
         }
     }
 
-    fn restore(&self, job: &Job<'_>, artifact: Digest, producer: i64) -> Result<(), StoreError> {
+    /// `origin`: the remote the artifact was just fetched from, if it was.
+    fn restore(
+        &self,
+        job: &Job<'_>,
+        artifact: Digest,
+        producer: i64,
+        origin: Option<&str>,
+    ) -> Result<(), StoreError> {
         let Job { db, stage, .. } = job;
         let run_id = self.insert_run(job)?;
+        if let Some(url) = origin {
+            db.set_run_origin(run_id, url)?;
+        }
         let result = (|| {
             let manifest = self.cas.read_manifest(&artifact)?;
             self.clear_outs(db, stage, run_id, Some(&manifest))?;

@@ -13,7 +13,7 @@ use super::{Digest, Result, StoreError};
 const MIGRATIONS: &[&str] = &[
     include_str!("schema.sql"),
     include_str!("schema_2_records.sql"),
-    include_str!("schema_3_jobs.sql"),
+    include_str!("schema_3_run_places.sql"),
 ];
 
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -49,11 +49,13 @@ pub struct RunRow {
     pub record: Option<String>,
     /// The Slurm job the run was, if it was one.
     pub job: Option<String>,
+    /// For a restore fetched from a remote cache: the remote's URL.
+    pub origin: Option<String>,
 }
 
 const RUN_COLUMNS: &str = "id, build_id, stage, kind, impl_version, key, key_material, params, overrides, \
      status, artifact, source_run, inputs_manifest, log, error, host, device, pid, started_at, finished_at, \
-     record, job";
+     record, job, origin";
 
 fn run_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunRow> {
     Ok(RunRow {
@@ -79,6 +81,7 @@ fn run_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunRow> {
         finished_at: r.get(19)?,
         record: r.get(20)?,
         job: r.get(21)?,
+        origin: r.get(22)?,
     })
 }
 
@@ -216,7 +219,10 @@ impl Db {
         let tx = self.conn.unchecked_transaction()?;
         let n = tx.execute(
             "UPDATE runs SET status = 'interrupted', finished_at = COALESCE(finished_at, ?1),
-                 error = COALESCE(error, 'the vlmflow process ended before the run finished')
+                 error = COALESCE(error, CASE WHEN job IS NULL
+                     THEN 'the vlmflow process ended before the run finished'
+                     ELSE 'the vlmflow process ended while Slurm job ' || job ||
+                          ' ran; the next build of the stage takes the job over' END)
              WHERE status = 'running'",
             params![now()],
         )?;
@@ -323,6 +329,15 @@ impl Db {
         self.conn.execute(
             "UPDATE runs SET job = ?1, host = COALESCE(?2, host) WHERE id = ?3",
             params![job, node, run_id],
+        )?;
+        Ok(())
+    }
+
+    /// Record that the restore `run_id` fetched its artifact from the remote at `url`.
+    pub fn set_run_origin(&self, run_id: i64, url: &str) -> Result<()> {
+        self.conn.execute(
+            "UPDATE runs SET origin = ?1 WHERE id = ?2",
+            params![url, run_id],
         )?;
         Ok(())
     }

@@ -16,9 +16,10 @@ use crate::runner::RunError;
 
 /// How often the job's folder is looked at.
 const TICK: Duration = Duration::from_millis(250);
-/// How long a result may lag behind Slurm's word that the job ended (a shared filesystem's
-/// attribute cache).
+/// How long a result may lag behind Slurm's word that the job ended: a shared filesystem (NFS)
+/// may hide a new file for a while. A job that completed wrote one, so it is waited for longer.
 const RESULT_GRACE: Duration = Duration::from_secs(10);
+const COMPLETED_RESULT_GRACE: Duration = Duration::from_secs(120);
 /// How long an interrupted build waits for its cancelled job to stop (and checkpoint).
 const CANCEL_GRACE: Duration = Duration::from_secs(60);
 
@@ -206,8 +207,12 @@ impl Slurm {
         state: &JobState,
         metrics: &mut Tail,
     ) -> JobEnd {
+        let grace = match state {
+            JobState::Ended { state, .. } if state == "COMPLETED" => COMPLETED_RESULT_GRACE,
+            _ => RESULT_GRACE,
+        };
         let waited = Instant::now();
-        while waited.elapsed() < RESULT_GRACE {
+        while waited.elapsed() < grace {
             if let Some(result) = dir.result_of(job) {
                 metrics.forward_metrics(ctx);
                 return self.end_with_result(job, dir, result);

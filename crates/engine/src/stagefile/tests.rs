@@ -216,7 +216,7 @@ kind = "cmd"
   = help: did you mean `cmd`?";
     assert!(err.contains(expected), "{err}");
     let keys = "the keys of a stage are `kind`, `description`, `cmd`, `needs`, `inputs`, `outs`, \
-                `params`, `metrics`, `resources`, `device`";
+                `params`, `metrics`, `resources`, `device`, `executor`, `slurm`";
     assert_diag(
         &err,
         "unknown key `colour` in stage `prepare`",
