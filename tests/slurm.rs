@@ -182,6 +182,12 @@ fn the_middle_stage_runs_as_a_job_and_its_run_records_the_job_and_node() {
     let again = build(&ws);
     again.assert_code(0);
     again.assert_statuses(&[("prep", "fresh"), ("train", "fresh"), ("report", "fresh")]);
+
+    // The run record carries the job: a database rebuilt from the records still names it.
+    std::fs::remove_file(ws.path("cache/vlmflow.db")).expect("remove the database");
+    assert_eq!(job_of(&ws, "train"), job);
+    let host = &ws.query("SELECT host FROM runs WHERE stage = 'train'")[0]["host"];
+    assert_eq!(host.as_str(), Some(node.as_str()));
 }
 
 #[test]
