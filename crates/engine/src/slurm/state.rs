@@ -50,6 +50,14 @@ impl JobState {
         }
     }
 
+    /// The node of a job that ended, when Slurm names one.
+    pub fn ended_on(&self) -> Option<String> {
+        match self {
+            JobState::Ended { node, .. } if !node.is_empty() => Some(node.clone()),
+            _ => None,
+        }
+    }
+
     /// A few words for the progress line.
     pub fn describe(&self, job: &str) -> String {
         match self {

@@ -221,13 +221,9 @@ impl Slurm {
         }
         metrics.forward_metrics(ctx);
         append_slurm_output(dir, job);
-        let node = match state {
-            JobState::Ended { node, .. } if !node.is_empty() => Some(node.clone()),
-            _ => None,
-        };
         JobEnd {
             job: job.to_string(),
-            node,
+            node: state.ended_on(),
             result: Err(RunError::Kind(anyhow::anyhow!(failure_message(job, state)))),
         }
     }
@@ -246,13 +242,9 @@ impl Slurm {
         ctx.log(&format!("vlmflow: {message}"));
         ctx.progress(0, None, &format!("cancelling Slurm job {job}"));
         let state = self.ended_state(job, CANCEL_GRACE);
-        let node = match state {
-            JobState::Ended { node, .. } if !node.is_empty() => Some(node),
-            _ => None,
-        };
         JobEnd {
             job: job.to_string(),
-            node,
+            node: state.ended_on(),
             result: Err(RunError::Kind(anyhow::anyhow!(message))),
         }
     }
