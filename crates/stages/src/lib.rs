@@ -16,6 +16,7 @@ mod lm_train;
 mod preprocess;
 mod shared;
 mod vlm_pretrain;
+mod vqa_eval;
 mod zero_shot;
 
 use std::path::Path;
@@ -33,6 +34,7 @@ pub fn kinds() -> Kinds {
         &vlm_pretrain::VlmPretrain,
         &finetune::Finetune,
         &chat_export::ChatExport,
+        &vqa_eval::VqaEval,
     ])
 }
 

@@ -178,7 +178,7 @@ pub(crate) mod tests {
 
     /// A tiny bundle written from random weights into `dir/bundle`: (its folder, the model, its
     /// params, the tokenizer, the template).
-    pub(super) fn tiny_bundle(
+    pub(crate) fn tiny_bundle(
         dir: &Path,
     ) -> Result<(std::path::PathBuf, Vlm, ParamStore, Tokenizer, ChatTemplate)> {
         let tok = train_bpe(

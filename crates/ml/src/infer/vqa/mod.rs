@@ -1,0 +1,242 @@
+//! Visual question answering as the benchmarks score it: read a question file (`questions`), ask
+//! a VLM every question about its image with greedy decoding in batches, and score each answer
+//! the way its benchmark does (`scoring`): overall, per category, POPE's yes/no measures, and a
+//! confusion matrix of option letters for multiple choice (`charts` draws them).
+
+pub mod charts;
+pub mod questions;
+pub mod scoring;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use candle_core::{Device, Result, Tensor};
+use serde::Serialize;
+
+use super::generate::{Prompt, SamplingConfig, generate};
+use crate::data::chat::ChatTemplate;
+use crate::data::image::{load, normalize_into, resize_center_crop, to_chw};
+use crate::data::tokenizer::Tokenizer;
+use crate::models::vlm::Vlm;
+use questions::{Expected, Question};
+use scoring::{YesNo, chosen_letter, exact_match, letter, pope_says_yes, vqa_accuracy};
+
+/// A VLM ready to answer: the model, its tokenizer, chat template and the tokens that end a reply.
+pub struct Answerer<'a> {
+    pub model: &'a Vlm,
+    pub tokenizer: &'a Tokenizer,
+    pub template: &'a ChatTemplate,
+    pub stop_tokens: Vec<u32>,
+}
+
+/// How the questions are asked.
+#[derive(Clone, Debug)]
+pub struct Asking {
+    pub max_new_tokens: usize,
+    pub batch_size: usize,
+    /// Appended (after a newline) to an open-ended or yes/no question; empty for none.
+    pub open_prompt: String,
+    /// Appended after a multiple-choice question's options.
+    pub choice_prompt: String,
+}
+
+/// lmms-eval's instruction for MMStar and MMBench.
+pub const CHOICE_PROMPT: &str = "Answer with the option's letter from the given choices directly.";
+
+/// One question as asked and answered.
+#[derive(Clone, Debug, Serialize)]
+pub struct Answered {
+    pub place: String,
+    pub image: String,
+    pub question: String,
+    /// The right answer as written (`red`, `B`, `yes`, or the humans' answers joined by `|`).
+    pub expected: String,
+    pub category: Option<String>,
+    /// None when the image could not be read (the question was skipped).
+    pub answer: Option<String>,
+    pub score: f64,
+    /// Why the question was skipped.
+    pub skipped: Option<String>,
+}
+
+/// The scores of a question file.
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    /// Mean score over the questions asked.
+    pub score: f64,
+    pub asked: usize,
+    /// Questions whose image could not be read.
+    pub skipped: usize,
+    /// Category → (mean score, questions asked).
+    pub per_category: BTreeMap<String, (f64, usize)>,
+    /// POPE's counts, when the file has yes/no questions.
+    pub yes_no: Option<YesNo>,
+    /// Multiple choice: right letter → chosen letter (`?` for none of them) → count.
+    pub confusion: BTreeMap<char, BTreeMap<char, usize>>,
+    pub answers: Vec<Answered>,
+}
+
+/// Ask every question and score the answers. `on_progress(done, total)` after each batch.
+pub fn evaluate(
+    who: &Answerer<'_>,
+    questions: &[Question],
+    asking: &Asking,
+    device: &Device,
+    mut on_progress: impl FnMut(usize, usize),
+) -> Result<Report> {
+    let size = who.model.cfg.vision.image_size;
+    let mut answers: Vec<Option<String>> = vec![None; questions.len()];
+    let mut skipped: Vec<Option<String>> = vec![None; questions.len()];
+    let mut prompts = Vec::with_capacity(questions.len());
+    for q in questions {
+        let text = prompt_text(q, asking);
+        prompts.push(who.template.prompt(who.tokenizer, &[], &text, true)?);
+    }
+    // Similar lengths together: a batch is left-padded to its longest prompt.
+    let mut order: Vec<usize> = (0..questions.len()).collect();
+    order.sort_by_key(|&i| prompts[i].ids.len());
+    let sampling = SamplingConfig {
+        max_new_tokens: asking.max_new_tokens,
+        stop_tokens: who.stop_tokens.clone(),
+        ..SamplingConfig::default()
+    };
+    let mut done = 0;
+    for chunk in order.chunks(asking.batch_size.max(1)) {
+        let mut rows = Vec::new();
+        let mut asked = Vec::new();
+        for &i in chunk {
+            match image_pixels(&questions[i].image, size) {
+                Ok(pixels) => {
+                    let prompt = &prompts[i];
+                    let at = prompt.image_at.expect("the prompt carries the image");
+                    let ids = Tensor::new(prompt.ids.as_slice(), device)?.unsqueeze(0)?;
+                    let image = Tensor::from_vec(pixels, (1, 3, size, size), device)?;
+                    rows.push(who.model.embed(&ids, Some((&image, at)))?.squeeze(0)?);
+                    asked.push(i);
+                }
+                Err(e) => skipped[i] = Some(e),
+            }
+        }
+        if !rows.is_empty() {
+            let out = generate(&who.model.lm, Prompt::Embeds(&rows), &sampling, |_, _| {})?;
+            for (&i, tokens) in asked.iter().zip(&out.tokens) {
+                answers[i] = Some(who.tokenizer.decode(tokens)?);
+            }
+        }
+        done += chunk.len();
+        on_progress(done, questions.len());
+    }
+    Ok(score(questions, answers, skipped))
+}
+
+/// The question as the model reads it: multiple-choice options listed with their letters.
+pub fn prompt_text(q: &Question, asking: &Asking) -> String {
+    let mut text = q.question.clone();
+    let add = |text: &mut String, line: &str| {
+        if !line.is_empty() {
+            text.push('\n');
+            text.push_str(line);
+        }
+    };
+    match &q.expected {
+        Expected::Choice { choices, .. } => {
+            for (i, choice) in choices.iter().enumerate() {
+                add(&mut text, &format!("{}. {choice}", letter(i)));
+            }
+            add(&mut text, &asking.choice_prompt);
+        }
+        _ => add(&mut text, &asking.open_prompt),
+    }
+    text
+}
+
+/// The image as the vision tower takes it, or why it cannot be read.
+fn image_pixels(path: &Path, size: usize) -> std::result::Result<Vec<f32>, String> {
+    let image = load(path).map_err(|e| e.to_string())?;
+    let chw = to_chw(&resize_center_crop(&image, size as u32));
+    let mut pixels = vec![0f32; chw.len()];
+    normalize_into(&chw, &mut pixels);
+    Ok(pixels)
+}
+
+fn score(
+    questions: &[Question],
+    answers: Vec<Option<String>>,
+    skipped: Vec<Option<String>>,
+) -> Report {
+    let mut per_category: BTreeMap<String, (f64, usize)> = BTreeMap::new();
+    let mut yes_no: Option<YesNo> = None;
+    let mut confusion: BTreeMap<char, BTreeMap<char, usize>> = BTreeMap::new();
+    let (mut total, mut asked) = (0.0, 0);
+    let mut out = Vec::with_capacity(questions.len());
+    for ((q, answer), skipped) in questions.iter().zip(answers).zip(skipped) {
+        let score = match &answer {
+            None => 0.0,
+            Some(said) => match &q.expected {
+                Expected::Answer(right) => exact_match(said, right),
+                Expected::Humans(humans) => vqa_accuracy(said, humans),
+                Expected::Choice { choices, right } => {
+                    let chosen = chosen_letter(said, choices);
+                    *confusion
+                        .entry(*right)
+                        .or_default()
+                        .entry(chosen.unwrap_or('?'))
+                        .or_default() += 1;
+                    f64::from(chosen == Some(*right))
+                }
+                Expected::YesNo(truth) => {
+                    let yes = pope_says_yes(said);
+                    yes_no.get_or_insert_default().add(yes, *truth);
+                    f64::from(yes == *truth)
+                }
+            },
+        };
+        if answer.is_some() {
+            total += score;
+            asked += 1;
+            if let Some(category) = &q.category {
+                let entry = per_category.entry(category.clone()).or_default();
+                entry.0 += score;
+                entry.1 += 1;
+            }
+        }
+        out.push(Answered {
+            place: q.place.clone(),
+            image: q.image.display().to_string(),
+            question: q.question.clone(),
+            expected: expected_text(&q.expected),
+            category: q.category.clone(),
+            answer,
+            score,
+            skipped,
+        });
+    }
+    for (sum, n) in per_category.values_mut() {
+        *sum /= *n as f64;
+    }
+    Report {
+        score: if asked == 0 {
+            0.0
+        } else {
+            total / asked as f64
+        },
+        asked,
+        skipped: questions.len() - asked,
+        per_category,
+        yes_no,
+        confusion,
+        answers: out,
+    }
+}
+
+fn expected_text(expected: &Expected) -> String {
+    match expected {
+        Expected::Answer(a) => a.clone(),
+        Expected::Humans(humans) => humans.join("|"),
+        Expected::Choice { right, .. } => right.to_string(),
+        Expected::YesNo(yes) => if *yes { "yes" } else { "no" }.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests;
