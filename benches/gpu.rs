@@ -273,6 +273,7 @@ fn finetune(
         projector: ProjectorConfig::Resampler {
             queries: 64,
             heads: 14,
+            positions: true,
         },
         lm: qwen2_5_0_5b(),
         lora: None,

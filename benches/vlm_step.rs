@@ -79,6 +79,7 @@ fn vlm_config() -> VlmConfig {
         projector: ProjectorConfig::Resampler {
             queries: 16,
             heads: 4,
+            positions: true,
         },
         lm: Qwen2Config::small(VOCAB),
         lora: None,

@@ -11,6 +11,7 @@ fn shape(i: u64) -> (Vec<u8>, String) {
     let config = vlmflow_ml::data::shapes::ShapesConfig {
         seed: 5,
         image_size: 32,
+        ..Default::default()
     };
     let sample = config.sample(i);
     (

@@ -42,6 +42,38 @@ fn synthetic_data_becomes_shards_with_a_held_out_split() {
 }
 
 #[test]
+fn held_out_questions_at_several_sizes_with_shapes_anywhere() {
+    let ws = Ws::new(
+        r#"
+[stages.heldout]
+kind = "download"
+params = { source = "synthetic", count = 30, seed = 9, image_sizes = [32, 64, 96], placement = "anywhere", questions = true }
+"#,
+    );
+    ws.build_ok(&[]);
+    let lines: Vec<serde_json::Value> = ws
+        .read("out/heldout/questions.jsonl")
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 30 * 4, "four questions per image");
+    let kinds: std::collections::BTreeSet<&str> = lines
+        .iter()
+        .map(|l| l["category"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds.into_iter().collect::<Vec<_>>(),
+        ["colour", "position", "shape", "size"]
+    );
+    // Image i is drawn at image_sizes[i % 3].
+    for (i, size) in [(0, 32), (1, 64), (2, 96), (3, 32)] {
+        let image = image::open(ws.path(&format!("out/heldout/images/{i:06}.png"))).unwrap();
+        assert_eq!((image.width(), image.height()), (size, size));
+    }
+    assert_eq!(lines[4]["image"], "images/000001.png");
+}
+
+#[test]
 fn the_synthetic_source_is_deterministic_and_a_preprocess_param_reruns_only_preprocess() {
     let ws = Ws::new(SYNTHETIC);
     ws.build_ok(&[]);
@@ -79,6 +111,7 @@ params = { val_permille = 0 }
     let config = vlmflow_ml::data::shapes::ShapesConfig {
         seed: 1,
         image_size: 32,
+        ..Default::default()
     };
     let mut csv = String::from("image,caption,label\n");
     for i in 0..3u64 {

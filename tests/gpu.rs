@@ -124,6 +124,7 @@ fn vlm_losses(device: &Device, precision: Precision) -> Result<Vec<f64>> {
         projector: ProjectorConfig::Resampler {
             queries: 16,
             heads: 4,
+            positions: true,
         },
         lm: Qwen2Config::small(vocab),
         lora: None,

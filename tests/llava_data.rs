@@ -60,6 +60,7 @@ fn write_llava(ws: &Ws, count: u64) {
     let shapes = ShapesConfig {
         seed: 9,
         image_size: 32,
+        ..Default::default()
     };
     let dir = ws.path("llava/images");
     std::fs::create_dir_all(&dir).unwrap();

@@ -10,6 +10,7 @@ fn main() {
     let config = ShapesConfig {
         seed: 0,
         image_size: 32,
+        ..Default::default()
     };
     let (cols, rows, scale) = (8u32, 4u32, 4u32);
     let mut grid = RgbImage::new(cols * 32 * scale, rows * 32 * scale);

@@ -181,11 +181,24 @@ impl Sample {
     }
 }
 
-/// The generator: a seed and an image size. `sample(i)` depends on nothing else.
+/// The generator: a seed, an image size and where shapes go. `sample(i)` depends on nothing else.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ShapesConfig {
     pub seed: u64,
     pub image_size: u32,
+    pub placement: Placement,
+}
+
+/// Where in its grid cell a shape's centre is drawn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Placement {
+    /// Near the cell's centre (a jitter well under the grid spacing): the training default.
+    #[default]
+    Grid,
+    /// Anywhere in the middle 80% of the cell (the shape kept inside the image): harder, for
+    /// held-out questions.
+    Anywhere,
 }
 
 impl Default for ShapesConfig {
@@ -193,6 +206,7 @@ impl Default for ShapesConfig {
         ShapesConfig {
             seed: 0,
             image_size: 32,
+            placement: Placement::Grid,
         }
     }
 }
@@ -217,8 +231,22 @@ impl ShapesConfig {
         let pad = radius + jitter;
         let spacing = (s - 2.0 * pad) / 2.0;
         let (col, row) = position.cell();
-        let cx = pad + col as f32 * spacing + rng.uniform(-jitter, jitter);
-        let cy = pad + row as f32 * spacing + rng.uniform(-jitter, jitter);
+        let (cx, cy) = match self.placement {
+            Placement::Grid => (
+                pad + col as f32 * spacing + rng.uniform(-jitter, jitter),
+                pad + row as f32 * spacing + rng.uniform(-jitter, jitter),
+            ),
+            Placement::Anywhere => {
+                // A cell is `spacing` wide around its grid point; the centre goes anywhere in its
+                // middle 80%, so that a margin between neighbours keeps every label decidable.
+                let mut within = |cell: usize| {
+                    let at = pad + cell as f32 * spacing;
+                    let offset = rng.uniform(-0.4 * spacing, 0.4 * spacing);
+                    (at + offset).clamp(radius, s - radius)
+                };
+                (within(col), within(row))
+            }
+        };
 
         let background = [0; 3].map(|_| rng.uniform(205.0, 250.0));
         let fill = colour
@@ -347,6 +375,7 @@ mod tests {
         let cfg = ShapesConfig {
             seed: 5,
             image_size: 32,
+            ..Default::default()
         };
         let (a, b) = (cfg.sample(17), cfg.sample(17));
         assert_eq!(a.image.as_raw(), b.image.as_raw());
@@ -379,11 +408,51 @@ mod tests {
     }
 
     #[test]
+    fn anywhere_spreads_centres_over_the_cell_keeping_labels_decidable() {
+        for image_size in [32, 64, 96] {
+            let spread = |placement| {
+                let cfg = ShapesConfig {
+                    seed: 3,
+                    image_size,
+                    placement,
+                };
+                let mut widest: f32 = 0.0;
+                for i in 0..500 {
+                    let moved = cfg.sample(i);
+                    let (cx, cy) = moved.centre;
+                    let s = image_size as f32;
+                    assert!(cx - moved.radius >= 0.0 && cx + moved.radius <= s);
+                    assert!(cy - moved.radius >= 0.0 && cy + moved.radius <= s);
+                    // The labelled cell is the one whose grid point is nearest.
+                    let (col, row) = moved.position.cell();
+                    let k = s / 32.0;
+                    let jitter = (1.5 * k).min((s - 2.0 * moved.radius) / 12.0);
+                    let pad = moved.radius + jitter;
+                    let spacing = (s - 2.0 * pad) / 2.0;
+                    let nearest = |c: f32| ((c - pad) / spacing).round() as usize;
+                    assert_eq!(
+                        (nearest(cx), nearest(cy)),
+                        (col, row),
+                        "sample {i} at {image_size}"
+                    );
+                    let off = (cx - (pad + col as f32 * spacing)).abs() / spacing;
+                    widest = widest.max(off);
+                }
+                widest
+            };
+            assert!(spread(Placement::Grid) <= 0.21);
+            let anywhere = spread(Placement::Anywhere);
+            assert!((0.35..=0.4).contains(&anywhere), "{anywhere}");
+        }
+    }
+
+    #[test]
     fn a_shapes_pixels_are_mostly_its_colour() {
         for image_size in [32, 64] {
             let cfg = ShapesConfig {
                 seed: 1,
                 image_size,
+                ..Default::default()
             };
             for i in 0..200 {
                 let s = cfg.sample(i);

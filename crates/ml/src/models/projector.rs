@@ -3,7 +3,12 @@
 //! - `mlp` (LLaVA-1.5): `Linear → GELU → Linear` on every patch feature; one LM token per patch.
 //! - `resampler` (Qwen-VL's adapter, the miniVLM seed's): `queries` learned vectors
 //!   cross-attend to the patch features (keys and values projected to the LM width, both sides
-//!   layer-normed), a fixed number of LM tokens whatever the image size.
+//!   layer-normed), a fixed number of LM tokens whatever the image size. With `positions`, the
+//!   keys and values carry each patch's place on the grid (2-D sine–cosine embeddings). Without
+//!   them attention sees the patches as a set, and where a shape is must survive in the features
+//!   (it barely does: see the README's "Where things are"). In the keys (as Qwen-VL has them) a
+//!   query can look at a place; in the values what it reads says where it looked — the
+//!   attention-weighted mean of the places, finer than one patch.
 
 use candle_core::{Result, Tensor};
 use serde::{Deserialize, Serialize};
@@ -16,7 +21,14 @@ use crate::param_store::ParamStore;
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum ProjectorConfig {
     Mlp,
-    Resampler { queries: usize, heads: usize },
+    Resampler {
+        queries: usize,
+        heads: usize,
+        /// Add the patches' 2-D positions to the keys and values (false in models made before
+        /// they existed).
+        #[serde(default)]
+        positions: bool,
+    },
 }
 
 #[derive(Clone, Debug)]
@@ -38,6 +50,7 @@ pub struct Resampler {
     ln_post: LayerNorm,
     proj: Linear,
     heads: usize,
+    positions: bool,
 }
 
 impl Projector {
@@ -54,7 +67,11 @@ impl Projector {
                 fc1: Linear::new(&p.pp("fc1"), vision_width, lm_width, true)?,
                 fc2: Linear::new(&p.pp("fc2"), lm_width, lm_width, true)?,
             },
-            ProjectorConfig::Resampler { queries, heads } => {
+            ProjectorConfig::Resampler {
+                queries,
+                heads,
+                positions,
+            } => {
                 if queries == 0 || heads == 0 || !lm_width.is_multiple_of(heads) {
                     candle_core::bail!(
                         "resampler: needs queries ≥ 1 and an LM width ({lm_width}) divisible by heads ({heads})"
@@ -73,6 +90,7 @@ impl Projector {
                     ln_post: LayerNorm::new(&p.pp("ln_post"), lm_width)?,
                     proj: Linear::new(&p.pp("proj"), lm_width, lm_width, false)?,
                     heads,
+                    positions,
                 }))
             }
         })
@@ -107,6 +125,12 @@ impl Resampler {
             .unsqueeze(0)?
             .broadcast_as((n, q_len, width))?
             .contiguous()?;
+        let kv = if self.positions {
+            let grid = grid_positions(kv.dim(1)?, width, kv.device())?;
+            kv.broadcast_add(&ops::cast_like(&grid, &kv)?)?
+        } else {
+            kv
+        };
         let attended = ops::multi_head_attention(
             &self.q_proj.forward(&q)?,
             &self.k_proj.forward(&kv)?,
@@ -117,6 +141,38 @@ impl Resampler {
         let y = self.ln_post.forward(&self.out_proj.forward(&attended)?)?;
         self.proj.forward(&y)
     }
+}
+
+/// 2-D sine–cosine embeddings of a square grid of `patches` (row by row), `width` wide: the first
+/// half encodes the row, the second the column, each as sines and cosines of geometric
+/// frequencies (MAE's and Qwen-VL's `get_2d_sincos_pos_embed`).
+pub fn grid_positions(
+    patches: usize,
+    width: usize,
+    device: &candle_core::Device,
+) -> Result<Tensor> {
+    let side = (patches as f64).sqrt().round() as usize;
+    if side * side != patches || !width.is_multiple_of(4) {
+        candle_core::bail!(
+            "resampler positions: {patches} patches are not a square grid, or the width {width} is not a multiple of 4"
+        );
+    }
+    let quarter = width / 4;
+    let mut out = Vec::with_capacity(patches * width);
+    for row in 0..side {
+        for col in 0..side {
+            for coordinate in [row, col] {
+                let angles = (0..quarter).map(|i| {
+                    let omega = 1.0 / 10000f64.powf(i as f64 / quarter as f64);
+                    coordinate as f64 * omega
+                });
+                let angles: Vec<f64> = angles.collect();
+                out.extend(angles.iter().map(|a| a.sin() as f32));
+                out.extend(angles.iter().map(|a| a.cos() as f32));
+            }
+        }
+    }
+    Tensor::from_vec(out, (1, patches, width), device)
 }
 
 #[cfg(test)]
@@ -138,6 +194,7 @@ mod tests {
         let cfg = ProjectorConfig::Resampler {
             queries: 5,
             heads: 4,
+            positions: true,
         };
         let r = Projector::new(&p.pp("resampler"), &cfg, 24, 32)?;
         assert_eq!(r.output_tokens(16), 5);
@@ -151,9 +208,10 @@ mod tests {
         let cfg = ProjectorConfig::Resampler {
             queries: 3,
             heads: 2,
+            positions: true,
         };
         let r = Projector::new(&p, &cfg, 8, 16)?;
-        let loss = r.forward(&features(2, 5, 8)?)?.sqr()?.sum_all()?;
+        let loss = r.forward(&features(2, 4, 8)?)?.sqr()?.sum_all()?;
         let grads = loss.backward()?;
         for (name, var) in p.vars() {
             let g = grads
@@ -162,6 +220,58 @@ mod tests {
             let norm = g.sqr()?.sum_all()?.to_scalar::<f32>()?;
             assert!(norm > 0.0, "{name} has a zero gradient");
         }
+        Ok(())
+    }
+
+    #[test]
+    fn with_positions_the_resampler_tells_a_moved_patch_apart() -> Result<()> {
+        // The same features in another order: a set to the plain resampler, not to one with
+        // positions.
+        let x = features(1, 16, 24)?;
+        let order: Vec<u32> = (0..16).rev().collect();
+        let moved = x.index_select(&Tensor::new(order.as_slice(), &Device::Cpu)?, 1)?;
+        for positions in [false, true] {
+            let p = ParamStore::new(2, &Device::Cpu);
+            let cfg = ProjectorConfig::Resampler {
+                queries: 4,
+                heads: 4,
+                positions,
+            };
+            let r = Projector::new(&p, &cfg, 24, 32)?;
+            let diff = (r.forward(&x)? - r.forward(&moved)?)?
+                .abs()?
+                .max_all()?
+                .to_scalar::<f32>()?;
+            assert_eq!(diff > 1e-3, positions, "positions {positions}: {diff}");
+        }
+        // An old model's config, without the field, loads as one without positions.
+        let old: ProjectorConfig =
+            serde_json::from_str(r#"{"kind": "resampler", "queries": 4, "heads": 2}"#).unwrap();
+        assert_eq!(
+            old,
+            ProjectorConfig::Resampler {
+                queries: 4,
+                heads: 2,
+                positions: false
+            }
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn grid_positions_differ_by_row_and_column() -> Result<()> {
+        let g = grid_positions(9, 8, &Device::Cpu)?
+            .squeeze(0)?
+            .to_vec2::<f32>()?;
+        assert_eq!(g.len(), 9);
+        // Patch 0 is (0, 0): sines 0, cosines 1.
+        assert_eq!(g[0], vec![0.0, 0.0, 1.0, 1.0, 0.0, 0.0, 1.0, 1.0]);
+        for a in 0..9 {
+            for b in 0..a {
+                assert_ne!(g[a], g[b], "patches {a} and {b}");
+            }
+        }
+        assert!(grid_positions(8, 8, &Device::Cpu).is_err());
         Ok(())
     }
 }

@@ -26,6 +26,7 @@ pub(crate) fn tiny() -> VlmConfig {
         projector: ProjectorConfig::Resampler {
             queries: 3,
             heads: 2,
+            positions: true,
         },
         lm,
         lora: None,

@@ -39,6 +39,9 @@ fn default_heads() -> usize {
 fn default_projector() -> String {
     "resampler".into()
 }
+fn default_resampler_positions() -> bool {
+    true
+}
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -64,6 +67,10 @@ struct OwnParams {
     queries: usize,
     #[serde(default = "default_heads")]
     projector_heads: usize,
+    /// Give the resampler's keys and values the patches' places on the grid
+    /// (see `ml::models::projector`).
+    #[serde(default = "default_resampler_positions")]
+    resampler_positions: bool,
     /// Train the vision tower too (at `lr × vision_lr_scale`); frozen by default.
     #[serde(default)]
     train_vision: bool,
@@ -85,7 +92,8 @@ impl Kind for VlmPretrain {
     }
 
     fn version(&self) -> &'static str {
-        "2"
+        // 3: the resampler's keys and values carry the patches' positions by default.
+        "3"
     }
 
     fn uses_device(&self) -> bool {
@@ -127,6 +135,7 @@ impl Kind for VlmPretrain {
             "resampler" => ProjectorConfig::Resampler {
                 queries: p.own.queries,
                 heads: p.own.projector_heads,
+                positions: p.own.resampler_positions,
             },
             "mlp" => ProjectorConfig::Mlp,
             other => bail!(
