@@ -76,6 +76,15 @@ fn build(ws: &Ws) -> Run {
     Run::from_output(&["build"], out.status, out.stdout, out.stderr)
 }
 
+/// `vlmflow build` in the background, its output captured.
+fn spawn_build(ws: &Ws) -> std::process::Child {
+    slurm_command(ws, &["build"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn vlmflow")
+}
+
 fn scontrol(job: &str) -> String {
     let out = Command::new("scontrol")
         .args(["show", "job", "-o", job])
@@ -208,11 +217,7 @@ fn a_failing_job_is_a_failed_run_showing_its_log() {
 #[test]
 fn a_job_cancelled_with_scancel_is_a_failed_run_saying_so() {
     let ws = pipeline("touch started; sleep 60");
-    let child = slurm_command(&ws, &["build"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("spawn vlmflow");
+    let child = spawn_build(&ws);
     let job = wait_for_job_id(&ws);
     wait_for_state(&job, "RUNNING");
     let cancelled = Command::new("scancel")
@@ -238,11 +243,7 @@ fn a_job_cancelled_with_scancel_is_a_failed_run_saying_so() {
 #[test]
 fn ctrl_c_on_the_submitting_side_cancels_the_job() {
     let ws = pipeline("touch started; sleep 60");
-    let mut child = slurm_command(&ws, &["build"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("spawn vlmflow");
+    let mut child = spawn_build(&ws);
     ws.wait_for_file("started", &mut child);
     let job = wait_for_job_id(&ws);
     signal(child.id() as i32, libc::SIGINT);
@@ -256,11 +257,7 @@ fn ctrl_c_on_the_submitting_side_cancels_the_job() {
 #[test]
 fn a_job_that_ended_while_its_submitter_was_gone_is_taken_by_the_next_build() {
     let ws = pipeline(&format!("touch started; sleep 2; {TRAIN}"));
-    let mut child = slurm_command(&ws, &["build"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("spawn vlmflow");
+    let mut child = spawn_build(&ws);
     ws.wait_for_file("started", &mut child);
     let job = wait_for_job_id(&ws);
     // The login node's session is lost: the submitter dies without a word; the job goes on.

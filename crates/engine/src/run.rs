@@ -220,7 +220,7 @@ impl Executor<'_> {
         let _ = job.db.set_run_job(run_id, &id, None);
         let end = self.slurm.wait(&id, &slurm.dir, ctx);
         if let Some(node) = &end.node {
-            let _ = job.db.set_run_job(run_id, &end.job, Some(node));
+            let _ = job.db.set_run_job(run_id, &id, Some(node));
         }
         end.result
     }

@@ -3,19 +3,15 @@
 //! Hugging Face Qwen2 layout, and a `manifest.json` with the bundle's provenance: every stage
 //! that led to it, with its key, params, input digests and final metrics.
 
-use anyhow::Context;
 use serde::Deserialize;
 use serde_json::Value;
 
 use super::{Kind, StageContext};
 use crate::shared::kind_params;
-use crate::shared::vlm_common::{VLM_JSON, VlmManifest};
+use crate::shared::vlm_common::{VLM_JSON, VlmFolder};
 use vlmflow_engine::kind::ParamProblem;
-use vlmflow_ml::data::tokenizer::Tokenizer;
 use vlmflow_ml::infer::bundle::{self, BundleInfo};
-use vlmflow_ml::models::vlm::Vlm;
 use vlmflow_ml::models::vlm_folder::{self, LmFiles};
-use vlmflow_ml::param_store::ParamStore;
 
 pub struct ChatExport;
 
@@ -50,14 +46,16 @@ impl Kind for ChatExport {
         let source = ctx.find_upstream("finetune (or vlm-pretrain) stage", |p| {
             p.join(VLM_JSON).is_file()
         })?;
-        let manifest: VlmManifest = super::read_json(&source.join(VLM_JSON))?;
-        let tokenizer_path = source.join("tokenizer.json");
-        let tokenizer = Tokenizer::load(&tokenizer_path)?;
         // The device matters only where LoRA adapters are folded in (one matmul per adapter).
-        let params = ParamStore::new(0, &super::device(ctx)?);
-        let model = Vlm::new(&params, &manifest.model)?;
-        vlm_folder::load(source, &params, true)
-            .with_context(|| format!("loading the VLM in {}", source.display()))?;
+        let vlm = VlmFolder::load(source, &super::device(ctx)?)?;
+        let stop_tokens = vlm.stop_tokens();
+        let VlmFolder {
+            manifest,
+            params,
+            model,
+            ..
+        } = vlm;
+        let tokenizer_path = source.join("tokenizer.json");
         // LoRA adapters, if the model has them, are folded into the weights; otherwise the
         // language model's files are the source's.
         let source_lm = source.join(vlm_folder::LM);
@@ -68,7 +66,6 @@ impl Kind for ChatExport {
             }
             None => (params, model, LmFiles::CopyOf(&source_lm)),
         };
-        let stop_tokens = vec![manifest.template.im_end, tokenizer.eos_id()];
         let info = BundleInfo::new(model.cfg.clone(), manifest.template, stop_tokens);
         bundle::write(ctx.out_dir, &params, &model, lm, &info, &tokenizer_path)?;
         let provenance = serde_json::json!({

@@ -5,21 +5,19 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use serde::Deserialize;
 use serde_json::Value;
 
 use super::{Kind, StageContext};
 use crate::shared::kind_params;
-use crate::shared::vlm_common::{VLM_JSON, VlmManifest};
+use crate::shared::vlm_common::{VLM_JSON, VlmFolder};
 use vlmflow_engine::kind::ParamProblem;
 use vlmflow_ml::data::chat::ChatTemplate;
 use vlmflow_ml::data::tokenizer::Tokenizer;
 use vlmflow_ml::infer::bundle::{self, Bundle};
 use vlmflow_ml::infer::vqa::{self, Answerer, Asking, CHOICE_PROMPT, charts, questions};
 use vlmflow_ml::models::vlm::Vlm;
-use vlmflow_ml::models::vlm_folder;
-use vlmflow_ml::param_store::ParamStore;
 
 pub struct VqaEval;
 
@@ -256,18 +254,12 @@ impl LoadedVlm {
                 stop_tokens: b.info.stop_tokens,
             });
         }
-        let manifest: VlmManifest = super::read_json(&dir.join(VLM_JSON))?;
-        let tokenizer = Tokenizer::load(&dir.join("tokenizer.json"))?;
-        let params = ParamStore::new(0, device);
-        let model = Vlm::new(&params, &manifest.model)?;
-        vlm_folder::load(dir, &params, true)
-            .with_context(|| format!("loading the VLM in {}", dir.display()))?;
-        let stop_tokens = vec![manifest.template.im_end, tokenizer.eos_id()];
+        let vlm = VlmFolder::load(dir, device)?;
         Ok(LoadedVlm {
-            model,
-            tokenizer,
-            template: manifest.template,
-            stop_tokens,
+            stop_tokens: vlm.stop_tokens(),
+            model: vlm.model,
+            tokenizer: vlm.tokenizer,
+            template: vlm.manifest.template,
         })
     }
 }

@@ -38,7 +38,13 @@ pub fn run_job(spec_path: &Path, kinds: &Kinds) -> anyhow::Result<bool> {
             .to_path_buf(),
     );
     let Some(kind) = kinds.find(&spec.kind) else {
-        bail!("this vlmflow has no kind `{}`", spec.kind);
+        bail!(
+            "{}: this vlmflow ({}) has no kind `{}`: run the same vlmflow on the nodes as on the \
+             submitting machine (VLMFLOW_JOB_BIN names it)",
+            spec_path.display(),
+            std::env::current_exe().unwrap_or_default().display(),
+            spec.kind
+        );
     };
     crate::interrupt::install();
     let job = std::env::var("SLURM_JOB_ID").unwrap_or_default();

@@ -33,7 +33,6 @@ pub struct Slurm {
 
 /// How a job ended, as the submitter records it.
 pub struct JobEnd {
-    pub job: String,
     /// The node the work ran on, once known.
     pub node: Option<String>,
     pub result: Result<(), RunError>,
@@ -178,7 +177,6 @@ impl Slurm {
         let node = Some(result.node.clone());
         let Some(error) = result.error else {
             return JobEnd {
-                job: job.to_string(),
                 node,
                 result: Ok(()),
             };
@@ -191,7 +189,6 @@ impl Slurm {
         };
         append_slurm_output(dir, job);
         JobEnd {
-            job: job.to_string(),
             node,
             result: Err(RunError::Kind(anyhow::anyhow!(message))),
         }
@@ -222,7 +219,6 @@ impl Slurm {
         metrics.forward_metrics(ctx);
         append_slurm_output(dir, job);
         JobEnd {
-            job: job.to_string(),
             node: state.ended_on(),
             result: Err(RunError::Kind(anyhow::anyhow!(failure_message(job, state)))),
         }
@@ -243,7 +239,6 @@ impl Slurm {
         ctx.progress(0, None, &format!("cancelling Slurm job {job}"));
         let state = self.ended_state(job, CANCEL_GRACE);
         JobEnd {
-            job: job.to_string(),
             node: state.ended_on(),
             result: Err(RunError::Kind(anyhow::anyhow!(message))),
         }

@@ -66,13 +66,25 @@ impl Loader<'_> {
                 "cpus" => options.cpus = self.count(v, "cpus", 1),
                 "mem" => options.mem = self.slurm_mem(v),
                 "time" => {
-                    options.time = self.slurm_string(v, "time", "\"10:00:00\"", valid_time);
+                    let (message, help) = (
+                        "Slurm `time` must be a time limit as sbatch takes it",
+                        "write time = \"10:00:00\" (or \"90\" minutes, \"2-00:00:00\")",
+                    );
+                    options.time = self.slurm_string(v, valid_time, message, help);
                 }
                 "partition" => {
-                    options.partition = self.slurm_string(v, "partition", "\"gpu\"", is_name);
+                    let (message, help) = (
+                        "Slurm `partition` must be a name without spaces",
+                        "write partition = \"gpu\"",
+                    );
+                    options.partition = self.slurm_string(v, is_name, message, help);
                 }
                 "account" => {
-                    options.account = self.slurm_string(v, "account", "\"my-project\"", is_name);
+                    let (message, help) = (
+                        "Slurm `account` must be a name without spaces",
+                        "write account = \"my-project\"",
+                    );
+                    options.account = self.slurm_string(v, is_name, message, help);
                 }
                 "sbatch" => options.sbatch = self.sbatch_options(v),
                 other => {
@@ -144,26 +156,17 @@ impl Loader<'_> {
         }
     }
 
+    /// A string that `valid` accepts; else `message` and `help` at the value.
     fn slurm_string(
         &mut self,
         value: &Spanned<DeValue<'_>>,
-        key: &str,
-        example: &str,
         valid: fn(&str) -> bool,
+        message: &str,
+        help: &str,
     ) -> Option<String> {
         match value.get_ref().as_str() {
             Some(s) if valid(s) => Some(s.to_string()),
             _ => {
-                let message = match key {
-                    "time" => "Slurm `time` must be a time limit as sbatch takes it".to_string(),
-                    _ => format!("Slurm `{key}` must be a name without spaces"),
-                };
-                let help = match key {
-                    "time" => {
-                        "write time = \"10:00:00\" (or \"90\" minutes, \"2-00:00:00\")".to_string()
-                    }
-                    _ => format!("write {key} = {example}"),
-                };
                 self.error(value.span(), message, help);
                 None
             }

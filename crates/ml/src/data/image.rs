@@ -85,6 +85,14 @@ pub fn load_chw(path: &Path, image_size: u32) -> Result<Vec<u8>> {
     Ok(to_chw(&resize_center_crop(&load(path)?, image_size)))
 }
 
+/// [`load_chw`], normalised: what a vision tower takes for one image file.
+pub fn load_normalized(path: &Path, image_size: u32) -> Result<Vec<f32>> {
+    let chw = load_chw(path, image_size)?;
+    let mut pixels = vec![0f32; chw.len()];
+    normalize_into(&chw, &mut pixels);
+    Ok(pixels)
+}
+
 /// CHW u8 (3 planes) → CHW f32, `(x / 255 - mean[c]) / std[c]`. `out` must be as long as `chw`.
 pub fn normalize_into(chw: &[u8], out: &mut [f32]) {
     assert_eq!(chw.len(), out.len(), "normalize_into: length mismatch");

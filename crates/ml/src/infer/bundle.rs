@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use super::generate::{Prompt, SamplingConfig, generate};
 use crate::data::chat::{ChatTemplate, Turn};
-use crate::data::image::{load, normalize_into, resize_center_crop, to_chw};
+use crate::data::image::load_normalized;
 use crate::data::tokenizer::Tokenizer;
 use crate::models::vlm::{Vlm, VlmConfig};
 use crate::models::vlm_folder::{self, LmFiles};
@@ -124,10 +124,8 @@ impl Bundle {
     /// normalised: `(1, 3, S, S)`.
     pub fn load_image(&self, path: &Path) -> Result<Tensor> {
         let size = self.model.cfg.vision.image_size;
-        let image = load(path).map_err(|e| candle_core::Error::Msg(e.to_string()))?;
-        let chw = to_chw(&resize_center_crop(&image, size as u32));
-        let mut pixels = vec![0f32; chw.len()];
-        normalize_into(&chw, &mut pixels);
+        let pixels = load_normalized(path, size as u32)
+            .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
         Tensor::from_vec(pixels, (1, 3, size, size), self.model.lm.device())
     }
 

@@ -78,6 +78,36 @@ pub(crate) fn is_vlm(path: &Path) -> bool {
     path.join(VLM_JSON).is_file()
 }
 
+/// A VLM folder (a vlm-pretrain or finetune artifact) loaded onto a device.
+pub(crate) struct VlmFolder {
+    pub manifest: VlmManifest,
+    pub tokenizer: Tokenizer,
+    pub params: ParamStore,
+    pub model: Vlm,
+}
+
+impl VlmFolder {
+    pub(crate) fn load(dir: &Path, device: &candle_core::Device) -> anyhow::Result<VlmFolder> {
+        let manifest: VlmManifest = crate::read_json(&dir.join(VLM_JSON))?;
+        let tokenizer = Tokenizer::load(&dir.join("tokenizer.json"))?;
+        let params = ParamStore::new(0, device);
+        let model = Vlm::new(&params, &manifest.model)?;
+        vlm_folder::load(dir, &params, true)
+            .with_context(|| format!("loading the VLM in {}", dir.display()))?;
+        Ok(VlmFolder {
+            manifest,
+            tokenizer,
+            params,
+            model,
+        })
+    }
+
+    /// The tokens that end a reply: the template's `<|im_end|>` and the tokenizer's EOS.
+    pub(crate) fn stop_tokens(&self) -> Vec<u32> {
+        vec![self.manifest.template.im_end, self.tokenizer.eos_id()]
+    }
+}
+
 /// Sequences of the split in `split_dir` (`train` or `validation`), with their counts as metrics.
 pub(crate) fn sequences(
     ctx: &StageContext<'_>,

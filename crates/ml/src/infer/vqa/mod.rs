@@ -7,15 +7,14 @@ pub mod charts;
 pub mod questions;
 pub mod scoring;
 
-use std::collections::BTreeMap;
-use std::path::Path;
-
 use candle_core::{Device, Result, Tensor};
 use serde::Serialize;
+use std::collections::BTreeMap;
 
 use super::generate::{Prompt, SamplingConfig, generate};
 use crate::data::chat::ChatTemplate;
-use crate::data::image::{load, normalize_into, resize_center_crop, to_chw};
+use crate::data::chat::Tokenized;
+use crate::data::image::load_normalized;
 use crate::data::tokenizer::Tokenizer;
 use crate::models::vlm::Vlm;
 use questions::{Expected, Question};
@@ -102,22 +101,24 @@ pub fn evaluate(
     };
     let mut done = 0;
     for chunk in order.chunks(asking.batch_size.max(1)) {
-        let mut rows = Vec::new();
+        let mut pixels = Vec::new();
         let mut asked = Vec::new();
         for &i in chunk {
-            match image_pixels(&questions[i].image, size) {
-                Ok(pixels) => {
-                    let prompt = &prompts[i];
-                    let at = prompt.image_at.expect("the prompt carries the image");
-                    let ids = Tensor::new(prompt.ids.as_slice(), device)?.unsqueeze(0)?;
-                    let image = Tensor::from_vec(pixels, (1, 3, size, size), device)?;
-                    rows.push(who.model.embed(&ids, Some((&image, at)))?.squeeze(0)?);
+            match load_normalized(&questions[i].image, size as u32) {
+                Ok(image) => {
+                    pixels.extend(image);
                     asked.push(i);
                 }
-                Err(e) => skipped[i] = Some(e),
+                Err(e) => skipped[i] = Some(e.to_string()),
             }
         }
-        if !rows.is_empty() {
+        if !asked.is_empty() {
+            let rows = embed_rows(
+                who,
+                &asked.iter().map(|&i| &prompts[i]).collect::<Vec<_>>(),
+                pixels,
+                device,
+            )?;
             let out = generate(&who.model.lm, Prompt::Embeds(&rows), &sampling, |_, _| {})?;
             for (&i, tokens) in asked.iter().zip(&out.tokens) {
                 answers[i] = Some(who.tokenizer.decode(tokens)?);
@@ -150,13 +151,39 @@ pub fn prompt_text(q: &Question, asking: &Asking) -> String {
     text
 }
 
-/// The image as the vision tower takes it, or why it cannot be read.
-fn image_pixels(path: &Path, size: usize) -> std::result::Result<Vec<f32>, String> {
-    let image = load(path).map_err(|e| e.to_string())?;
-    let chw = to_chw(&resize_center_crop(&image, size as u32));
-    let mut pixels = vec![0f32; chw.len()];
-    normalize_into(&chw, &mut pixels);
-    Ok(pixels)
+/// Each prompt's input embeddings with its image spliced in, `(T_i, C)`: the images go through
+/// the vision tower as one batch, the prompts right-padded to a common length and cut back.
+fn embed_rows(
+    who: &Answerer<'_>,
+    prompts: &[&Tokenized],
+    pixels: Vec<f32>,
+    device: &Device,
+) -> Result<Vec<Tensor>> {
+    let at = prompts[0].image_at.expect("the prompt carries the image");
+    if prompts.iter().any(|p| p.image_at != Some(at)) {
+        candle_core::bail!("vqa: the chat template put the image at different places");
+    }
+    let size = who.model.cfg.vision.image_size;
+    let longest = prompts.iter().map(|p| p.ids.len()).max().unwrap_or(0);
+    let pad = who.tokenizer.pad_id();
+    let ids: Vec<u32> = prompts
+        .iter()
+        .flat_map(|p| {
+            p.ids
+                .iter()
+                .copied()
+                .chain(std::iter::repeat_n(pad, longest - p.ids.len()))
+        })
+        .collect();
+    let n = prompts.len();
+    let ids = Tensor::from_vec(ids, (n, longest), device)?;
+    let images = Tensor::from_vec(pixels, (n, 3, size, size), device)?;
+    let embeds = who.model.embed(&ids, Some((&images, at)))?;
+    prompts
+        .iter()
+        .enumerate()
+        .map(|(row, p)| embeds.get(row)?.narrow(0, 0, p.ids.len()))
+        .collect()
 }
 
 fn score(
