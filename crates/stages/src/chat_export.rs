@@ -1,7 +1,9 @@
 //! The `chat-export` kind: turn a trained VLM (a `finetune` or `vlm-pretrain` artifact) into a
 //! chat bundle (`ml::bundle`) that `vlmflow chat --bundle` loads, the language model also in the
 //! Hugging Face Qwen2 layout, and a `manifest.json` with the bundle's provenance: every stage
-//! that led to it, with its key, params, input digests and final metrics.
+//! that led to it, with its key, params, input digests and final metrics. A LLaVA-shaped model
+//! (a Hugging Face CLIP or SigLIP tower, the `mlp` projector) is also written in `llava/` as
+//! `transformers` loads LLaVA models (`ml::infer::llava_export`).
 
 use serde::Deserialize;
 use serde_json::Value;
@@ -11,6 +13,8 @@ use crate::shared::kind_params;
 use crate::shared::vlm_common::{VLM_JSON, VlmFolder};
 use vlmflow_engine::kind::ParamProblem;
 use vlmflow_ml::infer::bundle::{self, BundleInfo};
+use vlmflow_ml::infer::llava_export;
+use vlmflow_ml::models::llava_layout::llava_tower;
 use vlmflow_ml::models::vlm_folder::{self, LmFiles};
 
 pub struct ChatExport;
@@ -25,7 +29,8 @@ impl Kind for ChatExport {
     }
 
     fn version(&self) -> &'static str {
-        "2"
+        // 3: `llava/`.
+        "3"
     }
 
     fn uses_device(&self) -> bool {
@@ -53,7 +58,7 @@ impl Kind for ChatExport {
             manifest,
             params,
             model,
-            ..
+            tokenizer,
         } = vlm;
         let tokenizer_path = source.join("tokenizer.json");
         // LoRA adapters, if the model has them, are folded into the weights; otherwise the
@@ -68,6 +73,18 @@ impl Kind for ChatExport {
         };
         let info = BundleInfo::new(model.cfg.clone(), manifest.template, stop_tokens);
         bundle::write(ctx.out_dir, &params, &model, lm, &info, &tokenizer_path)?;
+        match llava_tower(&model.cfg) {
+            Ok(tower) => {
+                let dir = ctx.out_dir.join(llava_export::FOLDER);
+                std::fs::create_dir_all(&dir)?;
+                llava_export::write_llava(&dir, &params, &model, &tower, &info, &tokenizer)?;
+                ctx.log(&format!(
+                    "wrote the LLaVA form for transformers in {}/",
+                    llava_export::FOLDER
+                ));
+            }
+            Err(why) => ctx.log(&format!("no LLaVA form (llava/): {why}")),
+        }
         let provenance = serde_json::json!({
             "bundle": { "format": bundle::FORMAT, "version": bundle::VERSION },
             "exported_by": format!("vlmflow {}", env!("CARGO_PKG_VERSION")),

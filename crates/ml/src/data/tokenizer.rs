@@ -174,6 +174,16 @@ impl Tokenizer {
         self.inner.get_vocab_size(true)
     }
 
+    /// Whether its byte-level pre-tokenizer puts a space before each piece of text (tokenizers
+    /// trained here do; Qwen's does not).
+    pub fn adds_prefix_space(&self) -> bool {
+        self.prefix_space
+    }
+
+    pub fn id_to_token(&self, id: u32) -> Option<String> {
+        self.inner.id_to_token(id)
+    }
+
     pub fn token_to_id(&self, token: &str) -> Option<u32> {
         self.inner.token_to_id(token)
     }

@@ -130,6 +130,43 @@ pub fn load_hf_vision(dir: &Path, image_size: usize, device: &Device) -> Result<
     })
 }
 
+/// The tower's parameters (`vision.*` in `params`) under the checkpoint's names with `prefix`,
+/// shaped as a checkpoint holds them: what `load_hf_vision` reads, written back. `hf` is the
+/// tower at its present image size (`HfVisionConfig::of`), so the position table is as it is.
+pub fn checkpoint_tensors(
+    params: &ParamStore,
+    hf: &HfVisionConfig,
+    prefix: &'static str,
+) -> Result<Vec<(String, Tensor)>> {
+    let ours: std::collections::HashMap<String, Tensor> = params
+        .vars()
+        .into_iter()
+        .map(|(name, var)| (name, var.as_tensor().clone()))
+        .collect();
+    tensor_map(hf, prefix)
+        .into_iter()
+        .map(|t| {
+            let name = format!("vision.{}", t.ours);
+            let Some(value) = ours.get(&name) else {
+                candle_core::bail!("the vision tower has no parameter {name}");
+            };
+            let value = match t.convert {
+                Convert::ConvToLinear => value.reshape(t.shape.as_slice())?,
+                Convert::AsIs | Convert::Positions => value.clone(),
+            };
+            if value.dims() != t.shape.as_slice() {
+                candle_core::bail!(
+                    "{name} is {:?}, its checkpoint tensor {} is {:?}",
+                    value.dims(),
+                    t.hf,
+                    t.shape
+                );
+            }
+            Ok((t.hf, value))
+        })
+        .collect()
+}
+
 /// `vision_model.` or nothing, by which name the patch embedding goes by.
 fn weight_prefix(dir: &Path, family: Family) -> Result<&'static str> {
     let names = tensor_names(dir, MODEL)?;

@@ -80,6 +80,15 @@ fn activation(name: &str) -> Option<Activation> {
     }
 }
 
+/// The `hidden_act` name Hugging Face writes for each activation.
+fn activation_name(activation: Activation) -> &'static str {
+    match activation {
+        Activation::QuickGelu => "quick_gelu",
+        Activation::Gelu => "gelu",
+        Activation::GeluTanh => "gelu_pytorch_tanh",
+    }
+}
+
 impl HfVisionConfig {
     /// Parses `config.json`'s text; an error says what is wrong, the caller adds the path.
     pub fn from_json(text: &str) -> Result<Self, String> {
@@ -135,6 +144,54 @@ impl HfVisionConfig {
         Ok(cfg)
     }
 
+    /// The checkpoint config of a tower read from one (`at`'s inverse), at the tower's present
+    /// image size. `None` for this project's own CLIP: transformers has no class for a ViT
+    /// with a CLS token but no LayerNorm before its blocks.
+    pub fn of(cfg: &VisionConfig) -> Option<Self> {
+        let arch = &cfg.arch;
+        let family = match (arch.class_token, arch.patch_bias, arch.pre_norm) {
+            (true, false, true) => Family::Clip,
+            (false, true, false) => Family::Siglip,
+            _ => return None,
+        };
+        Some(Self {
+            family,
+            image_size: cfg.image_size,
+            patch_size: cfg.patch_size,
+            width: cfg.width,
+            layers: cfg.layers,
+            heads: cfg.heads,
+            mlp_width: arch.mlp_width.unwrap_or(4 * cfg.width),
+            activation: arch.activation,
+            ln_eps: arch.ln_eps,
+        })
+    }
+
+    /// The tower's own `config.json` (`CLIPVisionConfig`, `SiglipVisionConfig`), as
+    /// transformers reads it; SigLIP's pooling head, which a VLM does not use, left out.
+    pub fn to_json(&self) -> serde_json::Value {
+        let mut v = serde_json::json!({
+            "model_type": match self.family {
+                Family::Clip => "clip_vision_model",
+                Family::Siglip => "siglip_vision_model",
+            },
+            "hidden_size": self.width,
+            "intermediate_size": self.mlp_width,
+            "num_hidden_layers": self.layers,
+            "num_attention_heads": self.heads,
+            "num_channels": 3,
+            "image_size": self.image_size,
+            "patch_size": self.patch_size,
+            "hidden_act": activation_name(self.activation),
+            "layer_norm_eps": self.ln_eps,
+            "attention_dropout": 0.0,
+        });
+        if self.family == Family::Siglip {
+            v["vision_use_head"] = false.into();
+        }
+        v
+    }
+
     /// Patches per side at the checkpoint's own size.
     pub fn grid(&self) -> usize {
         self.image_size / self.patch_size
@@ -162,6 +219,13 @@ impl HfVisionConfig {
             },
             features: FeatureLayer::default(),
         }
+    }
+
+    /// The pixel normalisation a tower expects (CLIP's unless it says otherwise).
+    pub fn pixel_norm_of(cfg: &VisionConfig) -> PixelNorm {
+        cfg.arch
+            .pixel_norm
+            .unwrap_or_else(|| Family::Clip.default_norm())
     }
 
     /// The pixel normalisation of `preprocessor_config.json`'s text (`image_mean`, `image_std`),

@@ -167,3 +167,40 @@ fn errors_name_the_file_the_tensor_and_what_to_do() -> Result<()> {
     assert!(err.contains(PREPROCESSOR), "{err}");
     Ok(())
 }
+
+/// `checkpoint_tensors` and `HfVisionConfig::of` undo the loader: the fixture loaded at 24 px,
+/// written back as a checkpoint of a 24-px tower, loads to the same parameters.
+#[test]
+fn a_loaded_tower_written_back_as_a_checkpoint_loads_the_same() -> Result<()> {
+    let tmp = tempfile::tempdir()?;
+    for case in ["clip", "siglip"] {
+        let tower = load_hf_vision(&case_dir(case), 24, &Device::Cpu)?;
+        let cfg = tower.model.config();
+        let hf = HfVisionConfig::of(cfg).expect("a checkpoint's tower");
+        let dir = tmp.path().join(case);
+        std::fs::create_dir_all(&dir)?;
+        std::fs::write(dir.join(CONFIG), hf.to_json().to_string())?;
+        let norm = HfVisionConfig::pixel_norm_of(cfg);
+        let processor = serde_json::json!({"image_mean": norm.mean, "image_std": norm.std});
+        std::fs::write(dir.join(PREPROCESSOR), processor.to_string())?;
+        let written: HashMap<String, Tensor> = checkpoint_tensors(&tower.params, &hf, "")?
+            .into_iter()
+            .collect();
+        candle_core::safetensors::save(&written, dir.join(WEIGHTS))?;
+
+        let back = load_hf_vision(&dir, 24, &Device::Cpu)?;
+        assert_eq!(back.model.config(), cfg, "{case}");
+        assert_eq!(back.resized_from, None);
+        let values = |p: &ParamStore| -> Result<Vec<(String, Vec<f32>)>> {
+            p.vars()
+                .into_iter()
+                .map(|(n, v)| Ok((n, v.as_tensor().flatten_all()?.to_vec1()?)))
+                .collect()
+        };
+        assert_eq!(values(&back.params)?, values(&tower.params)?, "{case}");
+    }
+    // This project's own CLIP (no LayerNorm before the blocks) has no checkpoint form.
+    let own = crate::models::vlm::tests::tiny().vision;
+    assert_eq!(HfVisionConfig::of(&own), None);
+    Ok(())
+}

@@ -4,6 +4,7 @@ pub mod clip;
 pub mod hf_vision;
 pub mod hf_vision_config;
 pub mod hf_weights;
+pub mod llava_layout;
 pub mod lm_loss;
 pub mod lora;
 pub mod pos_resize;
