@@ -55,6 +55,16 @@ inputs = ["eval"]
 params = { questions = "eval/questions.jsonl", images = "out/download/images", batch_size = 2 }
 "#;
 
+/// MMStar's parquet layout (a fixture from scripts/reference/mmstar_fixture.py), asked of the
+/// bundle.
+const MMSTAR: &str = r#"
+[stages.eval-mmstar]
+kind = "vqa-eval"
+needs = ["chat-export"]
+inputs = ["mmstar"]
+params = { questions = "mmstar/mmstar_sample.parquet", max_new_tokens = 4 }
+"#;
+
 /// Questions of every format about the first images the download stage drew.
 fn questions(ws: &Ws) -> String {
     let mut images: Vec<String> = ws
@@ -80,7 +90,11 @@ fn results(ws: &Ws, stage: &str) -> Value {
 
 #[test]
 fn a_question_file_is_scored_from_a_finetune_folder_and_from_a_bundle() {
-    let ws = Ws::new(PIPELINE);
+    let ws = Ws::new(&format!("{PIPELINE}{MMSTAR}"));
+    let parquet = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/mmstar/mmstar_sample.parquet");
+    std::fs::create_dir_all(ws.path("mmstar")).unwrap();
+    std::fs::copy(parquet, ws.path("mmstar/mmstar_sample.parquet")).unwrap();
     ws.write("eval/questions.jsonl", "");
     ws.build_ok(&["download"]);
     ws.write("eval/questions.jsonl", &questions(&ws));
@@ -115,6 +129,27 @@ fn a_question_file_is_scored_from_a_finetune_folder_and_from_a_bundle() {
         );
     }
 
+    // MMStar: letters read as its scorer reads them, categories as the mean of subcategories.
+    let report = results(&ws, "eval-mmstar");
+    assert_eq!(report["asked"], 7);
+    assert_eq!(report["skipped"], 1);
+    assert_eq!(report["answers"][0]["place"], "mmstar_sample.parquet row 1");
+    assert_eq!(report["answers"][0]["subcategory"], "image scene and topic");
+    let average = ws.metric("eval-mmstar", "subcategory_average", None);
+    let subs: Vec<f64> = [
+        "image_scene_and_topic",
+        "image_style___quality",
+        "recognition",
+        "localization",
+    ]
+    .iter()
+    .map(|s| ws.metric("eval-mmstar", &format!("subcategory.{s}"), None))
+    .collect();
+    assert!((average - subs.iter().sum::<f64>() / 4.0).abs() < 1e-9);
+    let coarse = ws.metric("eval-mmstar", "category.coarse_perception", None);
+    assert!((coarse - (subs[0] + subs[1]) / 2.0).abs() < 1e-9);
+    assert!(ws.read("out/eval-mmstar/confusion.svg").starts_with("<svg"));
+
     // Another question: only the evaluations run again.
     let more = format!(
         "{}\n{}",
@@ -139,6 +174,7 @@ fn a_question_file_is_scored_from_a_finetune_folder_and_from_a_bundle() {
         ("chat-export", "fresh"),
         ("eval-finetune", "ran"),
         ("eval-bundle", "ran"),
+        ("eval-mmstar", "fresh"),
     ]);
     assert_eq!(ws.metric("eval-bundle", "skipped_images", None), 1.0);
     assert_eq!(ws.metric("eval-bundle", "questions", None), 5.0);

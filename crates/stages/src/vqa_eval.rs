@@ -16,7 +16,8 @@ use vlmflow_engine::kind::ParamProblem;
 use vlmflow_ml::data::chat::ChatTemplate;
 use vlmflow_ml::data::tokenizer::Tokenizer;
 use vlmflow_ml::infer::bundle::{self, Bundle};
-use vlmflow_ml::infer::vqa::{self, Answerer, Asking, CHOICE_PROMPT, charts, questions};
+use vlmflow_ml::infer::vqa::questions::{self, ImageSource};
+use vlmflow_ml::infer::vqa::{self, Answerer, Asking, CHOICE_PROMPT, charts};
 use vlmflow_ml::models::vlm::Vlm;
 
 pub struct VqaEval;
@@ -56,7 +57,8 @@ impl Kind for VqaEval {
     }
 
     fn version(&self) -> &'static str {
-        "1"
+        // 2: MMStar's parquet; subcategories.
+        "2"
     }
 
     fn uses_device(&self) -> bool {
@@ -88,13 +90,17 @@ impl Kind for VqaEval {
             .map(|dir| tracked(ctx, dir, "images folder"))
             .transpose()?;
         let questions = questions::read(&file, images.as_deref()).map_err(anyhow::Error::msg)?;
-        if let Some(q) = questions.iter().find(|q| !is_tracked(ctx, &q.image)) {
-            bail!(
-                "{}: image {} is neither among the stage's inputs nor in a needed stage's out: list \
-                 its folder in `inputs`, so that changing an image reruns the stage",
-                q.place,
-                q.image.display()
-            );
+        for q in &questions {
+            if let ImageSource::File(image) = &q.image
+                && !is_tracked(ctx, image)
+            {
+                bail!(
+                    "{}: image {} is neither among the stage's inputs nor in a needed stage's out: \
+                     list its folder in `inputs`, so that changing an image reruns the stage",
+                    q.place,
+                    image.display()
+                );
+            }
         }
         let device = super::device(ctx)?;
         let source = ctx
@@ -177,6 +183,12 @@ fn record(ctx: &StageContext<'_>, report: &vqa::Report) -> anyhow::Result<()> {
     for (category, (score, _)) in &report.per_category {
         ctx.metric(&format!("category.{}", metric_name(category)), None, *score);
     }
+    for (sub, (score, _)) in &report.per_subcategory {
+        ctx.metric(&format!("subcategory.{}", metric_name(sub)), None, *score);
+    }
+    if let Some(average) = report.subcategory_average {
+        ctx.metric("subcategory_average", None, average);
+    }
     if let Some(yes_no) = &report.yes_no {
         for (name, value) in yes_no.report() {
             ctx.metric(&format!("pope.{name}"), None, value);
@@ -186,6 +198,12 @@ fn record(ctx: &StageContext<'_>, report: &vqa::Report) -> anyhow::Result<()> {
         "accuracy {:.4} over {} questions ({} skipped: unreadable image)",
         report.score, report.asked, report.skipped
     ));
+    if let Some(average) = report.subcategory_average {
+        ctx.log(&format!(
+            "mean of the {} subcategories' accuracies (MMStar's average): {average:.4}",
+            report.per_subcategory.len()
+        ));
+    }
     for (category, (score, n)) in &report.per_category {
         ctx.log(&format!("  {category}: {score:.4} ({n})"));
     }

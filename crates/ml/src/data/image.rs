@@ -87,10 +87,19 @@ pub fn load_chw(path: &Path, image_size: u32) -> Result<Vec<u8>> {
 
 /// [`load_chw`], normalised: what a vision tower takes for one image file.
 pub fn load_normalized(path: &Path, image_size: u32) -> Result<Vec<f32>> {
-    let chw = load_chw(path, image_size)?;
+    Ok(normalized(&load_chw(path, image_size)?))
+}
+
+/// [`decode_chw`], normalised: what a vision tower takes for one encoded image (`name` says
+/// where it came from, for errors).
+pub fn decode_normalized(bytes: &[u8], name: &Path, image_size: u32) -> Result<Vec<f32>> {
+    Ok(normalized(&decode_chw(bytes, name, image_size)?))
+}
+
+fn normalized(chw: &[u8]) -> Vec<f32> {
     let mut pixels = vec![0f32; chw.len()];
-    normalize_into(&chw, &mut pixels);
-    Ok(pixels)
+    normalize_into(chw, &mut pixels);
+    pixels
 }
 
 /// CHW u8 (3 planes) → CHW f32, `(x / 255 - mean[c]) / std[c]`. `out` must be as long as `chw`.

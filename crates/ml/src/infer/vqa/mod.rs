@@ -4,21 +4,25 @@
 //! confusion matrix of option letters for multiple choice (`charts` draws them).
 
 pub mod charts;
+pub mod mmstar_parquet;
 pub mod questions;
 pub mod scoring;
 
 use candle_core::{Device, Result, Tensor};
 use serde::Serialize;
 use std::collections::BTreeMap;
+use std::path::Path;
 
 use super::generate::{Prompt, SamplingConfig, generate};
 use crate::data::chat::ChatTemplate;
 use crate::data::chat::Tokenized;
-use crate::data::image::load_normalized;
+use crate::data::image::{decode_normalized, load_normalized};
 use crate::data::tokenizer::Tokenizer;
 use crate::models::vlm::Vlm;
-use questions::{Expected, Question};
-use scoring::{YesNo, chosen_letter, exact_match, letter, pope_says_yes, vqa_accuracy};
+use questions::{Expected, ImageSource, Question};
+use scoring::{
+    YesNo, chosen_letter, exact_match, letter, mmstar_letter, pope_says_yes, vqa_accuracy,
+};
 
 /// A VLM ready to answer: the model, its tokenizer, chat template and the tokens that end a reply.
 pub struct Answerer<'a> {
@@ -51,6 +55,7 @@ pub struct Answered {
     /// The right answer as written (`red`, `B`, `yes`, or the humans' answers joined by `|`).
     pub expected: String,
     pub category: Option<String>,
+    pub subcategory: Option<String>,
     /// None when the image could not be read (the question was skipped).
     pub answer: Option<String>,
     pub score: f64,
@@ -66,8 +71,13 @@ pub struct Report {
     pub asked: usize,
     /// Questions whose image could not be read.
     pub skipped: usize,
-    /// Category → (mean score, questions asked).
+    /// Category → (score, questions asked). The score is the mean over its questions, or, when
+    /// they have subcategories, the mean of its subcategories' means (as MMStar aggregates).
     pub per_category: BTreeMap<String, (f64, usize)>,
+    /// Subcategory → (mean score, questions asked).
+    pub per_subcategory: BTreeMap<String, (f64, usize)>,
+    /// The mean of the subcategories' means, when there are subcategories (MMStar's "average").
+    pub subcategory_average: Option<f64>,
     /// POPE's counts, when the file has yes/no questions.
     pub yes_no: Option<YesNo>,
     /// Multiple choice: right letter → chosen letter (`?` for none of them) → count.
@@ -104,7 +114,13 @@ pub fn evaluate(
         let mut pixels = Vec::new();
         let mut asked = Vec::new();
         for &i in chunk {
-            match load_normalized(&questions[i].image, size as u32) {
+            let pixels_of = match &questions[i].image {
+                ImageSource::File(path) => load_normalized(path, size as u32),
+                ImageSource::Embedded(bytes) => {
+                    decode_normalized(bytes, Path::new(&questions[i].place), size as u32)
+                }
+            };
+            match pixels_of {
                 Ok(image) => {
                     pixels.extend(image);
                     asked.push(i);
@@ -144,6 +160,11 @@ pub fn prompt_text(q: &Question, asking: &Asking) -> String {
             for (i, choice) in choices.iter().enumerate() {
                 add(&mut text, &format!("{}. {choice}", letter(i)));
             }
+            add(&mut text, &asking.choice_prompt);
+        }
+        Expected::Letter(_) => {
+            // As lmms-eval asks MMStar: the question as written, then the instruction.
+            text = text.trim().to_string();
             add(&mut text, &asking.choice_prompt);
         }
         _ => add(&mut text, &asking.open_prompt),
@@ -191,7 +212,7 @@ fn score(
     answers: Vec<Option<String>>,
     skipped: Vec<Option<String>>,
 ) -> Report {
-    let mut per_category: BTreeMap<String, (f64, usize)> = BTreeMap::new();
+    let mut groups = Groups::new();
     let mut yes_no: Option<YesNo> = None;
     let mut confusion: BTreeMap<char, BTreeMap<char, usize>> = BTreeMap::new();
     let (mut total, mut asked) = (0.0, 0);
@@ -211,6 +232,15 @@ fn score(
                         .or_default() += 1;
                     f64::from(chosen == Some(*right))
                 }
+                Expected::Letter(right) => {
+                    let chosen = mmstar_letter(said);
+                    *confusion
+                        .entry(*right)
+                        .or_default()
+                        .entry(chosen.unwrap_or('?'))
+                        .or_default() += 1;
+                    f64::from(chosen == Some(*right))
+                }
                 Expected::YesNo(truth) => {
                     let yes = pope_says_yes(said);
                     yes_no.get_or_insert_default().add(yes, *truth);
@@ -221,26 +251,28 @@ fn score(
         if answer.is_some() {
             total += score;
             asked += 1;
-            if let Some(category) = &q.category {
-                let entry = per_category.entry(category.clone()).or_default();
-                entry.0 += score;
-                entry.1 += 1;
-            }
+            let group = groups
+                .entry((q.category.clone(), q.subcategory.clone()))
+                .or_default();
+            group.0 += score;
+            group.1 += 1;
         }
         out.push(Answered {
             place: q.place.clone(),
-            image: q.image.display().to_string(),
+            image: match &q.image {
+                ImageSource::File(path) => path.display().to_string(),
+                ImageSource::Embedded(_) => format!("(in {})", q.place),
+            },
             question: q.question.clone(),
             expected: expected_text(&q.expected),
             category: q.category.clone(),
+            subcategory: q.subcategory.clone(),
             answer,
             score,
             skipped,
         });
     }
-    for (sum, n) in per_category.values_mut() {
-        *sum /= *n as f64;
-    }
+    let (per_category, per_subcategory, subcategory_average) = aggregate(&groups);
     Report {
         score: if asked == 0 {
             0.0
@@ -250,17 +282,56 @@ fn score(
         asked,
         skipped: questions.len() - asked,
         per_category,
+        per_subcategory,
+        subcategory_average,
         yes_no,
         confusion,
         answers: out,
     }
 }
 
+type Scores = BTreeMap<String, (f64, usize)>;
+
+/// (category, subcategory) → (sum of scores, questions).
+type Groups = BTreeMap<(Option<String>, Option<String>), (f64, usize)>;
+
+/// Per category, per subcategory and the subcategories' average, from the (category,
+/// subcategory) groups' sums: a category is the mean of its groups' means (its plain mean when it
+/// has no subcategories, as it then has one group).
+fn aggregate(groups: &Groups) -> (Scores, Scores, Option<f64>) {
+    let mut per_category: BTreeMap<String, (Vec<f64>, usize)> = BTreeMap::new();
+    let mut per_subcategory = Scores::new();
+    for ((category, subcategory), &(sum, n)) in groups {
+        let mean = sum / n as f64;
+        if let Some(category) = category {
+            let entry = per_category.entry(category.clone()).or_default();
+            entry.0.push(mean);
+            entry.1 += n;
+        }
+        if let Some(sub) = subcategory {
+            let entry = per_subcategory.entry(sub.clone()).or_default();
+            // The same subcategory under two categories: weigh by questions.
+            *entry = (
+                (entry.0 * entry.1 as f64 + sum) / (entry.1 + n) as f64,
+                entry.1 + n,
+            );
+        }
+    }
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+    let per_category = per_category
+        .into_iter()
+        .map(|(c, (means, n))| (c, (mean(&means), n)))
+        .collect();
+    let means: Vec<f64> = per_subcategory.values().map(|&(m, _)| m).collect();
+    let average = (!means.is_empty()).then(|| mean(&means));
+    (per_category, per_subcategory, average)
+}
+
 fn expected_text(expected: &Expected) -> String {
     match expected {
         Expected::Answer(a) => a.clone(),
         Expected::Humans(humans) => humans.join("|"),
-        Expected::Choice { right, .. } => right.to_string(),
+        Expected::Choice { right, .. } | Expected::Letter(right) => right.to_string(),
         Expected::YesNo(yes) => if *yes { "yes" } else { "no" }.to_string(),
     }
 }

@@ -1,10 +1,12 @@
 //! Question files, recognised by their content: JSON Lines or a JSON array of objects with
 //! `image` and `question`, and `answer` (open-ended), `answers` (VQAv2's human answers, strings or
 //! `{"answer": …}` objects) or `choices` with an `answer` letter or text (multiple choice), and an
-//! optional `category`; and POPE's files (`image`, `text`, `label` yes/no). Every mistake names
-//! the file and line (or item).
+//! optional `category` (and `l2_category`); POPE's files (`image`, `text`, `label` yes/no); and
+//! MMStar's parquet file (`mmstar_parquet`). Every mistake names the file and line (or item, or
+//! row).
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
@@ -21,23 +23,40 @@ pub enum Expected {
     Choice { choices: Vec<String>, right: char },
     /// POPE: is the object there?
     YesNo(bool),
+    /// Multiple choice with the options written into the question (MMStar): the right letter.
+    Letter(char),
+}
+
+/// Where a question's image is.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ImageSource {
+    File(PathBuf),
+    /// Encoded image bytes inside the question file (MMStar's parquet).
+    Embedded(Arc<[u8]>),
 }
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct Question {
     /// Where it was written: `questions.jsonl:12` or `questions.json item 3`.
     pub place: String,
-    pub image: PathBuf,
+    pub image: ImageSource,
     pub question: String,
     pub expected: Expected,
     pub category: Option<String>,
+    /// A finer category within `category` (MMStar's `l2_category`).
+    pub subcategory: Option<String>,
 }
 
 /// Read the questions in `path`; images are relative to `images`, else to the file's folder.
 /// Every image must exist (a missing one is an error naming its line).
 pub fn read(path: &Path, images: Option<&Path>) -> Result<Vec<Question>, String> {
     let shown = path.display();
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{shown}: {e}"))?;
+    let bytes = std::fs::read(path).map_err(|e| format!("{shown}: {e}"))?;
+    if bytes.starts_with(super::mmstar_parquet::MAGIC) {
+        return super::mmstar_parquet::read(path);
+    }
+    let text = String::from_utf8(bytes)
+        .map_err(|_| format!("{shown}: neither text (JSON Lines, JSON) nor a parquet file"))?;
     let base = images
         .map(Path::to_path_buf)
         .unwrap_or_else(|| path.parent().unwrap_or(Path::new(".")).to_path_buf());
@@ -111,6 +130,8 @@ fn question(place: &str, o: &Map<String, Value>, base: &Path) -> Result<Question
         return fail(format!("image {} does not exist", image_path.display()));
     }
     let category = text("category");
+    let subcategory = text("l2_category");
+    let image = ImageSource::File(image_path);
     // POPE: `text` asks, `label` says yes or no.
     if let (None, Some(asked), Some(label)) = (text("question"), text("text"), text("label")) {
         let yes = match label.to_lowercase().as_str() {
@@ -120,10 +141,11 @@ fn question(place: &str, o: &Map<String, Value>, base: &Path) -> Result<Question
         };
         return Ok(Question {
             place: place.to_string(),
-            image: image_path,
+            image,
             question: asked,
             expected: Expected::YesNo(yes),
             category,
+            subcategory,
         });
     }
     let Some(asked) = text("question") else {
@@ -140,10 +162,11 @@ fn question(place: &str, o: &Map<String, Value>, base: &Path) -> Result<Question
     };
     Ok(Question {
         place: place.to_string(),
-        image: image_path,
+        image,
         question: asked,
         expected,
         category,
+        subcategory,
     })
 }
 
@@ -236,7 +259,7 @@ mod tests {
         assert_eq!(qs.len(), 5);
         assert_eq!(qs[0].expected, Expected::Answer("red".into()));
         assert_eq!(qs[0].category.as_deref(), Some("colour"));
-        assert_eq!(qs[0].image, dir.path().join("a.png"));
+        assert_eq!(qs[0].image, ImageSource::File(dir.path().join("a.png")));
         assert_eq!(
             qs[1].expected,
             Expected::Humans(vec!["dog".into(), "cat".into()])
@@ -312,7 +335,10 @@ mod tests {
             r#"{"image": "COCO_1.jpg", "text": "Is there a cat?", "label": "yes"}"#,
         )]);
         let qs = read(&questions.path().join("pope.jsonl"), Some(images.path())).unwrap();
-        assert_eq!(qs[0].image, images.path().join("COCO_1.jpg"));
+        assert_eq!(
+            qs[0].image,
+            ImageSource::File(images.path().join("COCO_1.jpg"))
+        );
         assert!(read(&questions.path().join("pope.jsonl"), None).is_err());
     }
 }

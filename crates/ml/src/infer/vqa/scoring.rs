@@ -134,6 +134,21 @@ pub fn chosen_letter(answer: &str, choices: &[String]) -> Option<char> {
         .map(letter)
 }
 
+/// The letter an answer gives as MMStar's own scorer (and lmms-eval's copy of it) reads it: the
+/// first character, or the one after "(", "option " or "the answer is " (case ignored). Unlike
+/// [`chosen_letter`] it looks no further: "A cat" reads as A, as it does there.
+pub fn mmstar_letter(answer: &str) -> Option<char> {
+    let lower = answer.trim().replace('\n', " ").to_lowercase();
+    let rest = ["(", "option ", "the answer is "]
+        .iter()
+        .find_map(|prefix| lower.strip_prefix(prefix))
+        .unwrap_or(&lower);
+    rest.chars()
+        .next()
+        .filter(char::is_ascii_lowercase)
+        .map(|c| c.to_ascii_uppercase())
+}
+
 /// The letter of option `i`: 0 → 'A'.
 pub fn letter(i: usize) -> char {
     (b'A' + i as u8) as char
@@ -199,6 +214,23 @@ impl YesNo {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mmstar_reads_the_first_letter_as_its_scorer_does() {
+        for (said, letter) in [
+            ("B", Some('B')),
+            ("b. green", Some('B')),
+            ("(c)", Some('C')),
+            ("Option D", Some('D')),
+            ("The answer is a", Some('A')),
+            ("A cat", Some('A')),
+            ("  \nC", Some('C')),
+            ("", None),
+            ("42", None),
+        ] {
+            assert_eq!(mmstar_letter(said), letter, "{said:?}");
+        }
+    }
 
     #[test]
     fn answers_normalise_as_vqa_evaluates_them() {

@@ -87,13 +87,14 @@ fn answers_come_back_in_order_whatever_the_batch_and_unreadable_images_are_skipp
 fn a_multiple_choice_question_lists_its_options_by_letter() {
     let q = Question {
         place: "q.jsonl:1".into(),
-        image: "a.png".into(),
+        image: ImageSource::File("a.png".into()),
         question: "Which shape is it?".into(),
         expected: Expected::Choice {
             choices: vec!["circle".into(), "square".into()],
             right: 'A',
         },
         category: None,
+        subcategory: None,
     };
     let asking = Asking {
         max_new_tokens: 4,
@@ -105,4 +106,80 @@ fn a_multiple_choice_question_lists_its_options_by_letter() {
         prompt_text(&q, &asking),
         "Which shape is it?\nA. circle\nB. square\nAnswer with the option's letter from the given choices directly."
     );
+    // MMStar's question already lists its options: it is asked as written.
+    let mmstar = Question {
+        question: "Which shape?\nOptions: A: circle, B: square\n".into(),
+        expected: Expected::Letter('B'),
+        ..q
+    };
+    assert_eq!(
+        prompt_text(&mmstar, &asking),
+        "Which shape?\nOptions: A: circle, B: square\nAnswer with the option's letter from the given choices directly."
+    );
+}
+
+/// MMStar's parquet answered: images decoded from the file, the undecodable row skipped and
+/// counted, and categories scored as MMStar aggregates them (the mean of their subcategories).
+#[test]
+fn mmstar_parquet_is_answered_and_aggregated_by_subcategory() -> Result<()> {
+    let dir = tempfile::tempdir().map_err(candle_core::Error::wrap)?;
+    let (_, model, _, tokenizer, template) = tiny_bundle(dir.path())?;
+    let file = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/fixtures/mmstar/mmstar_sample.parquet");
+    let questions = questions::read(&file, None).map_err(candle_core::Error::Msg)?;
+    let who = Answerer {
+        model: &model,
+        tokenizer: &tokenizer,
+        template: &template,
+        stop_tokens: vec![template.im_end],
+    };
+    let asking = Asking {
+        max_new_tokens: 3,
+        batch_size: 4,
+        open_prompt: String::new(),
+        choice_prompt: CHOICE_PROMPT.into(),
+    };
+    let report = evaluate(&who, &questions, &asking, &Device::Cpu, |_, _| {})?;
+    assert_eq!((report.asked, report.skipped), (7, 1));
+    assert_eq!(report.answers[5].answer, None);
+    assert_eq!(report.answers[5].image, "(in mmstar_sample.parquet row 6)");
+    assert_eq!(
+        report
+            .confusion
+            .values()
+            .flat_map(|m| m.values())
+            .sum::<usize>(),
+        7
+    );
+    for a in report.answers.iter().filter(|a| a.answer.is_some()) {
+        let read = scoring::mmstar_letter(a.answer.as_deref().unwrap());
+        assert_eq!(
+            a.score,
+            f64::from(read.map(String::from) == Some(a.expected.clone()))
+        );
+    }
+    // Four subcategories, two per category.
+    assert_eq!(report.per_subcategory.len(), 4);
+    let sub = |name: &str| report.per_subcategory[name].0;
+    let coarse = (sub("image scene and topic") + sub("image style & quality")) / 2.0;
+    assert!((report.per_category["coarse perception"].0 - coarse).abs() < 1e-12);
+    let all: f64 = report.per_subcategory.values().map(|s| s.0).sum::<f64>() / 4.0;
+    assert!((report.subcategory_average.unwrap() - all).abs() < 1e-12);
+    Ok(())
+}
+
+#[test]
+fn a_category_without_subcategories_is_its_plain_mean() {
+    let key = |c: &str, s: Option<&str>| (Some(c.to_string()), s.map(str::to_string));
+    let groups = BTreeMap::from([
+        (key("colour", None), (3.0, 4)),
+        (key("math", Some("geometry")), (1.0, 1)),
+        (key("math", Some("counting")), (0.0, 3)),
+    ]);
+    let (per_category, per_subcategory, average) = aggregate(&groups);
+    assert_eq!(per_category["colour"], (0.75, 4));
+    // Not 1/4 (the plain mean): each subcategory counts once.
+    assert_eq!(per_category["math"], (0.5, 4));
+    assert_eq!(per_subcategory.len(), 2);
+    assert_eq!(average, Some(0.5));
 }
