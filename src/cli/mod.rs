@@ -14,6 +14,7 @@ mod query;
 mod remote;
 mod status;
 mod table;
+mod tensorboard;
 mod verify;
 
 use std::path::PathBuf;
@@ -66,6 +67,8 @@ enum Command {
     Verify(verify::Args),
     /// Read-only SQL over the provenance database (schema in the README).
     Query(query::Args),
+    /// Write TensorBoard event files for runs that have none; builds write them as they run.
+    Tensorboard(tensorboard::Args),
     /// Talk to a trained VLM about an image (a chat-export bundle).
     Chat(chat::Args),
     /// Run one stage's work as a Slurm job (what `vlmflow build` submits).
@@ -120,6 +123,7 @@ pub fn main() -> i32 {
         Command::Metrics(args) => metrics::run(&ws, args),
         Command::Params(args) => params::run(&ws, args),
         Command::Gc(args) => gc::run(&ws, args),
+        Command::Tensorboard(args) => tensorboard::run(&ws, args),
         Command::Push(args) => remote::run_push(&ws, args),
         Command::Pull(args) => remote::run_pull(&ws, args),
         Command::Verify(args) => verify::run(&ws, args),

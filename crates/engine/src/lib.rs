@@ -33,6 +33,7 @@ pub mod runs;
 pub mod scheduler;
 pub mod slurm;
 pub mod stagefile;
+pub mod tensorboard;
 pub mod verify;
 mod verify_records;
 pub mod workspace;

@@ -117,7 +117,9 @@ impl Executor<'_> {
         }
         let metrics_file = stage.metrics.as_ref().map(|m| self.ws.root.join(m));
         let progress = self.reporter.start_stage(&stage.name);
-        let metrics = RunMetrics::new(&self.ws.db_path(), run_id);
+        let metrics = RunMetrics::new(&self.ws.db_path(), run_id).with_tensorboard(
+            crate::tensorboard::run_dir(&self.ws.tensorboard_dir(), &stage.name, run_id),
+        );
         let ctx = StageContext {
             stage: &stage.name,
             workspace: &self.ws.root,

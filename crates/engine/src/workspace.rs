@@ -58,6 +58,11 @@ impl Workspace {
         self.cache.join("jobs").join(key)
     }
 
+    /// The TensorBoard log folder: `tensorboard --logdir cache/tensorboard`.
+    pub fn tensorboard_dir(&self) -> PathBuf {
+        self.cache.join("tensorboard")
+    }
+
     /// Where outs found in the way of a run, and not made by vlmflow, are kept instead of deleted.
     pub fn trash_dir(&self) -> PathBuf {
         self.cache.join("trash")
