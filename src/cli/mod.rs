@@ -15,6 +15,7 @@ mod remote;
 mod status;
 mod table;
 mod tensorboard;
+mod ui;
 mod verify;
 
 use std::path::PathBuf;
@@ -69,6 +70,8 @@ enum Command {
     Query(query::Args),
     /// Write TensorBoard event files for runs that have none; builds write them as they run.
     Tensorboard(tensorboard::Args),
+    /// Serve a local dashboard of the workspace: the DAG, runs, curves, lineage.
+    Ui(ui::Args),
     /// Talk to a trained VLM about an image (a chat-export bundle).
     Chat(chat::Args),
     /// Run one stage's work as a Slurm job (what `vlmflow build` submits).
@@ -124,6 +127,7 @@ pub fn main() -> i32 {
         Command::Params(args) => params::run(&ws, args),
         Command::Gc(args) => gc::run(&ws, args),
         Command::Tensorboard(args) => tensorboard::run(&ws, args),
+        Command::Ui(args) => ui::run(ws, args),
         Command::Push(args) => remote::run_push(&ws, args),
         Command::Pull(args) => remote::run_pull(&ws, args),
         Command::Verify(args) => verify::run(&ws, args),

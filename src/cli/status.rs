@@ -1,9 +1,7 @@
 //! `vlmflow status`: fresh / stale / never built, and why.
 
-use vlmflow_engine::build::{BuildOptions, EngineError, build};
-use vlmflow_engine::dirty::Reason;
-use vlmflow_engine::outcome::Status;
-use vlmflow_engine::report::Reporter;
+use vlmflow_engine::build::{BuildOptions, EngineError};
+use vlmflow_engine::stage_states::{Action, State, stage_states};
 use vlmflow_engine::workspace::Workspace;
 
 #[derive(clap::Args)]
@@ -20,55 +18,14 @@ pub struct Args {
     json: bool,
 }
 
-#[derive(serde::Serialize)]
-struct Row {
-    stage: String,
-    state: &'static str,
-    /// What `build` would do: nothing, restore from the cache, run, or run if upstream changes.
-    action: &'static str,
-    reasons: Vec<String>,
-}
-
 pub fn run(ws: &Workspace, args: Args) -> Result<i32, EngineError> {
     let opts = BuildOptions {
         targets: args.targets,
         set: args.set,
         device: args.device,
-        dry_run: true,
-        jobs: 1,
         ..Default::default()
     };
-    let report = build(ws, &vlmflow_stages::kinds(), &opts, |_| Reporter::quiet())?;
-    let rows: Vec<Row> = report
-        .outcomes
-        .into_iter()
-        .map(|(stage, o)| {
-            let never = o.reasons.contains(&Reason::NeverBuilt);
-            let (state, action) = match o.status {
-                Status::Fresh => ("fresh", "none"),
-                Status::WouldRestore => (if never { "never built" } else { "stale" }, "restore"),
-                Status::WouldRun
-                    if o.reasons
-                        .iter()
-                        .all(|r| matches!(r, Reason::UpstreamPending(_))) =>
-                {
-                    ("stale", "run if upstream changes")
-                }
-                Status::WouldRun => (if never { "never built" } else { "stale" }, "run"),
-                _ => ("error", "none"),
-            };
-            let reasons = match o.problem {
-                Some(problem) => vec![problem.to_string()],
-                None => o.reasons.iter().map(ToString::to_string).collect(),
-            };
-            Row {
-                stage,
-                state,
-                action,
-                reasons,
-            }
-        })
-        .collect();
+    let rows = stage_states(ws, &vlmflow_stages::kinds(), &opts)?;
     if args.json {
         super::print_json(&rows);
     } else {
@@ -76,17 +33,17 @@ pub fn run(ws: &Workspace, args: Args) -> Result<i32, EngineError> {
             .iter()
             .map(|r| {
                 let mut why = r.reasons.join("; ");
-                if r.action == "restore" {
+                if r.action == Action::Restore {
                     why = format!("{why} (a cached run will be restored)")
                         .trim_start()
                         .to_string();
                 }
-                vec![r.stage.clone(), r.state.to_string(), why]
+                vec![r.stage.clone(), r.state.as_str().to_string(), why]
             })
             .collect();
         super::table::print(&["stage", "state", "why"], &table);
     }
-    Ok(if rows.iter().any(|r| r.state == "error") {
+    Ok(if rows.iter().any(|r| r.state == State::Error) {
         1
     } else {
         0

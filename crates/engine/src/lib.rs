@@ -32,6 +32,7 @@ pub mod runner;
 pub mod runs;
 pub mod scheduler;
 pub mod slurm;
+pub mod stage_states;
 pub mod stagefile;
 pub mod tensorboard;
 pub mod verify;

@@ -1,0 +1,47 @@
+//! `vlmflow ui`: a local web app over one workspace — its DAG coloured by state, the runs,
+//! their curves side by side, one run's params, log, files and lineage.
+//!
+//! The server (axum on tokio) answers JSON under `/api/` (`api`) and serves one page, compiled
+//! into the binary (`assets`), for every view's URL; the page draws the views itself. It only
+//! reads: the database through read-only connections, artifacts from the cache, and stage
+//! states from a dry run of the build (no lock, no run written), so it is safe while builds run,
+//! and any number of `ui`s may watch one workspace.
+
+mod api;
+mod assets;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use vlmflow_engine::kind::Kinds;
+use vlmflow_engine::workspace::Workspace;
+
+/// What every request reads from.
+pub(crate) struct App {
+    pub ws: Workspace,
+    pub kinds: Kinds,
+}
+
+/// Serves the UI of `ws` on `addr` until the process ends; `on_listening` gets the address bound
+/// (port 0 picks a free one).
+pub fn serve(
+    ws: Workspace,
+    kinds: Kinds,
+    addr: SocketAddr,
+    on_listening: impl FnOnce(SocketAddr),
+) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_io()
+        .build()?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
+        on_listening(listener.local_addr()?);
+        let app = Arc::new(App { ws, kinds });
+        let router = api::routes().merge(assets::routes()).with_state(app);
+        axum::serve(listener, router).await?;
+        Ok(())
+    })
+}

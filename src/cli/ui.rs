@@ -1,0 +1,55 @@
+//! `vlmflow ui`: serve the workspace's dashboard (`vlmflow_ui`) until Ctrl-C.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+use vlmflow_engine::build::EngineError;
+use vlmflow_engine::workspace::Workspace;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// The port to listen on (0: any free one).
+    #[arg(long, default_value_t = 7878)]
+    port: u16,
+    /// Listen on this address instead of 127.0.0.1: anyone who can reach it sees the workspace.
+    #[arg(long, value_name = "ADDR")]
+    bind: Option<IpAddr>,
+    /// Open the dashboard in the default browser.
+    #[arg(long)]
+    open: bool,
+}
+
+pub fn run(ws: Workspace, args: Args) -> Result<i32, EngineError> {
+    let ip = args.bind.unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
+    if !ip.is_loopback() {
+        eprintln!(
+            "warning: listening on {ip}: anyone who can reach this address can read the \
+             workspace's runs, params, logs and artifacts"
+        );
+    }
+    let root = ws.root.clone();
+    let open = args.open;
+    vlmflow_ui::serve(
+        ws,
+        vlmflow_stages::kinds(),
+        SocketAddr::new(ip, args.port),
+        |addr| {
+            let url = format!("http://{addr}/");
+            println!(
+                "vlmflow ui for {}: {url}  (Ctrl-C stops it)",
+                root.display()
+            );
+            if open {
+                let opener = if cfg!(target_os = "macos") {
+                    "open"
+                } else {
+                    "xdg-open"
+                };
+                if let Err(e) = std::process::Command::new(opener).arg(&url).spawn() {
+                    eprintln!("could not open a browser ({opener}: {e}); open {url} yourself");
+                }
+            }
+        },
+    )
+    .map_err(|e| EngineError::Failed(e.to_string()))?;
+    Ok(0)
+}
