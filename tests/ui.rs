@@ -283,3 +283,117 @@ fn a_training_stage_is_seen_running_and_its_curve_grows() {
     let status = build.wait().unwrap();
     assert_eq!(status.code(), Some(130));
 }
+
+/// The chat view: a bundle listed, and a question about an image posted as the page posts it,
+/// answered as a stream with what `vlmflow chat` answers.
+#[test]
+fn the_chat_view_answers_as_vlmflow_chat_does() {
+    let ws = Ws::new(CHAT_PIPELINE);
+    ws.build_ok(&[]);
+    let ui = Ui::start(&ws);
+    let page = drawn(&format!("{}/chat", ui.url), "chat");
+    assert!(page.contains(r#"<option value="chat-export">"#), "{page}");
+
+    let image = ws.files_under("out/download/images")[0].clone();
+    let question = "What colour is the shape?";
+    let said = post(
+        &format!(
+            "{}/api/chat?stage=chat-export&question=What%20colour%20is%20the%20shape%3F",
+            ui.url
+        ),
+        &std::fs::read(&image).unwrap(),
+    );
+    let cli = ws.run(&[
+        "chat",
+        "--bundle",
+        ws.path("out/chat-export").to_str().unwrap(),
+        "--image",
+        image.to_str().unwrap(),
+        "--prompt",
+        question,
+    ]);
+    cli.assert_code(0);
+    assert!(!said.1.trim().is_empty(), "an answer came: {said:?}");
+    assert_eq!(said.1.trim(), cli.stdout.trim(), "{}", said.0);
+    assert!(said.0.starts_with("HTTP/1.1 200"), "{}", said.0);
+
+    // Bytes that are no image: a 400 that says so, before any text.
+    let bad = post(
+        &format!("{}/api/chat?stage=chat-export&question=Hi", ui.url),
+        b"not an image",
+    );
+    assert!(bad.0.starts_with("HTTP/1.1 400"), "{}", bad.0);
+    assert!(bad.1.contains("cannot use the image"), "{}", bad.1);
+}
+
+const CHAT_PIPELINE: &str = r#"
+[stages.download]
+kind = "download"
+params = { source = "synthetic", count = 200, seed = 1 }
+
+[stages.preprocess]
+kind = "preprocess"
+needs = ["download"]
+params = { val_permille = 100 }
+
+[stages.clip-train]
+kind = "clip-train"
+needs = ["preprocess"]
+params = { steps = 10, batch_size = 32, lr = 2e-3, warmup_steps = 2 }
+
+[stages.lm-train]
+kind = "lm-train"
+needs = ["preprocess"]
+params = { steps = 40, batch_size = 32, lr = 2e-3, warmup_steps = 2 }
+
+[stages.vlm-pretrain]
+kind = "vlm-pretrain"
+needs = ["clip-train", "lm-train", "preprocess"]
+params = { steps = 30, batch_size = 32, lr = 2e-3, queries = 4 }
+
+[stages.finetune]
+kind = "finetune"
+needs = ["vlm-pretrain", "preprocess"]
+params = { steps = 60, batch_size = 32, lr = 2e-3, eval_images = 5 }
+
+[stages.chat-export]
+kind = "chat-export"
+needs = ["finetune"]
+"#;
+
+/// `POST url` with `body` over a plain socket: the response head and its body (chunked transfer
+/// decoded).
+fn post(url: &str, body: &[u8]) -> (String, String) {
+    use std::io::{Read, Write};
+    let rest = url.strip_prefix("http://").unwrap();
+    let (host, path) = rest.split_at(rest.find('/').unwrap());
+    let mut stream = std::net::TcpStream::connect(host).unwrap();
+    write!(
+        stream,
+        "POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )
+    .unwrap();
+    stream.write_all(body).unwrap();
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).unwrap();
+    let response = String::from_utf8_lossy(&response).into_owned();
+    let (head, raw) = response.split_once("\r\n\r\n").unwrap();
+    if !head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        return (head.to_string(), raw.to_string());
+    }
+    let (mut out, mut rest) = (String::new(), raw);
+    loop {
+        let (size, after) = rest.split_once("\r\n").unwrap();
+        let size = usize::from_str_radix(size.trim(), 16).unwrap();
+        if size == 0 {
+            break;
+        }
+        out.push_str(&after[..size]);
+        rest = &after[size + 2..];
+    }
+    (head.to_string(), out)
+}

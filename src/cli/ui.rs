@@ -1,9 +1,13 @@
-//! `vlmflow ui`: serve the workspace's dashboard (`vlmflow_ui`) until Ctrl-C.
+//! `vlmflow ui`: serve the workspace's dashboard (`vlmflow_ui`) until Ctrl-C, its chat view
+//! answered by the bundles through `vlmflow_stages::chat`.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::Path;
+use std::sync::Arc;
 
 use vlmflow_engine::build::EngineError;
 use vlmflow_engine::workspace::Workspace;
+use vlmflow_stages::chat::{Chat, SamplingConfig, Turn};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -16,6 +20,42 @@ pub struct Args {
     /// Open the dashboard in the default browser.
     #[arg(long)]
     open: bool,
+    /// Where the chat view runs a bundle: cpu, cuda, cuda:N.
+    #[arg(long, default_value = "cpu")]
+    device: String,
+}
+
+/// The chat view's model: the bundle loaded for each question (greedy, as `vlmflow chat`).
+struct BundleChat {
+    device: String,
+}
+
+impl vlmflow_ui::ChatBackend for BundleChat {
+    fn is_bundle(&self, dir: &Path) -> bool {
+        vlmflow_stages::chat::is_bundle(dir)
+    }
+
+    fn answer(
+        &self,
+        bundle: &Path,
+        image: &[u8],
+        history: &[(String, String)],
+        question: &str,
+        on_text: &mut dyn FnMut(&str),
+    ) -> Result<(), String> {
+        let chat = Chat::open_bytes(bundle, image, &self.device, SamplingConfig::default())
+            .map_err(|e| e.to_string())?;
+        let history: Vec<Turn> = history
+            .iter()
+            .map(|(user, assistant)| Turn {
+                user: user.clone(),
+                assistant: assistant.clone(),
+            })
+            .collect();
+        chat.reply(&history, question, on_text)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
 }
 
 pub fn run(ws: Workspace, args: Args) -> Result<i32, EngineError> {
@@ -28,9 +68,13 @@ pub fn run(ws: Workspace, args: Args) -> Result<i32, EngineError> {
     }
     let root = ws.root.clone();
     let open = args.open;
+    let chat = Arc::new(BundleChat {
+        device: args.device,
+    });
     vlmflow_ui::serve(
         ws,
         vlmflow_stages::kinds(),
+        chat,
         SocketAddr::new(ip, args.port),
         |addr| {
             let url = format!("http://{addr}/");

@@ -95,16 +95,27 @@ impl Chat {
         if !image.is_file() {
             return Err(ChatError::NoImage(image.to_path_buf()));
         }
-        let device = crate::open_device(device).map_err(|e| ChatError::Device(e.to_string()))?;
-        let bundle = Bundle::load(dir, &device).map_err(|e| {
-            if dir.join(bundle::INFO).is_file() {
-                ChatError::BundleDoesNotLoad(e.to_string())
-            } else {
-                ChatError::NotABundle(e.to_string())
-            }
-        })?;
+        let bundle = load_bundle(dir, device)?;
         let image = bundle
             .load_image(image)
+            .map_err(|e| ChatError::BadImage(e.to_string()))?;
+        Ok(Chat {
+            bundle,
+            image,
+            sampling,
+        })
+    }
+
+    /// As `open`, about an image given as its encoded bytes (a PNG or JPEG sent to `vlmflow ui`).
+    pub fn open_bytes(
+        dir: &Path,
+        image: &[u8],
+        device: &str,
+        sampling: SamplingConfig,
+    ) -> Result<Chat, ChatError> {
+        let bundle = load_bundle(dir, device)?;
+        let image = bundle
+            .decode_image(image)
             .map_err(|e| ChatError::BadImage(e.to_string()))?;
         Ok(Chat {
             bundle,
@@ -125,6 +136,22 @@ impl Chat {
             .reply(&self.image, history, question, &self.sampling, on_text)
             .map_err(|e| ChatError::Reply(e.to_string()))
     }
+}
+
+/// Whether `dir` holds a chat bundle.
+pub fn is_bundle(dir: &Path) -> bool {
+    dir.join(bundle::INFO).is_file()
+}
+
+fn load_bundle(dir: &Path, device: &str) -> Result<Bundle, ChatError> {
+    let device = crate::open_device(device).map_err(|e| ChatError::Device(e.to_string()))?;
+    Bundle::load(dir, &device).map_err(|e| {
+        if is_bundle(dir) {
+            ChatError::BundleDoesNotLoad(e.to_string())
+        } else {
+            ChatError::NotABundle(e.to_string())
+        }
+    })
 }
 
 /// A one-shot question, trimmed; an empty one is refused.

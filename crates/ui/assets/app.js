@@ -418,6 +418,70 @@ async function viewRun(id) {
   }, () => run && run.status === "running");
 }
 
+// ------------------------------------------------------------------ chat
+
+async function viewChat() {
+  const bundles = await api("/api/bundles");
+  if (!bundles.length) {
+    main.replaceChildren(el("h1", {}, "Chat"), el("p", { class: "muted" }, "No chat bundle is built yet: build a chat-export stage, then come back."));
+    return;
+  }
+  let image = null;
+  let history = [];
+  const pick = el("select", { class: "bundle" }, bundles.map((b) => el("option", { value: b.stage }, `${b.stage} (${b.path})`)));
+  const preview = el("img", { class: "preview", alt: "" });
+  const file = el("input", { type: "file", accept: "image/*" });
+  const drop = el("div", { class: "drop" }, el("p", { class: "muted" }, "Drop an image here, or "), file, preview);
+  const take = (f) => {
+    if (!f) return;
+    image = f;
+    history = [];
+    log.replaceChildren();
+    preview.src = URL.createObjectURL(f);
+  };
+  file.onchange = () => take(file.files[0]);
+  drop.addEventListener("dragover", (e) => e.preventDefault());
+  drop.addEventListener("drop", (e) => {
+    e.preventDefault();
+    take(e.dataTransfer.files[0]);
+  });
+  const log = el("div", { class: "conversation" });
+  const question = el("input", { type: "text", class: "question", placeholder: "What colour is the shape?" });
+  const ask = el("button", {}, "Ask");
+  const send = async () => {
+    const q = question.value.trim();
+    if (!image || !q) return;
+    ask.disabled = true;
+    const answer = el("div", { class: "answer" });
+    log.append(el("div", { class: "asked" }, q), answer);
+    const url = `/api/chat?stage=${encodeURIComponent(pick.value)}&question=${encodeURIComponent(q)}&history=${encodeURIComponent(JSON.stringify(history))}`;
+    try {
+      const response = await fetch(url, { method: "POST", body: image });
+      if (!response.ok) throw new Error((await response.json()).error);
+      const reader = response.body.getReader();
+      const decoder = new TextDecoder();
+      for (;;) {
+        const { done, value } = await reader.read();
+        if (done) break;
+        answer.textContent += decoder.decode(value, { stream: true });
+      }
+      history.push([q, answer.textContent]);
+      question.value = "";
+    } catch (e) {
+      answer.classList.add("error");
+      answer.textContent = String(e.message || e);
+    }
+    ask.disabled = false;
+  };
+  ask.onclick = send;
+  question.addEventListener("keydown", (e) => e.key === "Enter" && send());
+  pick.onchange = () => {
+    history = [];
+    log.replaceChildren();
+  };
+  main.replaceChildren(el("h1", {}, "Chat"), el("div", { class: "toolbar" }, el("label", {}, "bundle ", pick)), drop, log, el("div", { class: "toolbar" }, question, ask));
+}
+
 // ------------------------------------------------------------------ routing
 
 const path = location.pathname.replace(/\/+$/, "") || "/dag";
@@ -428,5 +492,6 @@ if (path === "/" || path === "/dag") shown = viewDag();
 else if (path === "/runs") shown = viewRuns();
 else if (path.startsWith("/runs/")) shown = viewRun(Number(path.split("/")[2]));
 else if (path === "/compare") shown = viewCompare();
+else if (path === "/chat") shown = viewChat();
 else shown = Promise.reject(new Error(`no view at ${path}`));
 shown.catch(show);

@@ -43,7 +43,7 @@ pub(crate) fn routes() -> Router<Arc<App>> {
 }
 
 /// An error as the page shows it: `{"error": …}` with a status.
-pub(crate) struct ApiError(StatusCode, String);
+pub(crate) struct ApiError(pub StatusCode, pub String);
 
 impl ApiError {
     fn not_found(what: String) -> ApiError {
@@ -63,10 +63,10 @@ impl IntoResponse for ApiError {
     }
 }
 
-type Answer<T> = Result<T, ApiError>;
+pub(crate) type Answer<T> = Result<T, ApiError>;
 
 /// Runs `work` on a blocking thread with the app.
-async fn blocking<T: Send + 'static>(
+pub(crate) async fn blocking<T: Send + 'static>(
     app: Arc<App>,
     work: impl FnOnce(&App) -> Answer<T> + Send + 'static,
 ) -> Answer<T> {

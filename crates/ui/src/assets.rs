@@ -15,7 +15,7 @@ const APP_JS: &str = include_str!("../assets/app.js");
 const STYLE: &str = include_str!("../assets/style.css");
 
 /// Every view's URL answers the same page, which draws the view its URL names.
-const VIEWS: [&str; 5] = ["/", "/dag", "/runs", "/runs/{id}", "/compare"];
+const VIEWS: [&str; 6] = ["/", "/dag", "/runs", "/runs/{id}", "/compare", "/chat"];
 
 pub(crate) fn routes() -> Router<Arc<App>> {
     let mut router = Router::new();

@@ -1,5 +1,6 @@
 //! `vlmflow ui`: a local web app over one workspace — its DAG coloured by state, the runs,
-//! their curves side by side, one run's params, log, files and lineage.
+//! their curves side by side, one run's params, log, files and lineage, and a chat with its
+//! bundles (`chat`).
 //!
 //! The server (axum on tokio) answers JSON under `/api/` (`api`) and serves one page, compiled
 //! into the binary (`assets`), for every view's URL; the page draws the views itself. It only
@@ -9,6 +10,9 @@
 
 mod api;
 mod assets;
+mod chat;
+
+pub use chat::ChatBackend;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -20,13 +24,15 @@ use vlmflow_engine::workspace::Workspace;
 pub(crate) struct App {
     pub ws: Workspace,
     pub kinds: Kinds,
+    pub chat: Arc<dyn ChatBackend>,
 }
 
-/// Serves the UI of `ws` on `addr` until the process ends; `on_listening` gets the address bound
-/// (port 0 picks a free one).
+/// Serves the UI of `ws` on `addr` until the process ends, with `chat` answering in the chat view;
+/// `on_listening` gets the address bound (port 0 picks a free one).
 pub fn serve(
     ws: Workspace,
     kinds: Kinds,
+    chat: Arc<dyn ChatBackend>,
     addr: SocketAddr,
     on_listening: impl FnOnce(SocketAddr),
 ) -> anyhow::Result<()> {
@@ -39,8 +45,11 @@ pub fn serve(
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
         on_listening(listener.local_addr()?);
-        let app = Arc::new(App { ws, kinds });
-        let router = api::routes().merge(assets::routes()).with_state(app);
+        let app = Arc::new(App { ws, kinds, chat });
+        let router = api::routes()
+            .merge(chat::routes())
+            .merge(assets::routes())
+            .with_state(app);
         axum::serve(listener, router).await?;
         Ok(())
     })

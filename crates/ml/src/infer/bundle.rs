@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use super::generate::{Prompt, SamplingConfig, generate};
 use crate::data::chat::{ChatTemplate, Turn};
-use crate::data::image::load_normalized;
+use crate::data::image::{decode_normalized, load_normalized};
 use crate::data::tokenizer::Tokenizer;
 use crate::models::vlm::{Vlm, VlmConfig};
 use crate::models::vlm_folder::{self, LmFiles};
@@ -125,6 +125,14 @@ impl Bundle {
     pub fn load_image(&self, path: &Path) -> Result<Tensor> {
         let size = self.model.cfg.vision.image_size;
         let pixels = load_normalized(path, size as u32)
+            .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
+        Tensor::from_vec(pixels, (1, 3, size, size), self.model.lm.device())
+    }
+
+    /// An encoded image (PNG, JPEG, WebP bytes), prepared as [`Bundle::load_image`] prepares a file.
+    pub fn decode_image(&self, bytes: &[u8]) -> Result<Tensor> {
+        let size = self.model.cfg.vision.image_size;
+        let pixels = decode_normalized(bytes, Path::new("the image sent"), size as u32)
             .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
         Tensor::from_vec(pixels, (1, 3, size, size), self.model.lm.device())
     }
