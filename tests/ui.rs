@@ -316,6 +316,15 @@ fn the_chat_view_answers_as_vlmflow_chat_does() {
     assert!(!said.1.trim().is_empty(), "an answer came: {said:?}");
     assert_eq!(said.1.trim(), cli.stdout.trim(), "{}", said.0);
     assert!(said.0.starts_with("HTTP/1.1 200"), "{}", said.0);
+    // Asked again, the bundle kept loaded answers the same.
+    let again = post(
+        &format!(
+            "{}/api/chat?stage=chat-export&question=What%20colour%20is%20the%20shape%3F",
+            ui.url
+        ),
+        &std::fs::read(&image).unwrap(),
+    );
+    assert_eq!(again.1, said.1);
 
     // Bytes that are no image: a 400 that says so, before any text.
     let bad = post(

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use vlmflow_engine::build::EngineError;
 use vlmflow_engine::workspace::Workspace;
-use vlmflow_stages::chat::{Chat, SamplingConfig, Turn};
+use vlmflow_stages::chat::{Chat, LoadedBundles, SamplingConfig, Turn};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -25,9 +25,10 @@ pub struct Args {
     device: String,
 }
 
-/// The chat view's model: the bundle loaded for each question (greedy, as `vlmflow chat`).
+/// The chat view's model: bundles kept loaded between questions, answering greedily as
+/// `vlmflow chat` does.
 struct BundleChat {
-    device: String,
+    bundles: LoadedBundles,
 }
 
 impl vlmflow_ui::ChatBackend for BundleChat {
@@ -43,7 +44,8 @@ impl vlmflow_ui::ChatBackend for BundleChat {
         question: &str,
         on_text: &mut dyn FnMut(&str),
     ) -> Result<(), String> {
-        let chat = Chat::open_bytes(bundle, image, &self.device, SamplingConfig::default())
+        let bundle = self.bundles.get(bundle).map_err(|e| e.to_string())?;
+        let chat = Chat::with_image_bytes(bundle, image, SamplingConfig::default())
             .map_err(|e| e.to_string())?;
         let history: Vec<Turn> = history
             .iter()
@@ -69,7 +71,7 @@ pub fn run(ws: Workspace, args: Args) -> Result<i32, EngineError> {
     let root = ws.root.clone();
     let open = args.open;
     let chat = Arc::new(BundleChat {
-        device: args.device,
+        bundles: LoadedBundles::new(&args.device),
     });
     vlmflow_ui::serve(
         ws,

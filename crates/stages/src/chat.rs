@@ -2,8 +2,11 @@
 //! folder, or a workspace's chat-export stage), loading it and the image, and the model's side of
 //! each turn. `vlmflow chat` only parses its arguments, reads the user's lines and prints.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
 
 use candle_core::Tensor;
 use vlmflow_engine::build::{EngineError, load_pipeline};
@@ -78,7 +81,7 @@ impl From<ChatError> for EngineError {
 
 /// A loaded bundle and the image the conversation is about.
 pub struct Chat {
-    bundle: Bundle,
+    bundle: Arc<Bundle>,
     image: Tensor,
     sampling: SamplingConfig,
 }
@@ -106,14 +109,13 @@ impl Chat {
         })
     }
 
-    /// As `open`, about an image given as its encoded bytes (a PNG or JPEG sent to `vlmflow ui`).
-    pub fn open_bytes(
-        dir: &Path,
+    /// A chat with a loaded `bundle` about an image given as its encoded bytes (a PNG or JPEG
+    /// sent to `vlmflow ui`).
+    pub fn with_image_bytes(
+        bundle: Arc<Bundle>,
         image: &[u8],
-        device: &str,
         sampling: SamplingConfig,
     ) -> Result<Chat, ChatError> {
-        let bundle = load_bundle(dir, device)?;
         let image = bundle
             .decode_image(image)
             .map_err(|e| ChatError::BadImage(e.to_string()))?;
@@ -143,15 +145,68 @@ pub fn is_bundle(dir: &Path) -> bool {
     dir.join(bundle::INFO).is_file()
 }
 
-fn load_bundle(dir: &Path, device: &str) -> Result<Bundle, ChatError> {
+fn load_bundle(dir: &Path, device: &str) -> Result<Arc<Bundle>, ChatError> {
     let device = crate::open_device(device).map_err(|e| ChatError::Device(e.to_string()))?;
-    Bundle::load(dir, &device).map_err(|e| {
+    let bundle = Bundle::load(dir, &device).map_err(|e| {
         if is_bundle(dir) {
             ChatError::BundleDoesNotLoad(e.to_string())
         } else {
             ChatError::NotABundle(e.to_string())
         }
-    })
+    })?;
+    Ok(Arc::new(bundle))
+}
+
+/// Bundles kept loaded between questions (a server's chats), each reloaded once its folder
+/// changes (a rebuild of its stage).
+pub struct LoadedBundles {
+    device: String,
+    loaded: Mutex<HashMap<PathBuf, (FolderStamp, Arc<Bundle>)>>,
+}
+
+/// A folder's files, each with what tells it apart from the one it replaced: size and mtime.
+type FolderStamp = Vec<(PathBuf, u64, Option<SystemTime>)>;
+
+impl LoadedBundles {
+    /// Bundles to be loaded onto `device` (`cpu`, `cuda`, `cuda:N`).
+    pub fn new(device: &str) -> LoadedBundles {
+        LoadedBundles {
+            device: device.to_string(),
+            loaded: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The bundle in `dir`, loaded now if it is not loaded or has changed since.
+    pub fn get(&self, dir: &Path) -> Result<Arc<Bundle>, ChatError> {
+        let stamp = folder_stamp(dir);
+        // Held while loading: two first questions load the bundle once.
+        let mut loaded = self.loaded.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((seen, bundle)) = loaded.get(dir)
+            && *seen == stamp
+        {
+            return Ok(bundle.clone());
+        }
+        let bundle = load_bundle(dir, &self.device)?;
+        loaded.insert(dir.to_path_buf(), (stamp, bundle.clone()));
+        Ok(bundle)
+    }
+}
+
+/// Every file at the top of `dir` (where a bundle's info, weights and tokenizer are) with its size
+/// and modification time.
+fn folder_stamp(dir: &Path) -> FolderStamp {
+    let mut stamp: FolderStamp = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| {
+            let meta = entry.metadata().ok()?;
+            meta.is_file()
+                .then(|| (entry.path(), meta.len(), meta.modified().ok()))
+        })
+        .collect();
+    stamp.sort();
+    stamp
 }
 
 /// A one-shot question, trimmed; an empty one is refused.
