@@ -13,6 +13,7 @@ mod provenance;
 mod query;
 mod remote;
 mod status;
+mod sweep;
 mod table;
 mod tensorboard;
 mod ui;
@@ -60,6 +61,11 @@ enum Command {
     Params(params::Args),
     /// Delete what no kept run needs.
     Gc(gc::Args),
+    /// Build the targets once per setting of the params named, into the run-cache (the
+    /// workspace's outs stay as they are), and print the results best first.
+    Sweep(sweep::Args),
+    /// List the sweeps, or show one's results best first.
+    Sweeps(sweep::ListArgs),
     /// Send the current runs of stages (records, artifacts, logs) to the remote cache.
     Push(remote::PushArgs),
     /// Fetch stages from the remote cache into the workspace; run nothing.
@@ -127,6 +133,8 @@ pub fn main() -> i32 {
         Command::Params(args) => params::run(&ws, args),
         Command::Gc(args) => gc::run(&ws, args),
         Command::Tensorboard(args) => tensorboard::run(&ws, args),
+        Command::Sweep(args) => sweep::run(&ws, args),
+        Command::Sweeps(args) => sweep::run_list(&ws, args),
         Command::Ui(args) => ui::run(ws, args),
         Command::Push(args) => remote::run_push(&ws, args),
         Command::Pull(args) => remote::run_pull(&ws, args),

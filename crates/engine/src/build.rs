@@ -174,14 +174,7 @@ pub fn build(
 ) -> Result<BuildReport, EngineError> {
     let started = Instant::now();
     let (mut pipeline, overrides) = load_pipeline(ws, kinds, &opts.set)?;
-    if let Some(device) = &opts.device {
-        move_to_device(&mut pipeline, kinds, device)?;
-    }
-    if opts.local {
-        for stage in &mut pipeline.stages {
-            stage.runs_on = RunsOn::Local;
-        }
-    }
+    place_stages(&mut pipeline, kinds, opts.device.as_deref(), opts.local)?;
     let selected = select(&pipeline, &opts.targets)?;
     let mut force = HashSet::new();
     for name in &opts.force {
@@ -204,15 +197,7 @@ pub fn build(
     let _lock = if opts.dry_run {
         None
     } else {
-        let path = ws.lock_path();
-        let lock = WorkspaceLock::acquire(&path, |holder| {
-            reporter.note(&format!("waiting for the workspace lock, held by {holder}"));
-        })
-        .map_err(vlmflow_store::io_err(&path))?;
-        // We hold the lock, so anything 'running' or left in cache/tmp is from a process that died.
-        cas.clean_temp()?;
-        super::index_recovery::recover_interrupted(&db, &cas)?;
-        Some(lock)
+        Some(lock_workspace(ws, &reporter, &db, &cas)?)
     };
     interrupt::install();
     let argv: Vec<String> = std::env::args().collect();
@@ -231,11 +216,16 @@ pub fn build(
         slurm: &Slurm::from_env(),
         build_id,
         host,
-        overrides,
+        overrides: pipeline
+            .stages
+            .iter()
+            .map(|s| overrides.get(&s.name).cloned())
+            .collect(),
         force,
         dry_run: opts.dry_run,
         remote: remote.as_ref(),
         remote_only: opts.remote_only,
+        detached: None,
     };
     let schedule = Schedule {
         pipeline: &pipeline,
@@ -275,6 +265,43 @@ pub fn build(
         reporter.note(&summary(&report, started.elapsed().as_secs_f64()));
     }
     Ok(report)
+}
+
+/// Take the workspace lock (waiting for another build to let it go), then clean up what a process
+/// that died while holding it left.
+pub(crate) fn lock_workspace(
+    ws: &Workspace,
+    reporter: &Reporter,
+    db: &vlmflow_store::db::Db,
+    cas: &vlmflow_store::Cas,
+) -> Result<WorkspaceLock, EngineError> {
+    let path = ws.lock_path();
+    let lock = WorkspaceLock::acquire(&path, |holder| {
+        reporter.note(&format!("waiting for the workspace lock, held by {holder}"));
+    })
+    .map_err(vlmflow_store::io_err(&path))?;
+    // We hold the lock, so anything 'running' or left in cache/tmp is from a process that died.
+    cas.clean_temp()?;
+    super::index_recovery::recover_interrupted(db, cas)?;
+    Ok(lock)
+}
+
+/// `--device` and `--local`: where the pipeline's stages run.
+pub(crate) fn place_stages(
+    pipeline: &mut Pipeline,
+    kinds: &Kinds,
+    device: Option<&str>,
+    local: bool,
+) -> Result<(), EngineError> {
+    if let Some(device) = device {
+        move_to_device(pipeline, kinds, device)?;
+    }
+    if local {
+        for stage in &mut pipeline.stages {
+            stage.runs_on = RunsOn::Local;
+        }
+    }
+    Ok(())
 }
 
 fn summary(report: &BuildReport, seconds: f64) -> String {

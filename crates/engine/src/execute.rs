@@ -13,6 +13,7 @@ use std::time::Instant;
 
 use serde_json::Value;
 
+use super::detached::Detached;
 use super::dirty::Reason;
 use super::outcome::{Outcome, Problem, Status};
 use super::params::canonical_json;
@@ -37,20 +38,25 @@ pub struct Executor<'a> {
     pub slurm: &'a Slurm,
     pub build_id: i64,
     pub host: String,
-    /// Stage name → the `--set` overrides applied to it (a JSON object), recorded with its runs.
-    pub overrides: BTreeMap<String, Value>,
+    /// Per stage (by index): the `--set` overrides applied to it (a JSON object), recorded with
+    /// its runs.
+    pub overrides: Vec<Option<Value>>,
     pub force: HashSet<usize>,
     pub dry_run: bool,
     /// The shared cache a stage about to run is first looked up in.
     pub remote: Option<&'a Remote>,
     /// `vlmflow pull`: a stage the remote does not have is not run.
     pub remote_only: bool,
+    /// Build off the workspace (a sweep's trial): outs go to a scratch folder instead.
+    pub detached: Option<&'a Detached>,
 }
 
 /// What travels with one stage through its turn: the worker's connection, the stage and its kind,
 /// how it was evaluated, and what its needed stages left.
 pub(crate) struct Job<'j> {
     pub db: &'j Db,
+    /// The stage's index in the pipeline.
+    pub index: usize,
     pub stage: &'j Stage,
     pub kind: &'j dyn Kind,
     pub eval: &'j Evaluation,
@@ -92,6 +98,7 @@ impl Executor<'_> {
         let reasons = eval.decision.reasons().to_vec();
         let job = Job {
             db,
+            index,
             stage,
             kind,
             eval: &eval,
@@ -126,9 +133,29 @@ impl Executor<'_> {
 
     /// A stage to run: restored instead when the remote has a kept run of its key.
     fn fetch_or_run(&self, job: &Job<'_>, started: Instant, mut reasons: Vec<Reason>) -> Outcome {
+        // Another trial of a sweep may be running this key: wait for it, then restore its run.
+        let _claim = match self.detached {
+            Some(detached) => {
+                let claim = detached.claims.claim(job.eval.key);
+                match job.db.cached_run(&job.eval.key.to_hex()) {
+                    Ok(Some(cached)) => {
+                        if let Some(artifact) =
+                            cached.artifact.as_deref().and_then(|a| a.parse().ok())
+                        {
+                            return self
+                                .restore_outcome(job, artifact, cached.id, None, started, reasons);
+                        }
+                    }
+                    Ok(None) => {}
+                    Err(e) => return failed(started, e.to_string()),
+                }
+                Some(claim)
+            }
+            None => None,
+        };
         if let Some(remote) = self.remote {
             let key = job.eval.key;
-            let progress = self.reporter.start_stage(&job.stage.name);
+            let progress = self.reporter.start_stage(&self.shown_name(job));
             let fetched = remote_sync::fetch(remote, job.db, self.cas, &key, &progress);
             drop(progress);
             match fetched {
@@ -178,13 +205,20 @@ impl Executor<'_> {
             key: &eval.key.to_hex(),
             key_material: &eval.material.canonical(),
             params: &canonical_json(&stage.params),
-            overrides: &self
-                .overrides
-                .get(&stage.name)
+            overrides: &self.overrides[job.index]
+                .as_ref()
                 .map_or_else(|| "{}".to_string(), canonical_json),
             host: &self.host,
             device: stage.device.as_deref().unwrap_or("cpu"),
         })
+    }
+
+    /// The stage's name as the terminal shows it (after its trial's label in a sweep).
+    pub(crate) fn shown_name(&self, job: &Job<'_>) -> String {
+        match self.detached {
+            Some(detached) => format!("{}{}", detached.label(job.index), job.stage.name),
+            None => job.stage.name.clone(),
+        }
     }
 
     /// The inputs' manifest, stored so a later `status` can name the files that changed.

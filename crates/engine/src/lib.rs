@@ -6,6 +6,7 @@
 pub mod build;
 mod cmd_kind;
 pub mod compare;
+pub mod detached;
 pub mod device;
 pub mod diagnostic;
 pub mod dirty;
@@ -34,6 +35,10 @@ pub mod scheduler;
 pub mod slurm;
 pub mod stage_states;
 pub mod stagefile;
+pub mod sweep;
+pub mod sweep_dag;
+pub mod sweep_results;
+pub mod sweep_space;
 pub mod tensorboard;
 pub mod verify;
 mod verify_records;

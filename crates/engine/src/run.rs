@@ -54,6 +54,14 @@ impl Executor<'_> {
     }
 
     fn run(&self, job: &Job<'_>) -> Result<(Digest, i64), Problem> {
+        let local = matches!(job.stage.runs_on, RunsOn::Local);
+        if self.detached.is_some() && job.kind.runs_command() && local {
+            return Err(Problem::Failed(format!(
+                "a sweep cannot run `{}` here: its command writes its outs in the workspace; \
+                 build it with `vlmflow build --set …`, or send it to Slurm (`executor = \"slurm\"`)",
+                job.stage.name
+            )));
+        }
         let run_id = self.insert_run(job)?;
         let (folder, slurm) = match &job.stage.runs_on {
             RunsOn::Local => (self.cas.temp_dir()?, None),
@@ -116,7 +124,7 @@ impl Executor<'_> {
             self.clear_outs(db, stage, run_id, None)?;
         }
         let metrics_file = stage.metrics.as_ref().map(|m| self.ws.root.join(m));
-        let progress = self.reporter.start_stage(&stage.name);
+        let progress = self.reporter.start_stage(&self.shown_name(job));
         let metrics = RunMetrics::new(&self.ws.db_path(), run_id).with_tensorboard(
             crate::tensorboard::run_dir(&self.ws.tensorboard_dir(), &stage.name, run_id),
         );
@@ -255,9 +263,24 @@ impl Executor<'_> {
         // from the records (`vlmflow_store::index_rebuild`).
         let run_record = self.cas.keep_record(&db.record_of(&c)?)?;
         c.record = Some(&run_record);
-        db.complete_run(&c, RunStatus::Ran, None)?;
-        self.cas
-            .materialize_just_stored(&db.conn, &manifest, &self.ws.root, &stage.outs)?;
+        match self.detached {
+            None => {
+                db.complete_run(&c, RunStatus::Ran, None)?;
+                self.cas.materialize_just_stored(
+                    &db.conn,
+                    &manifest,
+                    &self.ws.root,
+                    &stage.outs,
+                )?;
+            }
+            Some(detached) => {
+                db.complete_detached_run(&c)?;
+                let root = detached.root(job.index);
+                self.cas
+                    .materialize_just_stored(&db.conn, &manifest, root, &stage.outs)?;
+                detached.placed(job.index);
+            }
+        }
         Ok(artifact)
     }
 
@@ -288,9 +311,13 @@ impl Executor<'_> {
             .iter()
             .map(|&i| {
                 let need = &self.pipeline.stages[i];
+                let root = match self.detached {
+                    Some(detached) => detached.root_of(i, &self.ws.root),
+                    None => &self.ws.root,
+                };
                 let path = match need.outs.as_slice() {
-                    [only] => self.ws.root.join(only),
-                    _ => self.ws.root.clone(),
+                    [only] => root.join(only),
+                    _ => root.to_path_buf(),
                 };
                 (need.name.clone(), path)
             })

@@ -14,6 +14,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("schema.sql"),
     include_str!("schema_2_records.sql"),
     include_str!("schema_3_run_places.sql"),
+    include_str!("schema_4_sweeps.sql"),
 ];
 
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -214,7 +215,8 @@ impl Db {
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
-    /// Runs and builds left 'running' by a process that died: call with the workspace lock held.
+    /// Runs, builds and sweep trials left 'running' by a process that died: call with the workspace
+    /// lock held.
     pub fn mark_interrupted(&self) -> Result<usize> {
         let tx = self.conn.unchecked_transaction()?;
         let n = tx.execute(
@@ -228,6 +230,10 @@ impl Db {
         )?;
         tx.execute(
             "UPDATE builds SET status = 'interrupted' WHERE status = 'running'",
+            [],
+        )?;
+        tx.execute(
+            "UPDATE sweep_trials SET status = 'interrupted' WHERE status = 'running'",
             [],
         )?;
         tx.commit()?;
@@ -263,6 +269,22 @@ impl Db {
         c: &Completion<'_>,
         status: RunStatus,
         source_run: Option<i64>,
+    ) -> Result<()> {
+        self.complete(c, status, source_run, true)
+    }
+
+    /// Record a successful run made off the workspace (a sweep's trial): kept in the run-cache,
+    /// while the workspace's state stays as it is.
+    pub fn complete_detached_run(&self, c: &Completion<'_>) -> Result<()> {
+        self.complete(c, RunStatus::Ran, None, false)
+    }
+
+    fn complete(
+        &self,
+        c: &Completion<'_>,
+        status: RunStatus,
+        source_run: Option<i64>,
+        makes_current: bool,
     ) -> Result<()> {
         let tx = self.conn.unchecked_transaction()?;
         let artifact = c.artifact.to_hex();
@@ -300,11 +322,13 @@ impl Db {
                 up.execute(params![c.run_id, stage, digest.to_hex(), producer])?;
             }
         }
-        tx.execute(
-            "INSERT INTO stage_state (stage, run_id) VALUES (?1, ?2)
-             ON CONFLICT (stage) DO UPDATE SET run_id = excluded.run_id",
-            params![c.stage, c.run_id],
-        )?;
+        if makes_current {
+            tx.execute(
+                "INSERT INTO stage_state (stage, run_id) VALUES (?1, ?2)
+                 ON CONFLICT (stage) DO UPDATE SET run_id = excluded.run_id",
+                params![c.stage, c.run_id],
+            )?;
+        }
         tx.commit()?;
         Ok(())
     }

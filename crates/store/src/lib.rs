@@ -16,6 +16,7 @@ pub mod remote;
 pub mod run_record;
 pub mod run_status;
 pub mod statcache;
+pub mod sweeps;
 mod walk;
 
 pub use cas::Cas;

@@ -1,0 +1,341 @@
+//! `vlmflow sweep`: build the targets once per trial of a sweep's space (`sweep_space`), off the
+//! workspace (`detached`): every trial's runs land in the run-cache, so `vlmflow build --set …`
+//! later restores the chosen one, while the workspace's outs and state stay as they were. The
+//! trials are one pipeline (`sweep_dag`), and the sweep is recorded as a named group of runs.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use serde_json::Value;
+
+use super::build::{EngineError, load_pipeline, lock_workspace, place_stages, select, stage_index};
+use super::detached::Detached;
+use super::execute::Executor;
+use super::format_duration;
+use super::interrupt;
+use super::outcome::{Outcome, Problem, Status};
+use super::plan::UpstreamState;
+use super::report::Reporter;
+use super::scheduler::Schedule;
+use super::slurm::Slurm;
+use super::stagefile::Pipeline;
+use super::sweep_dag::{SweepDag, combine};
+use super::sweep_space::{Axis, Trial, trials};
+use super::workspace::Workspace;
+use crate::kind::Kinds;
+pub use vlmflow_store::run_status::BuildStatus;
+
+#[derive(Clone, Debug, Default)]
+pub struct SweepOptions {
+    /// `stage.param=…` specs.
+    pub axes: Vec<String>,
+    /// Draws of a random search.
+    pub trials: Option<usize>,
+    pub seed: u64,
+    pub name: Option<String>,
+    /// The stages each trial builds; by default the last stages the varied ones lead to.
+    pub targets: Vec<String>,
+    pub jobs: usize,
+    /// Overrides every trial shares.
+    pub set: Vec<String>,
+    pub device: Option<String>,
+    pub local: bool,
+    pub no_remote: bool,
+    /// List the trials; build nothing.
+    pub dry_run: bool,
+}
+
+pub struct SweepReport {
+    pub name: String,
+    pub targets: Vec<String>,
+    pub trials: Vec<TrialReport>,
+    /// Stage builds the trials need after sharing what they have in common.
+    pub builds: usize,
+}
+
+pub struct TrialReport {
+    /// 1-based.
+    pub number: usize,
+    pub trial: Trial,
+    pub status: BuildStatus,
+    /// The first stage that did not build, and why.
+    pub problem: Option<String>,
+    /// Stage → the run that made its artifact.
+    pub runs: BTreeMap<String, i64>,
+    /// The targets' final metrics: `metric`, or `stage.metric` with several targets.
+    pub metrics: BTreeMap<String, f64>,
+}
+
+pub fn sweep(
+    ws: &Workspace,
+    kinds: &Kinds,
+    opts: &SweepOptions,
+    reporter_for: impl Fn(&Pipeline) -> Reporter,
+) -> Result<SweepReport, EngineError> {
+    let started = Instant::now();
+    let axes: Vec<Axis> = opts
+        .axes
+        .iter()
+        .map(|a| Axis::parse(a))
+        .collect::<Result<_, _>>()
+        .map_err(EngineError::Usage)?;
+    let trials = trials(&axes, opts.trials, opts.seed).map_err(EngineError::Usage)?;
+    // Every trial's pipeline first: a param that does not exist fails before anything runs.
+    let mut pipelines = Vec::new();
+    for trial in &trials {
+        let mut set = opts.set.clone();
+        set.extend(trial.set_args());
+        let (mut pipeline, overrides) = load_pipeline(ws, kinds, &set)?;
+        place_stages(&mut pipeline, kinds, opts.device.as_deref(), opts.local)?;
+        let overrides = pipeline
+            .stages
+            .iter()
+            .map(|s| overrides.get(&s.name).cloned())
+            .collect();
+        pipelines.push((pipeline, overrides));
+    }
+    let first = &pipelines[0].0;
+    let targets = if opts.targets.is_empty() {
+        default_targets(first, &axes)
+    } else {
+        for t in &opts.targets {
+            stage_index(first, t, "--target")?;
+        }
+        opts.targets.clone()
+    };
+    let selected = select(first, &targets)?;
+    let dag = combine(&pipelines, &selected);
+    let report = |trials: Vec<TrialReport>, name: String| SweepReport {
+        name,
+        targets: targets.clone(),
+        trials,
+        builds: dag.pipeline.stages.len(),
+    };
+    let db = ws.open_db()?;
+    let name = match &opts.name {
+        Some(name) => name.clone(),
+        None => format!("sweep-{}", db.next_sweep_number()?),
+    };
+    if db.sweep(&name)?.is_some() {
+        return Err(EngineError::Usage(format!(
+            "a sweep named `{name}` exists: pick another --name (`vlmflow sweeps` lists them)"
+        )));
+    }
+    if opts.dry_run {
+        let listed = trials
+            .into_iter()
+            .enumerate()
+            .map(|(i, trial)| TrialReport::new(i, trial))
+            .collect();
+        return Ok(report(listed, name));
+    }
+
+    let reporter = reporter_for(&dag.pipeline);
+    let cas = ws.open_cas()?;
+    let remote = if opts.no_remote {
+        None
+    } else {
+        super::remote_sync::open_remote(first)?
+    };
+    let _lock = lock_workspace(ws, &reporter, &db, &cas)?;
+    interrupt::install();
+    let argv: Vec<String> = std::env::args().collect();
+    let host = super::host();
+    let build_id = db.begin_build(&argv, &host)?;
+    let sweep_id = db
+        .insert_sweep(
+            &name,
+            build_id,
+            &serde_json::to_string(&targets).unwrap_or_default(),
+            &serde_json::to_string(&opts.axes).unwrap_or_default(),
+        )?
+        .ok_or_else(|| EngineError::Usage(format!("a sweep named `{name}` exists")))?;
+    for (i, trial) in trials.iter().enumerate() {
+        db.insert_trial(sweep_id, i as i64 + 1, &assignment_json(trial))?;
+    }
+    reporter.note(&format!(
+        "sweep {name}: {} trials, {} stage builds after sharing what they have in common",
+        trials.len(),
+        dag.pipeline.stages.len()
+    ));
+
+    let scratch = cas.temp_dir()?;
+    let copies = dag.pipeline.stages.len();
+    let detached = Detached::new(
+        (0..copies).map(|c| scratch.join(c.to_string())).collect(),
+        (0..copies).map(|c| dag.label(c)).collect(),
+    );
+    let executor = Executor {
+        ws,
+        kinds,
+        cas: &cas,
+        pipeline: &dag.pipeline,
+        reporter: &reporter,
+        slurm: &Slurm::from_env(),
+        build_id,
+        host,
+        overrides: dag.overrides.clone(),
+        force: Default::default(),
+        dry_run: false,
+        remote: remote.as_ref(),
+        remote_only: false,
+        detached: Some(&detached),
+    };
+    let everything = vec![true; copies];
+    let schedule = Schedule {
+        pipeline: &dag.pipeline,
+        selected: &everything,
+        jobs: opts.jobs.max(1),
+        // A trial that fails leaves the others to go on.
+        keep_going: true,
+    };
+    let outcomes = schedule.run(
+        || ws.open_db(),
+        |db, index, upstream| match db {
+            Ok(db) => executor.execute(db, index, upstream),
+            Err(e) => Outcome::not_built(
+                Problem::Failed(format!("could not open the database: {e}")),
+                None,
+                vec![],
+            ),
+        },
+        |index, outcome| {
+            let shown = format!("{}{}", dag.label(index), dag.pipeline.stages[index].name);
+            reporter.stage_line(&shown, outcome)
+        },
+    );
+    let _ = std::fs::remove_dir_all(&scratch);
+
+    let mut reports = Vec::new();
+    for (i, trial) in trials.into_iter().enumerate() {
+        let mut r = TrialReport::new(i, trial);
+        r.settle(&dag, &outcomes, first);
+        let runs: Vec<(String, i64)> = r.runs.iter().map(|(s, id)| (s.clone(), *id)).collect();
+        db.finish_trial(
+            sweep_id,
+            r.number as i64,
+            r.status,
+            r.problem.as_deref(),
+            &runs,
+        )?;
+        r.metrics = target_metrics(&db, &targets, &r.runs)?;
+        reports.push(r);
+    }
+    let status = if reports.iter().any(|r| r.status == BuildStatus::Interrupted) {
+        BuildStatus::Interrupted
+    } else if reports.iter().any(|r| r.status == BuildStatus::Failed) {
+        BuildStatus::Failed
+    } else {
+        BuildStatus::Ok
+    };
+    db.finish_build(build_id, status)?;
+    reporter.note(&format!(
+        "sweep {name}: {} of {} trials built in {}",
+        reports
+            .iter()
+            .filter(|r| r.status == BuildStatus::Ok)
+            .count(),
+        reports.len(),
+        format_duration(started.elapsed().as_secs_f64())
+    ));
+    Ok(report(reports, name))
+}
+
+impl TrialReport {
+    fn new(index: usize, trial: Trial) -> TrialReport {
+        TrialReport {
+            number: index + 1,
+            trial,
+            status: BuildStatus::Running,
+            problem: None,
+            runs: BTreeMap::new(),
+            metrics: BTreeMap::new(),
+        }
+    }
+
+    /// Its status, problem and runs, from the outcomes of its copies.
+    fn settle(&mut self, dag: &SweepDag, outcomes: &[Option<Outcome>], pipeline: &Pipeline) {
+        let mut status = BuildStatus::Ok;
+        for &(stage, copy) in &dag.copies[self.number - 1] {
+            let name = &pipeline.stages[stage].name;
+            let Some(outcome) = &outcomes[copy] else {
+                status = BuildStatus::Interrupted;
+                continue;
+            };
+            if let UpstreamState::Ready {
+                producer: Some(run),
+                ..
+            } = outcome.upstream
+            {
+                self.runs.insert(name.clone(), run);
+            }
+            let interrupted = matches!(
+                outcome.problem,
+                Some(Problem::Interrupted(_) | Problem::BuildInterrupted)
+            ) || outcome.status == Status::Interrupted;
+            if interrupted {
+                status = BuildStatus::Interrupted;
+            } else if outcome.status.is_failure() && status == BuildStatus::Ok {
+                status = BuildStatus::Failed;
+            }
+            if self.problem.is_none()
+                && outcome.status.is_failure()
+                && let Some(problem) = &outcome.problem
+            {
+                self.problem = Some(format!("{name}: {problem}"));
+            }
+        }
+        self.status = status;
+    }
+}
+
+/// The JSON object the database keeps for a trial: `"stage.param"` → value.
+fn assignment_json(trial: &Trial) -> String {
+    let object: serde_json::Map<String, Value> = trial.values.iter().cloned().collect();
+    Value::Object(object).to_string()
+}
+
+/// Without `--target`: the stages the varied ones lead to that lead nowhere further among them.
+fn default_targets(pipeline: &Pipeline, axes: &[Axis]) -> Vec<String> {
+    let n = pipeline.stages.len();
+    let mut affected = vec![false; n];
+    for (i, stage) in pipeline.stages.iter().enumerate() {
+        affected[i] = axes.iter().any(|a| a.stage == stage.name)
+            || stage.needs.iter().any(|&need| affected[need]);
+    }
+    let needed_by_affected: Vec<bool> = (0..n)
+        .map(|i| {
+            pipeline
+                .stages
+                .iter()
+                .enumerate()
+                .any(|(j, s)| affected[j] && s.needs.contains(&i))
+        })
+        .collect();
+    (0..n)
+        .filter(|&i| affected[i] && !needed_by_affected[i])
+        .map(|i| pipeline.stages[i].name.clone())
+        .collect()
+}
+
+/// The targets' final metrics, named by metric (by `stage.metric` with several targets).
+pub(crate) fn target_metrics(
+    db: &vlmflow_store::db::Db,
+    targets: &[String],
+    runs: &BTreeMap<String, i64>,
+) -> Result<BTreeMap<String, f64>, EngineError> {
+    let mut metrics = BTreeMap::new();
+    for target in targets {
+        let Some(&run) = runs.get(target) else {
+            continue;
+        };
+        for (metric, value) in db.final_metrics(run)? {
+            let name = match targets.len() {
+                1 => metric,
+                _ => format!("{target}.{metric}"),
+            };
+            metrics.insert(name, value);
+        }
+    }
+    Ok(metrics)
+}
