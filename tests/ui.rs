@@ -215,6 +215,47 @@ fn every_view_draws_the_workspace_in_a_browser() {
     assert_eq!(ws.query_i64("SELECT count(*) FROM builds"), builds_before);
 }
 
+/// A sweep opens whole in the compare view: its trials listed, its varied stage's runs overlaid;
+/// the runs view offers it.
+#[test]
+fn a_sweep_opens_whole_in_the_compare_view() {
+    let stages = STAGES.split("[stages.report]").next().unwrap();
+    let ws = Ws::new(stages);
+    ws.build_ok(&[]);
+    ws.run(&["sweep", "lm-train.lr=2e-3,5e-3", "--name", "lrs"])
+        .assert_code(0);
+    let lm: Vec<i64> = ws
+        .query("SELECT id FROM runs WHERE stage = 'lm-train' ORDER BY id")
+        .iter()
+        .map(|r| r["id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(lm.len(), 2);
+    let ui = Ui::start(&ws);
+
+    let runs = drawn(&format!("{}/runs", ui.url), "runs-sweeps");
+    assert!(
+        runs.contains(r#"<option value="lrs">lrs: 2 trials of lm-train.lr=2e-3,5e-3</option>"#),
+        "{runs}"
+    );
+    let compare = drawn(&format!("{}/compare?sweep=lrs", ui.url), "sweep");
+    assert!(
+        compare.contains("Sweep lrs: 2 trials of lm-train.lr=2e-3,5e-3"),
+        "{compare}"
+    );
+    assert_eq!(count(&compare, "<tr data-trial="), 2, "{compare}");
+    for (trial, id) in lm.iter().enumerate() {
+        let line = format!(
+            r#"data-run="{id}"><title>#{id} lm-train (trial {})</title></path>"#,
+            trial + 1
+        );
+        assert!(count(&compare, &line) >= 2, "run {id}'s curves:\n{compare}");
+    }
+    assert!(
+        compare.contains(r#"<tr class="differs" data-key="lr">"#),
+        "{compare}"
+    );
+}
+
 /// `GET url` over a plain socket: the body, as JSON.
 fn get_json(url: &str) -> serde_json::Value {
     use std::io::{Read, Write};

@@ -94,8 +94,17 @@ impl Db {
         Ok(())
     }
 
-    /// Every sweep, newest first.
+    /// Every sweep, newest first. A database of an older schema (opened read-only, so not
+    /// migrated) has none.
     pub fn sweeps(&self) -> Result<Vec<SweepRow>> {
+        let known: bool = self.conn.query_row(
+            "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'sweeps')",
+            [],
+            |r| r.get(0),
+        )?;
+        if !known {
+            return Ok(Vec::new());
+        }
         let mut stmt = self.conn.prepare_cached(
             "SELECT id, name, build_id, targets, axes, created_at FROM sweeps ORDER BY id DESC",
         )?;

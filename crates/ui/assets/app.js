@@ -268,15 +268,21 @@ async function viewRuns() {
   filter.oninput = draw;
   draw();
   stamp();
-  main.replaceChildren(el("h1", {}, `Runs (${runs.length})`), el("div", { class: "toolbar" }, filter, compare), el("table", { class: "runs" }, el("thead", {}, head), body));
+  const sweeps = await api("/api/sweeps");
+  const openSweep = sweeps.length
+    ? el("select", { class: "sweeps", onchange: (e) => e.target.value && (location.href = `/compare?sweep=${encodeURIComponent(e.target.value)}`) },
+      el("option", { value: "" }, "Compare a sweep…"),
+      sweeps.map((w) => el("option", { value: w.name }, `${w.name}: ${w.trials} trials of ${w.axes.join(" ")}`)))
+    : "";
+  main.replaceChildren(el("h1", {}, `Runs (${runs.length})`), el("div", { class: "toolbar" }, filter, compare, openSweep), el("table", { class: "runs" }, el("thead", {}, head), body));
 }
 
 // ------------------------------------------------------------------ compare
 
-function sideBySide(runs, rowsOf, cls) {
+function sideBySide(runs, rowsOf, cls, label) {
   const keys = [...new Set(runs.flatMap((r) => Object.keys(rowsOf(r))))].sort();
   return el("table", { class: cls },
-    el("tr", {}, el("th", {}, ""), runs.map((r, i) => el("th", { style: `color:${COLOURS[i % COLOURS.length]}` }, `#${r.id} ${r.stage}`))),
+    el("tr", {}, el("th", {}, ""), runs.map((r, i) => el("th", { style: `color:${COLOURS[i % COLOURS.length]}` }, label(r)))),
     keys.map((k) => {
       const values = runs.map((r) => rowsOf(r)[k]);
       const differs = new Set(values.map((v) => JSON.stringify(v))).size > 1;
@@ -285,8 +291,34 @@ function sideBySide(runs, rowsOf, cls) {
     }));
 }
 
+// A sweep's runs: those of the stages whose run differs between its trials (what it varied, and
+// what that changed), with the trial each belongs to.
+async function sweepRuns(name) {
+  const sweep = await api(`/api/sweeps/${encodeURIComponent(name)}`);
+  const stages = [...new Set(sweep.trials.flatMap((t) => Object.keys(t.runs)))];
+  const varied = stages.filter((s) => new Set(sweep.trials.map((t) => t.runs[s])).size > 1);
+  const trialOf = {};
+  for (const t of sweep.trials) for (const s of varied) if (t.runs[s]) trialOf[t.runs[s]] = t.trial;
+  const ids = Object.keys(trialOf).sort((a, b) => trialOf[a] - trialOf[b] || a - b);
+  const trials = el("table", { class: "trials" },
+    el("tr", {}, el("th", {}, "trial"), el("th", {}, "params"), el("th", {}, "status"), el("th", {}, "runs")),
+    sweep.trials.map((t) => el("tr", { "data-trial": t.trial },
+      el("td", {}, `${t.trial}`),
+      el("td", {}, el("code", {}, Object.entries(t.params).map(([k, v]) => `${k}=${typeof v === "number" ? number(v) : JSON.stringify(v)}`).join(" "))),
+      el("td", {}, badge(t.status === "ok" ? "ran" : t.status), t.error ? ` ${t.error}` : ""),
+      el("td", {}, Object.entries(t.runs).map(([s, id]) => el("a", { href: `/runs/${id}` }, `#${id} ${s} `))))));
+  return { sweep, ids, trialOf, trials };
+}
+
 async function viewCompare() {
-  const ids = (new URLSearchParams(location.search).get("ids") || "").split(",").filter(Boolean);
+  const query = new URLSearchParams(location.search);
+  let ids = (query.get("ids") || "").split(",").filter(Boolean);
+  let sweep = null;
+  if (query.get("sweep")) {
+    sweep = await sweepRuns(query.get("sweep"));
+    ids = sweep.ids;
+  }
+  const label = (r) => `#${r.id} ${r.stage}${sweep ? ` (trial ${sweep.trialOf[r.id]})` : ""}`;
   if (!ids.length) {
     main.replaceChildren(el("h1", {}, "Compare"), el("p", { class: "muted" }, "Select runs in the ", el("a", { href: "/runs" }, "runs table"), " to compare them."));
     return;
@@ -298,7 +330,7 @@ async function viewCompare() {
   const drawCharts = () => {
     const names = [...new Set(series.flatMap((s) => Object.keys(s)))].sort();
     charts.replaceChildren(...names.map((name) => {
-      const lines = runs.map((r, i) => ({ label: `#${r.id} ${r.stage}`, colour: COLOURS[i % COLOURS.length], run: r.id, points: series[i][name] || [] })).filter((l) => l.points.length);
+      const lines = runs.map((r, i) => ({ label: label(r), colour: COLOURS[i % COLOURS.length], run: r.id, points: series[i][name] || [] })).filter((l) => l.points.length);
       return el("div", { class: "card" }, lineChart(name, lines, { smoothing, logY }));
     }));
   };
@@ -308,13 +340,16 @@ async function viewCompare() {
     runs = await Promise.all(ids.map((id) => api(`/api/runs/${id}`)));
     series = await Promise.all(ids.map((id) => api(`/api/runs/${id}/series`)));
     drawCharts();
+    const title = sweep
+      ? [el("h1", {}, `Sweep ${sweep.sweep.name}: ${sweep.sweep.trials.length} trials of ${sweep.sweep.axes.join(" ")}`), sweep.trials]
+      : [el("h1", {}, `Compare ${runs.map((r) => `#${r.id}`).join(", ")}`)];
     main.replaceChildren(
-      el("h1", {}, `Compare ${runs.map((r) => `#${r.id}`).join(", ")}`),
-      legend(runs.map((r, i) => ({ label: `#${r.id} ${r.stage} (${r.status})`, colour: COLOURS[i % COLOURS.length] }))),
+      ...title,
+      legend(runs.map((r, i) => ({ label: `${label(r)} ${r.status}`, colour: COLOURS[i % COLOURS.length] }))),
       el("div", { class: "toolbar" }, el("label", {}, "smoothing ", slider), el("label", {}, log, " log axis")),
       charts,
-      el("h2", {}, "Params"), sideBySide(runs, (r) => flatten(r.params), "params"),
-      el("h2", {}, "Final metrics"), sideBySide(runs, (r) => r.metrics, "metrics"));
+      el("h2", {}, "Params"), sideBySide(runs, (r) => flatten(r.params), "params", label),
+      el("h2", {}, "Final metrics"), sideBySide(runs, (r) => r.metrics, "metrics", label));
   }, () => runs.some((r) => r.status === "running"));
 }
 

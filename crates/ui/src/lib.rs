@@ -1,6 +1,6 @@
 //! `vlmflow ui`: a local web app over one workspace — its DAG coloured by state, the runs,
-//! their curves side by side, one run's params, log, files and lineage, and a chat with its
-//! bundles (`chat`).
+//! their curves side by side (a sweep's opened whole: `sweeps`), one run's params, log, files and
+//! lineage, and a chat with its bundles (`chat`).
 //!
 //! The server (axum on tokio) answers JSON under `/api/` (`api`) and serves one page, compiled
 //! into the binary (`assets`), for every view's URL; the page draws the views itself. It only
@@ -11,6 +11,7 @@
 mod api;
 mod assets;
 mod chat;
+mod sweeps;
 
 pub use chat::ChatBackend;
 
@@ -48,6 +49,7 @@ pub fn serve(
         let app = Arc::new(App { ws, kinds, chat });
         let router = api::routes()
             .merge(chat::routes())
+            .merge(sweeps::routes())
             .merge(assets::routes())
             .with_state(app);
         axum::serve(listener, router).await?;
