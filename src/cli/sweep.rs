@@ -179,6 +179,7 @@ fn show(report: &mut SweepReport, sort: Option<&str>, set: &[String], as_json: b
             let mut row = vec![t.number.to_string()];
             row.extend(t.trial.values.iter().map(|(_, v)| plain(v)));
             row.extend(metrics.iter().map(|m| match t.metrics.get(m) {
+                Some(v) if v.fract() == 0.0 && v.abs() < 1e12 => format!("{v:.0}"),
                 Some(v) => format!("{v:.4}"),
                 None => "-".into(),
             }));
