@@ -244,7 +244,8 @@ fn a_command_stage_is_not_run_by_a_sweep_and_the_workspace_stays() {
     let run = ws.run(&["sweep", "train.lr=0.01,0.02"]);
     run.assert_code(1);
     assert!(
-        run.stdout.contains("a sweep cannot run `train` here"),
+        run.stdout
+            .contains("a sweep cannot run `train`: its command writes"),
         "{run}"
     );
     assert_eq!(ws.times_ran("train"), 1);

@@ -54,11 +54,12 @@ impl Executor<'_> {
     }
 
     fn run(&self, job: &Job<'_>) -> Result<(Digest, i64), Problem> {
-        let local = matches!(job.stage.runs_on, RunsOn::Local);
-        if self.detached.is_some() && job.kind.runs_command() && local {
+        // A command writes its outs in the workspace (on a Slurm node too, before the job moves
+        // them): a sweep, which must leave the workspace as it is, cannot run one.
+        if self.detached.is_some() && job.kind.runs_command() {
             return Err(Problem::Failed(format!(
-                "a sweep cannot run `{}` here: its command writes its outs in the workspace; \
-                 build it with `vlmflow build --set …`, or send it to Slurm (`executor = \"slurm\"`)",
+                "a sweep cannot run `{}`: its command writes its outs in the workspace; \
+                 build its settings one at a time with `vlmflow build --set …`",
                 job.stage.name
             )));
         }
