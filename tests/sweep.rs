@@ -260,3 +260,85 @@ fn a_command_stage_is_not_run_by_a_sweep_and_the_workspace_stays() {
         "{recorded}"
     );
 }
+
+/// A resource a stage asks for is held across trials: with `gpus = 1`, three trials' trainings
+/// never overlap, even with `-j 3`.
+#[test]
+fn trials_hold_the_stagefile_resources() {
+    let ws = Ws::new(&PIPELINE.replace(
+        "needs = [\"preprocess\"]\nparams = { steps = 4,",
+        "needs = [\"preprocess\"]\nresources = { gpus = 1 }\nparams = { steps = 4,",
+    ));
+    ws.build_ok(&["preprocess"]);
+    let run = ws.run(&[
+        "sweep",
+        "clip-train.lr=2e-3,1e-3,5e-4",
+        "--target",
+        "clip-train",
+        "-j",
+        "3",
+    ]);
+    run.assert_code(0);
+    let spans: Vec<(f64, f64)> = ws
+        .query(
+            "SELECT started_at, finished_at FROM runs WHERE stage = 'clip-train' \
+             ORDER BY started_at",
+        )
+        .iter()
+        .map(|r| {
+            (
+                r["started_at"].as_f64().unwrap(),
+                r["finished_at"].as_f64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(spans.len(), 3, "{run}");
+    for pair in spans.windows(2) {
+        assert!(pair[1].0 >= pair[0].1, "trainings overlapped: {spans:?}");
+    }
+}
+
+/// Ctrl-C stops a sweep (exit 130, its trials recorded as interrupted, the workspace as it
+/// was); the same sweep run again resumes the interrupted training from its checkpoint.
+#[test]
+fn an_interrupted_sweep_resumes_from_its_checkpoint() {
+    let ws = Ws::new(&PIPELINE.replace(
+        "steps = 4, batch_size = 16",
+        "steps = 60, batch_size = 16, checkpoint_every = 10",
+    ));
+    ws.build_ok(&["preprocess"]);
+    let args = ["sweep", "clip-train.lr=2e-3,1e-3", "--target", "clip-train"];
+    let mut first: Vec<&str> = args.to_vec();
+    first.extend(["--name", "first"]);
+    let child = ws.spawn(&first);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while ws.files_under("cache/checkpoints").is_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    common::signal(child.id() as i32, libc::SIGINT);
+    let stopped = common::Run::wait(child, &first, std::time::Duration::from_secs(60));
+    stopped.assert_code(130);
+    let recorded = sweep_json(&ws, "first");
+    for t in recorded["trials"].as_array().unwrap() {
+        assert_eq!(t["status"], "interrupted", "{recorded}");
+    }
+    assert!(
+        !ws.exists("out/clip-train"),
+        "the workspace has no clip-train yet"
+    );
+
+    ws.run(&args).assert_code(0);
+    let log = ws.run(&["log", "clip-train", "--verbose"]);
+    assert!(
+        log.stdout.contains("resumed from the checkpoint at step"),
+        "{log}"
+    );
+    let again = sweep_json(&ws, "sweep-2");
+    for t in again["trials"].as_array().unwrap() {
+        assert_eq!(t["status"], "ok", "{again}");
+    }
+    assert!(
+        !ws.exists("out/clip-train"),
+        "a sweep leaves the workspace as it was"
+    );
+}

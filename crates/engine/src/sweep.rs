@@ -4,6 +4,7 @@
 //! trials are one pipeline (`sweep_dag`), and the sweep is recorded as a named group of runs.
 
 use std::collections::BTreeMap;
+use std::sync::Mutex;
 use std::time::Instant;
 
 use serde_json::Value;
@@ -23,6 +24,7 @@ use super::sweep_dag::{SweepDag, combine};
 use super::sweep_space::{Axis, Trial, trials};
 use super::workspace::Workspace;
 use crate::kind::Kinds;
+use vlmflow_store::db::Db;
 pub use vlmflow_store::run_status::BuildStatus;
 
 #[derive(Clone, Debug, Default)]
@@ -73,6 +75,126 @@ pub fn sweep(
     reporter_for: impl Fn(&Pipeline) -> Reporter,
 ) -> Result<SweepReport, EngineError> {
     let started = Instant::now();
+    let plan = plan(ws, kinds, opts)?;
+    let db = ws.open_db()?;
+    let name = match &opts.name {
+        Some(name) => name.clone(),
+        None => format!("sweep-{}", db.next_sweep_number()?),
+    };
+    if db.sweep(&name)?.is_some() {
+        return Err(EngineError::Usage(format!(
+            "a sweep named `{name}` exists: pick another --name (`vlmflow sweeps` lists them)"
+        )));
+    }
+    let mut report = SweepReport {
+        name,
+        targets: plan.targets.clone(),
+        trials: Vec::new(),
+        builds: plan.dag.pipeline.stages.len(),
+    };
+    if opts.dry_run {
+        report.trials = (plan.trials.iter().cloned().enumerate())
+            .map(|(i, trial)| TrialReport::new(i, trial))
+            .collect();
+        return Ok(report);
+    }
+
+    let reporter = reporter_for(&plan.dag.pipeline);
+    let cas = ws.open_cas()?;
+    let remote = if opts.no_remote {
+        None
+    } else {
+        super::remote_sync::open_remote(plan.first())?
+    };
+    let _lock = lock_workspace(ws, &reporter, &db, &cas)?;
+    interrupt::install();
+    let argv: Vec<String> = std::env::args().collect();
+    let host = super::host();
+    let build_id = db.begin_build(&argv, &host)?;
+    let sweep_id = db
+        .insert_sweep(
+            &report.name,
+            build_id,
+            &serde_json::to_string(&plan.targets).unwrap_or_default(),
+            &serde_json::to_string(&opts.axes).unwrap_or_default(),
+        )?
+        .ok_or_else(|| EngineError::Usage(format!("a sweep named `{}` exists", report.name)))?;
+    for (i, trial) in plan.trials.iter().enumerate() {
+        db.insert_trial(sweep_id, i as i64 + 1, &assignment_json(trial))?;
+    }
+    reporter.note(&format!(
+        "sweep {}: {} trials, {} stage builds after sharing what they have in common",
+        report.name,
+        plan.trials.len(),
+        report.builds
+    ));
+    let executor = Executor {
+        ws,
+        kinds,
+        cas: &cas,
+        pipeline: &plan.dag.pipeline,
+        reporter: &reporter,
+        slurm: &Slurm::from_env(),
+        build_id,
+        host,
+        overrides: plan.dag.overrides.clone(),
+        force: Default::default(),
+        dry_run: false,
+        remote: remote.as_ref(),
+        remote_only: false,
+        detached: None,
+    };
+    let TrialsBuilt {
+        db,
+        outcomes,
+        recorded,
+    } = run_trials(&plan, executor, opts.jobs, db, sweep_id)?;
+
+    for (i, trial) in plan.trials.iter().cloned().enumerate() {
+        let mut r = TrialReport::new(i, trial);
+        r.settle(&plan.dag, &outcomes, plan.first());
+        if !recorded[i] {
+            record_trial(&db, sweep_id, &r)?;
+        }
+        r.metrics = target_metrics(&db, &plan.targets, &r.runs)?;
+        report.trials.push(r);
+    }
+    let ended = |status| report.trials.iter().filter(|r| r.status == status).count();
+    let status = if ended(BuildStatus::Interrupted) > 0 {
+        BuildStatus::Interrupted
+    } else if ended(BuildStatus::Failed) > 0 {
+        BuildStatus::Failed
+    } else {
+        BuildStatus::Ok
+    };
+    db.finish_build(build_id, status)?;
+    reporter.note(&format!(
+        "sweep {}: {} of {} trials built in {}",
+        report.name,
+        ended(BuildStatus::Ok),
+        report.trials.len(),
+        format_duration(started.elapsed().as_secs_f64())
+    ));
+    Ok(report)
+}
+
+/// What a sweep builds: its trials, each one's pipeline (with its overrides per stage), the
+/// targets, and the trials joined into one pipeline.
+struct SweepPlan {
+    trials: Vec<Trial>,
+    pipelines: Vec<(Pipeline, Vec<Option<Value>>)>,
+    targets: Vec<String>,
+    dag: SweepDag,
+}
+
+impl SweepPlan {
+    /// The first trial's pipeline: every trial's has the same stages, only params differ.
+    fn first(&self) -> &Pipeline {
+        &self.pipelines[0].0
+    }
+}
+
+fn plan(ws: &Workspace, kinds: &Kinds, opts: &SweepOptions) -> Result<SweepPlan, EngineError> {
     let axes: Vec<Axis> = opts
         .axes
         .iter()
@@ -105,92 +227,50 @@ pub fn sweep(
     };
     let selected = select(first, &targets)?;
     let dag = combine(&pipelines, &selected);
-    let report = |trials: Vec<TrialReport>, name: String| SweepReport {
-        name,
-        targets: targets.clone(),
+    Ok(SweepPlan {
         trials,
-        builds: dag.pipeline.stages.len(),
-    };
-    let db = ws.open_db()?;
-    let name = match &opts.name {
-        Some(name) => name.clone(),
-        None => format!("sweep-{}", db.next_sweep_number()?),
-    };
-    if db.sweep(&name)?.is_some() {
-        return Err(EngineError::Usage(format!(
-            "a sweep named `{name}` exists: pick another --name (`vlmflow sweeps` lists them)"
-        )));
-    }
-    if opts.dry_run {
-        let listed = trials
-            .into_iter()
-            .enumerate()
-            .map(|(i, trial)| TrialReport::new(i, trial))
-            .collect();
-        return Ok(report(listed, name));
-    }
+        pipelines,
+        targets,
+        dag,
+    })
+}
 
-    let reporter = reporter_for(&dag.pipeline);
-    let cas = ws.open_cas()?;
-    let remote = if opts.no_remote {
-        None
-    } else {
-        super::remote_sync::open_remote(first)?
-    };
-    let _lock = lock_workspace(ws, &reporter, &db, &cas)?;
-    interrupt::install();
-    let argv: Vec<String> = std::env::args().collect();
-    let host = super::host();
-    let build_id = db.begin_build(&argv, &host)?;
-    let sweep_id = db
-        .insert_sweep(
-            &name,
-            build_id,
-            &serde_json::to_string(&targets).unwrap_or_default(),
-            &serde_json::to_string(&opts.axes).unwrap_or_default(),
-        )?
-        .ok_or_else(|| EngineError::Usage(format!("a sweep named `{name}` exists")))?;
-    for (i, trial) in trials.iter().enumerate() {
-        db.insert_trial(sweep_id, i as i64 + 1, &assignment_json(trial))?;
-    }
-    reporter.note(&format!(
-        "sweep {name}: {} trials, {} stage builds after sharing what they have in common",
-        trials.len(),
-        dag.pipeline.stages.len()
-    ));
-
-    let scratch = cas.temp_dir()?;
+/// Build the plan's pipeline off the workspace, recording each trial as its last stage ends (so
+/// `sweeps` and the UI see it while the others still build).
+fn run_trials(
+    plan: &SweepPlan,
+    executor: Executor<'_>,
+    jobs: usize,
+    db: Db,
+    sweep_id: i64,
+) -> Result<TrialsBuilt, EngineError> {
+    let dag = &plan.dag;
     let copies = dag.pipeline.stages.len();
+    let scratch = executor.cas.temp_dir()?;
     let detached = Detached::new(
         (0..copies).map(|c| scratch.join(c.to_string())).collect(),
         (0..copies).map(|c| dag.label(c)).collect(),
     );
     let executor = Executor {
-        ws,
-        kinds,
-        cas: &cas,
-        pipeline: &dag.pipeline,
-        reporter: &reporter,
-        slurm: &Slurm::from_env(),
-        build_id,
-        host,
-        overrides: dag.overrides.clone(),
-        force: Default::default(),
-        dry_run: false,
-        remote: remote.as_ref(),
-        remote_only: false,
         detached: Some(&detached),
+        ..executor
     };
     let everything = vec![true; copies];
     let schedule = Schedule {
         pipeline: &dag.pipeline,
         selected: &everything,
-        jobs: opts.jobs.max(1),
+        jobs: jobs.max(1),
         // A trial that fails leaves the others to go on.
         keep_going: true,
     };
+    let tally = Mutex::new(Tally {
+        left: dag.copies.iter().map(Vec::len).collect(),
+        outcomes: vec![None; copies],
+        recorded: vec![false; plan.trials.len()],
+    });
+    let db = Mutex::new(db);
     let outcomes = schedule.run(
-        || ws.open_db(),
+        || executor.ws.open_db(),
         |db, index, upstream| match db {
             Ok(db) => executor.execute(db, index, upstream),
             Err(e) => Outcome::not_built(
@@ -201,44 +281,36 @@ pub fn sweep(
         },
         |index, outcome| {
             let shown = format!("{}{}", dag.label(index), dag.pipeline.stages[index].name);
-            reporter.stage_line(&shown, outcome)
+            executor.reporter.stage_line(&shown, outcome);
+            let mut tally = tally.lock().unwrap_or_else(|e| e.into_inner());
+            tally.outcomes[index] = Some(outcome.clone());
+            for &t in &dag.members[index] {
+                tally.left[t] -= 1;
+                if tally.left[t] == 0 {
+                    let mut report = TrialReport::new(t, plan.trials[t].clone());
+                    report.settle(dag, &tally.outcomes, plan.first());
+                    let db = db.lock().unwrap_or_else(|e| e.into_inner());
+                    tally.recorded[t] = record_trial(&db, sweep_id, &report).is_ok();
+                }
+            }
         },
     );
     let _ = std::fs::remove_dir_all(&scratch);
+    let db = db.into_inner().unwrap_or_else(|e| e.into_inner());
+    let tally = tally.into_inner().unwrap_or_else(|e| e.into_inner());
+    Ok(TrialsBuilt {
+        db,
+        outcomes,
+        recorded: tally.recorded,
+    })
+}
 
-    let mut reports = Vec::new();
-    for (i, trial) in trials.into_iter().enumerate() {
-        let mut r = TrialReport::new(i, trial);
-        r.settle(&dag, &outcomes, first);
-        let runs: Vec<(String, i64)> = r.runs.iter().map(|(s, id)| (s.clone(), *id)).collect();
-        db.finish_trial(
-            sweep_id,
-            r.number as i64,
-            r.status,
-            r.problem.as_deref(),
-            &runs,
-        )?;
-        r.metrics = target_metrics(&db, &targets, &r.runs)?;
-        reports.push(r);
-    }
-    let status = if reports.iter().any(|r| r.status == BuildStatus::Interrupted) {
-        BuildStatus::Interrupted
-    } else if reports.iter().any(|r| r.status == BuildStatus::Failed) {
-        BuildStatus::Failed
-    } else {
-        BuildStatus::Ok
-    };
-    db.finish_build(build_id, status)?;
-    reporter.note(&format!(
-        "sweep {name}: {} of {} trials built in {}",
-        reports
-            .iter()
-            .filter(|r| r.status == BuildStatus::Ok)
-            .count(),
-        reports.len(),
-        format_duration(started.elapsed().as_secs_f64())
-    ));
-    Ok(report(reports, name))
+/// What `run_trials` hands back: the database, every stage copy's outcome, and which trials the
+/// database has the end of.
+struct TrialsBuilt {
+    db: Db,
+    outcomes: Vec<Option<Outcome>>,
+    recorded: Vec<bool>,
 }
 
 impl TrialReport {
@@ -289,6 +361,22 @@ impl TrialReport {
     }
 }
 
+/// The outcomes so far, and per trial how many of its stages have yet to end.
+struct Tally {
+    left: Vec<usize>,
+    outcomes: Vec<Option<Outcome>>,
+    /// The trials whose end the database has.
+    recorded: Vec<bool>,
+}
+
+/// A trial's end in the database: its status, why it failed, the run behind each stage.
+fn record_trial(db: &Db, sweep_id: i64, report: &TrialReport) -> Result<(), EngineError> {
+    let runs: Vec<(String, i64)> = report.runs.iter().map(|(s, id)| (s.clone(), *id)).collect();
+    let trial = report.number as i64;
+    let problem = report.problem.as_deref();
+    Ok(db.finish_trial(sweep_id, trial, report.status, problem, &runs)?)
+}
+
 /// The JSON object the database keeps for a trial: `"stage.param"` → value.
 fn assignment_json(trial: &Trial) -> String {
     let object: serde_json::Map<String, Value> = trial.values.iter().cloned().collect();
@@ -320,7 +408,7 @@ fn default_targets(pipeline: &Pipeline, axes: &[Axis]) -> Vec<String> {
 
 /// The targets' final metrics, named by metric (by `stage.metric` with several targets).
 pub(crate) fn target_metrics(
-    db: &vlmflow_store::db::Db,
+    db: &Db,
     targets: &[String],
     runs: &BTreeMap<String, i64>,
 ) -> Result<BTreeMap<String, f64>, EngineError> {
