@@ -342,3 +342,31 @@ fn an_interrupted_sweep_resumes_from_its_checkpoint() {
         "a sweep leaves the workspace as it was"
     );
 }
+
+/// `gc` keeps every trial of the newest sweep, so the trial picked from its table is restored
+/// after a gc; an older sweep's trials are freed like any old run.
+#[test]
+fn gc_keeps_the_newest_sweeps_trials() {
+    let ws = Ws::new(PIPELINE);
+    ws.build_ok(&["clip-train"]);
+    let sweep = |lrs: &str| {
+        let axis = format!("clip-train.lr={lrs}");
+        ws.run(&["sweep", &axis, "--target", "clip-train"])
+            .assert_code(0);
+    };
+    let gc = || {
+        ws.run(&["gc", "--keep-last", "0"]).assert_code(0);
+    };
+    let build = |lr: &str| {
+        let set = format!("clip-train.lr={lr}");
+        ws.build_ok(&["clip-train", "--set", &set])
+            .status_of("clip-train")
+    };
+    sweep("1e-3,5e-4");
+    gc();
+    assert_eq!(build("0.0005"), "restored");
+    sweep("3e-3,4e-3");
+    gc();
+    assert_eq!(build("0.003"), "restored");
+    assert_eq!(build("0.001"), "ran", "the older sweep's trial was freed");
+}

@@ -9,6 +9,9 @@ pub struct Args {
     /// Per stage, keep the artifacts of its last N successful runs (besides what the workspace holds).
     #[arg(long, default_value_t = 3, value_name = "N")]
     keep_last: usize,
+    /// Keep the artifacts of every trial of the last N sweeps.
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    keep_sweeps: usize,
     /// Say what would be deleted; delete nothing.
     #[arg(short = 'n', long)]
     dry_run: bool,
@@ -17,9 +20,15 @@ pub struct Args {
 }
 
 pub fn run(ws: &Workspace, args: Args) -> Result<i32, EngineError> {
-    let report = gc(ws, args.keep_last, args.dry_run, |holder| {
-        eprintln!("waiting for the workspace lock, held by {holder}");
-    })?;
+    let report = gc(
+        ws,
+        args.keep_last,
+        args.keep_sweeps,
+        args.dry_run,
+        |holder| {
+            eprintln!("waiting for the workspace lock, held by {holder}");
+        },
+    )?;
     if args.json {
         super::print_json(&report);
     } else {

@@ -1,6 +1,7 @@
-//! `vlmflow gc`: delete what no kept run needs. Kept: the artifacts the workspace holds now and,
-//! per stage, the artifacts of its last N successful runs (so reverting a recent change still
-//! restores instead of retraining); their objects, and the logs of the runs kept. Run records stay,
+//! `vlmflow gc`: delete what no kept run needs. Kept: the artifacts the workspace holds now,
+//! per stage the artifacts of its last N successful runs (so reverting a recent change still
+//! restores instead of retraining), and those of the last sweeps' trials (so a trial picked from a
+//! sweep's table is restored, not trained again); their objects, and the logs of the runs kept. Run records stay,
 //! in the database and as objects (provenance outlives artifacts); an artifact whose objects are
 //! deleted is marked swept, so the run-cache no longer offers it.
 
@@ -27,6 +28,7 @@ pub struct GcReport {
 pub fn gc(
     ws: &Workspace,
     keep_last: usize,
+    keep_sweeps: usize,
     dry_run: bool,
     waiting: impl FnOnce(&str),
 ) -> Result<GcReport, EngineError> {
@@ -37,7 +39,7 @@ pub fn gc(
     cas.clean_temp()?;
     super::index_recovery::recover_interrupted(&db, &cas)?;
 
-    let (live_artifacts, kept_runs) = kept(&db, keep_last)?;
+    let (live_artifacts, kept_runs) = kept(&db, keep_last, keep_sweeps)?;
     let mut live_objects: HashSet<Digest> = HashSet::new();
     for artifact in &live_artifacts {
         live_objects.insert(*artifact);
@@ -100,7 +102,11 @@ pub fn gc(
 }
 
 /// The artifacts to keep and the runs whose logs to keep.
-fn kept(db: &Db, keep_last: usize) -> Result<(HashSet<Digest>, HashSet<i64>), StoreError> {
+fn kept(
+    db: &Db,
+    keep_last: usize,
+    keep_sweeps: usize,
+) -> Result<(HashSet<Digest>, HashSet<i64>), StoreError> {
     let mut artifacts = HashSet::new();
     let mut runs = HashSet::new();
     let mut stmt = db.conn.prepare(
@@ -137,6 +143,16 @@ fn kept(db: &Db, keep_last: usize) -> Result<(HashSet<Digest>, HashSet<i64>), St
             artifacts.insert(artifact);
             runs.insert(run.id);
             runs.extend(run.source_run);
+        }
+    }
+    let newest_sweeps = db.sweeps()?.into_iter().take(keep_sweeps);
+    for sweep in newest_sweeps {
+        for trial in db.trials(sweep.id)? {
+            for (_, run_id) in trial.runs {
+                let artifact = db.run(run_id)?.and_then(|r| r.artifact);
+                artifacts.extend(artifact.and_then(|a| a.parse::<Digest>().ok()));
+                runs.insert(run_id);
+            }
         }
     }
     Ok((artifacts, runs))
