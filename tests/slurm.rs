@@ -335,3 +335,36 @@ fn independent_jobs_run_at_once_without_asking_for_local_workers() {
     run.assert_code(0);
     run.assert_statuses(&[("left", "ran"), ("right", "ran")]);
 }
+
+#[test]
+fn a_sweep_sends_its_trials_to_slurm_and_leaves_the_workspace_as_it_was() {
+    let ws = Ws::new(
+        r#"
+[stages.download]
+kind = "download"
+params = { source = "synthetic", count = 64, seed = 3, image_size = 16 }
+executor = "slurm"
+
+[stages.preprocess]
+kind = "preprocess"
+needs = ["download"]
+params = { val_permille = 200 }
+"#,
+    );
+    build(&ws).assert_code(0);
+    let before = ws.files_under("out").len();
+    let captions = ws.read("out/download/captions.jsonl");
+    let args = ["sweep", "download.seed=4,5", "-j", "2"];
+    let out = slurm_command(&ws, &args).output().unwrap();
+    let run = Run::from_output(&args, out.status, out.stdout, out.stderr);
+    run.assert_code(0);
+    // Both trials' downloads were jobs; their preprocess read them from the sweep's scratch.
+    let jobs = ws.query_i64(
+        "SELECT count(*) FROM runs WHERE stage = 'download' AND status = 'ran' AND job IS NOT NULL",
+    );
+    assert_eq!(jobs, 3, "{run}");
+    let made = ws.query_i64("SELECT count(*) FROM sweep_runs WHERE stage = 'preprocess'");
+    assert_eq!(made, 2, "{run}");
+    assert_eq!(ws.read("out/download/captions.jsonl"), captions);
+    assert_eq!(ws.files_under("out").len(), before);
+}
