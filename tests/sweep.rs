@@ -181,6 +181,8 @@ fn a_random_search_draws_the_same_values_from_the_same_seed() {
         ]);
         run.assert_code(0);
         let listed: Value = serde_json::from_str(&run.stdout).unwrap();
+        // download and preprocess once, clip-train and zero-shot-eval per trial.
+        assert_eq!(listed["stage_builds"], 12, "{listed}");
         listed["trials"]
             .as_array()
             .unwrap()

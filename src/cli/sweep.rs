@@ -80,6 +80,16 @@ pub fn run(ws: &Workspace, args: Args) -> Result<i32, EngineError> {
         super::build::reporter(pipeline)
     })?;
     show(&mut report, args.sort.as_deref(), &args.set, args.json);
+    if args.dry_run
+        && !args.json
+        && let Some(builds) = report.builds
+    {
+        println!(
+            "a dry run: {} trials would take {} stage builds (stages the trials share counted once); nothing was built",
+            report.trials.len(),
+            builds
+        );
+    }
     Ok(
         if vlmflow_engine::interrupt::requested()
             || report
@@ -229,6 +239,7 @@ fn to_json(report: &SweepReport, ranking: Option<&Ranking>) -> Value {
     json!({
         "name": report.name,
         "targets": report.targets,
+        "stage_builds": report.builds,
         "sorted_by": ranking.map(|r| json!({ "metric": r.metric, "lower_is_better": r.lower_is_better })),
         "trials": report.trials.iter().map(|t| json!({
             "trial": t.number,

@@ -51,8 +51,9 @@ pub struct SweepReport {
     pub name: String,
     pub targets: Vec<String>,
     pub trials: Vec<TrialReport>,
-    /// Stage builds the trials need after sharing what they have in common.
-    pub builds: usize,
+    /// Stage builds the trials need after sharing what they have in common (not known of a sweep
+    /// read back from the database).
+    pub builds: Option<usize>,
 }
 
 pub struct TrialReport {
@@ -90,7 +91,7 @@ pub fn sweep(
         name,
         targets: plan.targets.clone(),
         trials: Vec::new(),
-        builds: plan.dag.pipeline.stages.len(),
+        builds: Some(plan.dag.pipeline.stages.len()),
     };
     if opts.dry_run {
         report.trials = (plan.trials.iter().cloned().enumerate())
@@ -126,7 +127,7 @@ pub fn sweep(
         "sweep {}: {} trials, {} stage builds after sharing what they have in common",
         report.name,
         plan.trials.len(),
-        report.builds
+        plan.dag.pipeline.stages.len()
     ));
     let executor = Executor {
         ws,

@@ -106,7 +106,7 @@ pub fn recorded(db: &Db, name: &str) -> Result<Option<SweepReport>, EngineError>
     Ok(Some(SweepReport {
         name: row.name,
         targets,
-        builds: 0,
+        builds: None,
         trials,
     }))
 }
@@ -132,7 +132,7 @@ mod tests {
             name: "s".into(),
             targets: vec![],
             trials,
-            builds: 0,
+            builds: None,
         }
     }
 
