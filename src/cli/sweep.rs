@@ -5,6 +5,7 @@ use serde_json::{Value, json};
 use vlmflow_engine::build::EngineError;
 use vlmflow_engine::sweep::{BuildStatus, SweepOptions, SweepReport, sweep};
 use vlmflow_engine::sweep_results::{Ranking, recorded};
+use vlmflow_engine::sweep_space::value_text;
 use vlmflow_engine::workspace::Workspace;
 
 #[derive(clap::Args)]
@@ -79,7 +80,13 @@ pub fn run(ws: &Workspace, args: Args) -> Result<i32, EngineError> {
     let mut report = sweep(ws, &vlmflow_stages::kinds(), &opts, |pipeline| {
         super::build::reporter(pipeline)
     })?;
-    show(&mut report, args.sort.as_deref(), &args.set, args.json);
+    show(
+        &mut report,
+        args.sort.as_deref(),
+        &args.set,
+        args.json,
+        args.dry_run,
+    );
     if args.dry_run
         && !args.json
         && let Some(builds) = report.builds
@@ -119,20 +126,17 @@ pub fn run_list(ws: &Workspace, args: ListArgs) -> Result<i32, EngineError> {
         } else if sweeps.is_empty() {
             println!("no sweeps yet: `vlmflow sweep STAGE.PARAM=A,B` runs one");
         } else {
-            let rows: Vec<Vec<String>> = sweeps
-                .iter()
-                .map(|s| {
-                    let axes: Vec<String> = serde_json::from_str(&s.axes).unwrap_or_default();
-                    let targets: Vec<String> = serde_json::from_str(&s.targets).unwrap_or_default();
-                    let trials = db.trials(s.id).map(|t| t.len()).unwrap_or(0);
-                    vec![
-                        s.name.clone(),
-                        trials.to_string(),
-                        targets.join(","),
-                        axes.join(" "),
-                    ]
-                })
-                .collect();
+            let mut rows = Vec::new();
+            for s in &sweeps {
+                let axes: Vec<String> = serde_json::from_str(&s.axes).unwrap_or_default();
+                let targets: Vec<String> = serde_json::from_str(&s.targets).unwrap_or_default();
+                rows.push(vec![
+                    s.name.clone(),
+                    db.trials(s.id)?.len().to_string(),
+                    targets.join(","),
+                    axes.join(" "),
+                ]);
+            }
             super::table::print(&["sweep", "trials", "targets", "varied"], &rows);
         }
         return Ok(0);
@@ -142,13 +146,19 @@ pub fn run_list(ws: &Workspace, args: ListArgs) -> Result<i32, EngineError> {
             "no sweep named `{name}`: `vlmflow sweeps` lists them"
         )));
     };
-    show(&mut report, args.sort.as_deref(), &[], args.json);
+    show(&mut report, args.sort.as_deref(), &[], args.json, false);
     Ok(0)
 }
 
 /// The trials best first: their values, the targets' metrics, how they ended; then how to get the
 /// best one back.
-fn show(report: &mut SweepReport, sort: Option<&str>, set: &[String], as_json: bool) {
+fn show(
+    report: &mut SweepReport,
+    sort: Option<&str>,
+    set: &[String],
+    as_json: bool,
+    dry_run: bool,
+) {
     let ranking = match sort {
         Some(metric) => Some(Ranking::by(metric)),
         None => Ranking::default_for(report),
@@ -157,7 +167,7 @@ fn show(report: &mut SweepReport, sort: Option<&str>, set: &[String], as_json: b
         report.rank(ranking);
     }
     if as_json {
-        super::print_json(&to_json(report, ranking.as_ref()));
+        super::print_json(&to_json(report, ranking.as_ref(), dry_run));
         return;
     }
     let Some(first) = report.trials.first() else {
@@ -194,8 +204,8 @@ fn show(report: &mut SweepReport, sort: Option<&str>, set: &[String], as_json: b
                 None => "-".into(),
             }));
             row.push(match (&t.status, &t.problem) {
-                (_, Some(problem)) => format!("{}: {problem}", status_word(t.status)),
-                (status, None) => status_word(*status).to_string(),
+                (status, Some(problem)) => format!("{}: {problem}", status_text(*status, dry_run)),
+                (status, None) => status_text(*status, dry_run).to_string(),
             });
             let runs: Vec<String> = report
                 .targets
@@ -228,14 +238,14 @@ fn show(report: &mut SweepReport, sort: Option<&str>, set: &[String], as_json: b
         for s in set {
             command.push_str(&format!(" --set {s}"));
         }
-        for (name, value) in &best.trial.values {
-            command.push_str(&format!(" --set {name}={}", shell_value(value)));
+        for arg in best.trial.set_args() {
+            command.push_str(&format!(" --set {}", shell_word(&arg)));
         }
         println!("put trial {} in the workspace: {command}", best.number);
     }
 }
 
-fn to_json(report: &SweepReport, ranking: Option<&Ranking>) -> Value {
+fn to_json(report: &SweepReport, ranking: Option<&Ranking>, dry_run: bool) -> Value {
     json!({
         "name": report.name,
         "targets": report.targets,
@@ -244,7 +254,7 @@ fn to_json(report: &SweepReport, ranking: Option<&Ranking>) -> Value {
         "trials": report.trials.iter().map(|t| json!({
             "trial": t.number,
             "params": t.trial.values.iter().cloned().collect::<serde_json::Map<_, _>>(),
-            "status": status_word(t.status),
+            "status": status_text(t.status, dry_run),
             "error": t.problem,
             "runs": t.runs,
             "metrics": t.metrics,
@@ -252,30 +262,56 @@ fn to_json(report: &SweepReport, ranking: Option<&Ranking>) -> Value {
     })
 }
 
-fn status_word(status: BuildStatus) -> &'static str {
-    match status {
-        BuildStatus::Ok => "ok",
-        BuildStatus::Failed => "failed",
-        BuildStatus::Interrupted => "interrupted",
-        BuildStatus::Running => "not built",
+/// A trial's status as the database has it, or `would build` in a dry run.
+fn status_text(status: BuildStatus, dry_run: bool) -> &'static str {
+    if dry_run {
+        "would build"
+    } else {
+        status.as_str()
     }
 }
 
-/// A value as a person reads it: strings without quotes.
+/// A value as a person reads it: as `--set` takes it, strings without their quotes.
 fn plain(value: &Value) -> String {
     match value {
         Value::String(s) => s.clone(),
-        Value::Number(n) if n.is_f64() => format!("{:?}", n.as_f64().unwrap_or_default()),
-        other => other.to_string(),
+        other => value_text(other),
     }
 }
 
-/// A value as `--set` reads it back typed into a shell: strings quoted for TOML, then the shell.
-fn shell_value(value: &Value) -> String {
-    match value {
-        Value::String(s) => format!("'\"{s}\"'"),
-        Value::Number(n) if n.is_f64() => format!("{:?}", n.as_f64().unwrap_or_default()),
-        Value::Number(_) | Value::Bool(_) => value.to_string(),
-        other => format!("'{other}'"),
+/// `word` as a shell reads it back: in single quotes unless every character is plain.
+fn shell_word(word: &str) -> String {
+    let plain = |c: char| c.is_ascii_alphanumeric() || "._-+=:/,".contains(c);
+    if word.chars().all(plain) {
+        word.to_string()
+    } else {
+        format!("'{}'", word.replace('\'', r"'\''"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shell_word;
+
+    /// What `sh` makes of a word: the argument the restore command hands vlmflow.
+    fn through_sh(word: &str) -> String {
+        let out = std::process::Command::new("sh")
+            .args(["-c", &format!("printf %s {word}")])
+            .output()
+            .unwrap();
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    #[test]
+    fn set_args_reach_vlmflow_as_written() {
+        for arg in [
+            "clip-train.lr=0.0005",
+            r#"s.name="a b""#,
+            "s.list=[1, 2]",
+            r#"s.q="it's""#,
+        ] {
+            assert_eq!(through_sh(&shell_word(arg)), arg);
+        }
+        assert_eq!(shell_word("clip-train.lr=0.0005"), "clip-train.lr=0.0005");
     }
 }

@@ -1,9 +1,9 @@
 //! `vlmflow gc`: delete what no kept run needs. Kept: the artifacts the workspace holds now,
 //! per stage the artifacts of its last N successful runs (so reverting a recent change still
-//! restores instead of retraining), and those of the last sweeps' trials (so a trial picked from a
-//! sweep's table is restored, not trained again); their objects, and the logs of the runs kept. Run records stay,
-//! in the database and as objects (provenance outlives artifacts); an artifact whose objects are
-//! deleted is marked swept, so the run-cache no longer offers it.
+//! restores instead of retraining), and those of the last sweeps' trials (so a trial picked from
+//! a sweep's table is restored, not trained again); their objects, and the logs of the runs kept.
+//! Run records stay, in the database and as objects (provenance outlives artifacts); an artifact
+//! whose objects are deleted is marked swept, so the run-cache no longer offers it.
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
@@ -145,15 +145,9 @@ fn kept(
             runs.extend(run.source_run);
         }
     }
-    let newest_sweeps = db.sweeps()?.into_iter().take(keep_sweeps);
-    for sweep in newest_sweeps {
-        for trial in db.trials(sweep.id)? {
-            for (_, run_id) in trial.runs {
-                let artifact = db.run(run_id)?.and_then(|r| r.artifact);
-                artifacts.extend(artifact.and_then(|a| a.parse::<Digest>().ok()));
-                runs.insert(run_id);
-            }
-        }
+    for (run_id, artifact) in db.runs_of_newest_sweeps(keep_sweeps)? {
+        artifacts.extend(artifact.and_then(|a| a.parse::<Digest>().ok()));
+        runs.insert(run_id);
     }
     Ok((artifacts, runs))
 }

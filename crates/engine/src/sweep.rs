@@ -80,7 +80,7 @@ pub fn sweep(
     let db = ws.open_db()?;
     let name = match &opts.name {
         Some(name) => name.clone(),
-        None => format!("sweep-{}", db.next_sweep_number()?),
+        None => default_name(&db)?,
     };
     if db.sweep(&name)?.is_some() {
         return Err(EngineError::Usage(format!(
@@ -129,6 +129,13 @@ pub fn sweep(
         plan.trials.len(),
         plan.dag.pipeline.stages.len()
     ));
+    // Each stage copy places its outs in a folder of its own under the sweep's scratch.
+    let scratch = cas.temp_dir()?;
+    let copies = plan.dag.pipeline.stages.len();
+    let detached = Detached::new(
+        (0..copies).map(|c| scratch.join(c.to_string())).collect(),
+        (0..copies).map(|c| plan.dag.label(c)).collect(),
+    );
     let executor = Executor {
         ws,
         kinds,
@@ -143,13 +150,14 @@ pub fn sweep(
         dry_run: false,
         remote: remote.as_ref(),
         remote_only: false,
-        detached: None,
+        detached: Some(&detached),
     };
     let TrialsBuilt {
         db,
         outcomes,
         recorded,
-    } = run_trials(&plan, executor, opts.jobs, db, sweep_id)?;
+    } = run_trials(&plan, &executor, opts.jobs, db, sweep_id)?;
+    let _ = std::fs::remove_dir_all(&scratch);
 
     for (i, trial) in plan.trials.iter().cloned().enumerate() {
         let mut r = TrialReport::new(i, trial);
@@ -240,22 +248,13 @@ fn plan(ws: &Workspace, kinds: &Kinds, opts: &SweepOptions) -> Result<SweepPlan,
 /// `sweeps` and the UI see it while the others still build).
 fn run_trials(
     plan: &SweepPlan,
-    executor: Executor<'_>,
+    executor: &Executor<'_>,
     jobs: usize,
     db: Db,
     sweep_id: i64,
 ) -> Result<TrialsBuilt, EngineError> {
     let dag = &plan.dag;
     let copies = dag.pipeline.stages.len();
-    let scratch = executor.cas.temp_dir()?;
-    let detached = Detached::new(
-        (0..copies).map(|c| scratch.join(c.to_string())).collect(),
-        (0..copies).map(|c| dag.label(c)).collect(),
-    );
-    let executor = Executor {
-        detached: Some(&detached),
-        ..executor
-    };
     let everything = vec![true; copies];
     let schedule = Schedule {
         pipeline: &dag.pipeline,
@@ -281,7 +280,8 @@ fn run_trials(
             ),
         },
         |index, outcome| {
-            let shown = format!("{}{}", dag.label(index), dag.pipeline.stages[index].name);
+            let label = executor.detached.map_or("", |d| d.label(index));
+            let shown = format!("{label}{}", dag.pipeline.stages[index].name);
             executor.reporter.stage_line(&shown, outcome);
             let mut tally = tally.lock().unwrap_or_else(|e| e.into_inner());
             tally.outcomes[index] = Some(outcome.clone());
@@ -296,7 +296,6 @@ fn run_trials(
             }
         },
     );
-    let _ = std::fs::remove_dir_all(&scratch);
     let db = db.into_inner().unwrap_or_else(|e| e.into_inner());
     let tally = tally.into_inner().unwrap_or_else(|e| e.into_inner());
     Ok(TrialsBuilt {
@@ -342,10 +341,9 @@ impl TrialReport {
             {
                 self.runs.insert(name.clone(), run);
             }
-            let interrupted = matches!(
-                outcome.problem,
-                Some(Problem::Interrupted(_) | Problem::BuildInterrupted)
-            ) || outcome.status == Status::Interrupted;
+            // A stage stopped by Ctrl-C, or one that never started because of it.
+            let interrupted = outcome.status == Status::Interrupted
+                || matches!(outcome.problem, Some(Problem::BuildInterrupted));
             if interrupted {
                 status = BuildStatus::Interrupted;
             } else if outcome.status.is_failure() && status == BuildStatus::Ok {
@@ -376,6 +374,15 @@ fn record_trial(db: &Db, sweep_id: i64, report: &TrialReport) -> Result<(), Engi
     let trial = report.number as i64;
     let problem = report.problem.as_deref();
     Ok(db.finish_trial(sweep_id, trial, report.status, problem, &runs)?)
+}
+
+/// `sweep-N`, the first N no sweep is named after.
+fn default_name(db: &Db) -> Result<String, EngineError> {
+    let mut n = db.next_sweep_number()?;
+    while db.sweep(&format!("sweep-{n}"))?.is_some() {
+        n += 1;
+    }
+    Ok(format!("sweep-{n}"))
 }
 
 /// The JSON object the database keeps for a trial: `"stage.param"` → value.

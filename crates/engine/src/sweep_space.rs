@@ -37,13 +37,13 @@ impl Trial {
     pub fn set_args(&self) -> Vec<String> {
         self.values
             .iter()
-            .map(|(name, value)| format!("{name}={}", toml_text(value)))
+            .map(|(name, value)| format!("{name}={}", value_text(value)))
             .collect()
     }
 }
 
 /// A value written so that `--set` reads it back as the same value (a float stays a float).
-fn toml_text(value: &Value) -> String {
+pub fn value_text(value: &Value) -> String {
     match value {
         Value::Number(n) if n.is_f64() => format!("{:?}", n.as_f64().expect("an f64")),
         other => other.to_string(),

@@ -94,6 +94,16 @@ impl Db {
         Ok(())
     }
 
+    /// (run, its artifact) of every trial of the newest `n` sweeps.
+    pub fn runs_of_newest_sweeps(&self, n: usize) -> Result<Vec<(i64, Option<String>)>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT r.id, r.artifact FROM sweep_runs s JOIN runs r ON r.id = s.run_id
+             WHERE s.sweep_id IN (SELECT id FROM sweeps ORDER BY id DESC LIMIT ?1)",
+        )?;
+        let rows = stmt.query_map([n as i64], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
     /// Every sweep, newest first. A database of an older schema (opened read-only, so not
     /// migrated) has none.
     pub fn sweeps(&self) -> Result<Vec<SweepRow>> {

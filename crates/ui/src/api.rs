@@ -175,7 +175,8 @@ fn artifact_manifest(cas: &Cas, run: &RunRow) -> Answer<Option<Manifest>> {
     Ok(Some(cas.read_manifest(&digest)?))
 }
 
-fn parse_json(text: &str) -> Value {
+/// A JSON column as a value (null when it is not JSON).
+pub(crate) fn parse_json(text: &str) -> Value {
     serde_json::from_str(text).unwrap_or(Value::Null)
 }
 

@@ -15,16 +15,12 @@ use axum::routing::get;
 use serde_json::{Value, json};
 
 use crate::App;
-use crate::api::{Answer, ApiError, blocking};
+use crate::api::{Answer, ApiError, blocking, parse_json as parse};
 
 pub(crate) fn routes() -> Router<Arc<App>> {
     Router::new()
         .route("/api/sweeps", get(sweeps))
         .route("/api/sweeps/{name}", get(sweep))
-}
-
-fn parse(text: &str) -> Value {
-    serde_json::from_str(text).unwrap_or(Value::Null)
 }
 
 async fn sweeps(State(app): State<Arc<App>>) -> Answer<Json<Value>> {
